@@ -1,0 +1,359 @@
+//! Configuration from `NADIR_*` environment variables.
+//!
+//! Every setting a nadir process reads is named here, once. A missing or
+//! malformed value stops the process at start with a message that names the
+//! variable, so an operator never has to guess which line of a manifest is
+//! wrong. Secrets (S3 keys, the database URL) are read here and never printed:
+//! [`Config`]'s `Debug` output redacts them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A setting that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var} is not set: {hint}")]
+    Missing { var: &'static str, hint: &'static str },
+    #[error("{var}={value:?} is not valid: {reason}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Where the environment comes from: the process, or a map in tests.
+pub trait Env {
+    fn get(&self, var: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, var: &str) -> Option<String> {
+        std::env::var(var).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn get(&self, var: &str) -> Option<String> {
+        HashMap::get(self, var).cloned().filter(|v| !v.is_empty())
+    }
+}
+
+fn required(env: &dyn Env, var: &'static str, hint: &'static str) -> Result<String, ConfigError> {
+    env.get(var).ok_or(ConfigError::Missing { var, hint })
+}
+
+fn parsed<T>(env: &dyn Env, var: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    match env.get(var) {
+        None => Ok(default),
+        Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+            var,
+            reason: e.to_string(),
+            value,
+        }),
+    }
+}
+
+fn seconds(env: &dyn Env, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
+    parsed(env, var, default).map(Duration::from_secs)
+}
+
+fn bucket(env: &dyn Env, var: &'static str, default: &str) -> Result<String, ConfigError> {
+    let name = env.get(var).unwrap_or_else(|| default.to_string());
+    let valid = (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if valid {
+        Ok(name)
+    } else {
+        Err(ConfigError::Invalid {
+            var,
+            value: name,
+            reason: "an S3 bucket name is 3-63 characters of a-z, 0-9, '-' and '.'".into(),
+        })
+    }
+}
+
+/// Connection to the S3 server holding the four buckets.
+#[derive(Clone)]
+pub struct S3Settings {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key", &"<redacted>")
+            .field("secret_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The four bucket names (DESIGN.md: raw, silver, models, eval).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buckets {
+    pub raw: String,
+    pub silver: String,
+    pub models: String,
+    pub eval: String,
+}
+
+impl Buckets {
+    pub fn all(&self) -> [&str; 4] {
+        [&self.raw, &self.silver, &self.models, &self.eval]
+    }
+}
+
+/// How a stage treats its JetStream messages.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Time a worker has to ack (or send an in-progress ack) before JetStream
+    /// redelivers. In-progress acks are sent every third of it.
+    pub ack_wait: Duration,
+    /// Deliveries after which a failing message goes to `pipeline.dead`.
+    pub max_deliver: i64,
+    /// Time a worker keeps working on the job in hand after SIGTERM before it
+    /// hands the message back.
+    pub shutdown_grace: Duration,
+}
+
+/// Everything a long-running nadir process needs to start.
+#[derive(Clone)]
+pub struct Config {
+    pub nats_url: String,
+    pub s3: S3Settings,
+    pub database_url: String,
+    pub metrics_addr: SocketAddr,
+    pub buckets: Buckets,
+    pub delivery: Delivery,
+    /// How often the ingest reconciler lists `raw`; zero turns it off.
+    pub reconcile_interval: Duration,
+    /// Seed of every random choice a stage makes (model fitting).
+    pub seed: u64,
+    /// Share of flows the operating threshold flags as anomalous.
+    pub contamination: f64,
+    /// Name of this process in audit rows and logs.
+    pub worker_id: String,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("nats_url", &redact_url(&self.nats_url))
+            .field("s3", &self.s3)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("metrics_addr", &self.metrics_addr)
+            .field("buckets", &self.buckets)
+            .field("delivery", &self.delivery)
+            .field("reconcile_interval", &self.reconcile_interval)
+            .field("seed", &self.seed)
+            .field("contamination", &self.contamination)
+            .field("worker_id", &self.worker_id)
+            .finish()
+    }
+}
+
+/// `scheme://user:secret@host/...` with the credentials replaced.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://<redacted>@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Every variable [`Config`] reads, for the deployment checks and `--help`.
+pub const VARIABLES: &[&str] = &[
+    "NADIR_NATS_URL",
+    "NADIR_S3_ENDPOINT",
+    "NADIR_S3_REGION",
+    "NADIR_S3_ACCESS_KEY",
+    "NADIR_S3_SECRET_KEY",
+    "NADIR_DATABASE_URL",
+    "NADIR_METRICS_ADDR",
+    "NADIR_BUCKET_RAW",
+    "NADIR_BUCKET_SILVER",
+    "NADIR_BUCKET_MODELS",
+    "NADIR_BUCKET_EVAL",
+    "NADIR_ACK_WAIT_SECS",
+    "NADIR_MAX_DELIVER",
+    "NADIR_SHUTDOWN_GRACE_SECS",
+    "NADIR_RECONCILE_INTERVAL_SECS",
+    "NADIR_SEED",
+    "NADIR_CONTAMINATION",
+    "NADIR_WORKER_ID",
+];
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from(&ProcessEnv)
+    }
+
+    pub fn from(env: &dyn Env) -> Result<Self, ConfigError> {
+        let nats_url = required(env, "NADIR_NATS_URL", "the NATS server, e.g. nats://127.0.0.1:4222")?;
+        let endpoint = required(env, "NADIR_S3_ENDPOINT", "the S3 server, e.g. http://127.0.0.1:9000")?;
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                var: "NADIR_S3_ENDPOINT",
+                value: endpoint,
+                reason: "expected an http:// or https:// URL".into(),
+            });
+        }
+        let s3 = S3Settings {
+            endpoint,
+            region: env.get("NADIR_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+            access_key: required(env, "NADIR_S3_ACCESS_KEY", "the S3 access key (from a Secret)")?,
+            secret_key: required(env, "NADIR_S3_SECRET_KEY", "the S3 secret key (from a Secret)")?,
+        };
+        let database_url = required(
+            env,
+            "NADIR_DATABASE_URL",
+            "the PostgreSQL URL, e.g. postgres://nadir:...@127.0.0.1:5432/nadir",
+        )?;
+        if let Err(e) = database_url.parse::<tokio_postgres::Config>() {
+            return Err(ConfigError::Invalid {
+                var: "NADIR_DATABASE_URL",
+                value: redact_url(&database_url),
+                reason: e.to_string(),
+            });
+        }
+        let metrics_addr = parsed(env, "NADIR_METRICS_ADDR", SocketAddr::from(([0, 0, 0, 0], 9090)))?;
+        let buckets = Buckets {
+            raw: bucket(env, "NADIR_BUCKET_RAW", "raw")?,
+            silver: bucket(env, "NADIR_BUCKET_SILVER", "silver")?,
+            models: bucket(env, "NADIR_BUCKET_MODELS", "models")?,
+            eval: bucket(env, "NADIR_BUCKET_EVAL", "eval")?,
+        };
+        let delivery = Delivery {
+            ack_wait: seconds(env, "NADIR_ACK_WAIT_SECS", 30)?,
+            max_deliver: parsed(env, "NADIR_MAX_DELIVER", 5)?,
+            shutdown_grace: seconds(env, "NADIR_SHUTDOWN_GRACE_SECS", 25)?,
+        };
+        if delivery.ack_wait < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid {
+                var: "NADIR_ACK_WAIT_SECS",
+                value: "0".into(),
+                reason: "must be at least 1 second".into(),
+            });
+        }
+        if delivery.max_deliver < 1 {
+            return Err(ConfigError::Invalid {
+                var: "NADIR_MAX_DELIVER",
+                value: delivery.max_deliver.to_string(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        let contamination: f64 = parsed(env, "NADIR_CONTAMINATION", 0.02)?;
+        if !(contamination > 0.0 && contamination < 0.5) {
+            return Err(ConfigError::Invalid {
+                var: "NADIR_CONTAMINATION",
+                value: contamination.to_string(),
+                reason: "must be a share between 0 and 0.5, e.g. 0.02".into(),
+            });
+        }
+        let worker_id = env.get("NADIR_WORKER_ID").unwrap_or_else(default_worker_id);
+        Ok(Config {
+            nats_url,
+            s3,
+            database_url,
+            metrics_addr,
+            buckets,
+            delivery,
+            reconcile_interval: seconds(env, "NADIR_RECONCILE_INTERVAL_SECS", 30)?,
+            seed: parsed(env, "NADIR_SEED", 42)?,
+            contamination,
+            worker_id,
+        })
+    }
+}
+
+/// `HOSTNAME` (the pod name on Kubernetes) and the process id.
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}/{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn complete() -> HashMap<String, String> {
+        env(&[
+            ("NADIR_NATS_URL", "nats://127.0.0.1:4222"),
+            ("NADIR_S3_ENDPOINT", "http://127.0.0.1:9000"),
+            ("NADIR_S3_ACCESS_KEY", "ak"),
+            ("NADIR_S3_SECRET_KEY", "sk-very-secret"),
+            ("NADIR_DATABASE_URL", "postgres://nadir:pw-very-secret@127.0.0.1:5432/nadir"),
+        ])
+    }
+
+    #[test]
+    fn defaults_apply_when_optional_settings_are_absent() {
+        let config = Config::from(&complete()).unwrap();
+        assert_eq!(config.buckets.all(), ["raw", "silver", "models", "eval"]);
+        assert_eq!(config.metrics_addr.port(), 9090);
+        assert_eq!(config.delivery.max_deliver, 5);
+        assert_eq!(config.s3.region, "us-east-1");
+    }
+
+    #[test]
+    fn a_missing_setting_names_the_variable() {
+        let mut e = complete();
+        e.remove("NADIR_DATABASE_URL");
+        let err = Config::from(&e).unwrap_err().to_string();
+        assert!(err.starts_with("NADIR_DATABASE_URL is not set"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_setting_names_the_variable_and_the_value() {
+        let mut e = complete();
+        e.insert("NADIR_METRICS_ADDR".into(), "localhost".into());
+        let err = Config::from(&e).unwrap_err().to_string();
+        assert!(err.contains("NADIR_METRICS_ADDR=\"localhost\""), "{err}");
+
+        let mut e = complete();
+        e.insert("NADIR_BUCKET_RAW".into(), "Raw_Bucket".into());
+        let err = Config::from(&e).unwrap_err().to_string();
+        assert!(err.contains("NADIR_BUCKET_RAW"), "{err}");
+
+        let mut e = complete();
+        e.insert("NADIR_S3_ENDPOINT".into(), "127.0.0.1:9000".into());
+        assert!(Config::from(&e).unwrap_err().to_string().contains("NADIR_S3_ENDPOINT"));
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let config = Config::from(&complete()).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains("127.0.0.1:5432/nadir"));
+    }
+}

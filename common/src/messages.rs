@@ -1,0 +1,352 @@
+//! The messages the stages exchange over NATS JetStream, and their subjects.
+//!
+//! This module is the one place the wire contract of DESIGN.md lives. Every
+//! message is JSON, carries a `run_id` and a `schema` version, and is decoded
+//! strictly: an unknown schema version or a missing field is a rejected
+//! message with an error that says what was wrong, never a guess.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+use crate::layout::ArtifactRef;
+
+/// Version of every message type below. Bumped on an incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Subjects of DESIGN.md.
+pub mod subject {
+    pub const MINIO_RAW: &str = "minio.raw";
+    pub const START: &str = "pipeline.start";
+    pub const TRANSFORM: &str = "pipeline.transform";
+    pub const TRAIN: &str = "pipeline.train";
+    pub const EVAL: &str = "pipeline.eval";
+    pub const DONE: &str = "pipeline.done";
+    pub const DEAD: &str = "pipeline.dead";
+}
+
+/// A message that could not be accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error("not valid JSON for {kind}: {source}")]
+    Json {
+        kind: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{kind} has schema version {found}; this build reads version {SCHEMA_VERSION}")]
+    Schema { kind: &'static str, found: u32 },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A message type of the pipeline.
+pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// Name used in errors ("pipeline.transform message").
+    const KIND: &'static str;
+    fn run_id(&self) -> Uuid;
+    fn schema(&self) -> u32;
+
+    fn decode(payload: &[u8]) -> Result<Self, MessageError> {
+        let message: Self = serde_json::from_slice(payload).map_err(|source| MessageError::Json {
+            kind: Self::KIND,
+            source,
+        })?;
+        if message.schema() != SCHEMA_VERSION {
+            return Err(MessageError::Schema {
+                kind: Self::KIND,
+                found: message.schema(),
+            });
+        }
+        Ok(message)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("pipeline messages always serialize")
+    }
+}
+
+macro_rules! message {
+    ($type:ty, $kind:expr) => {
+        impl Message for $type {
+            const KIND: &'static str = $kind;
+            fn run_id(&self) -> Uuid {
+                self.run_id
+            }
+            fn schema(&self) -> u32 {
+                self.schema
+            }
+        }
+    };
+}
+
+/// `pipeline.start`: what to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRun {
+    pub schema: u32,
+    pub run_id: Uuid,
+    /// RAW object keys. Empty together with `prefix` means every RAW object
+    /// not yet ingested.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Every RAW object under this prefix.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Who asked: `cli`, `reconciler`, `job`, ...
+    #[serde(default)]
+    pub requested_by: Option<String>,
+}
+message!(StartRun, "pipeline.start message");
+
+impl StartRun {
+    pub fn new(keys: Vec<String>, prefix: Option<String>, requested_by: &str) -> Self {
+        StartRun {
+            schema: SCHEMA_VERSION,
+            run_id: Uuid::new_v4(),
+            keys,
+            prefix,
+            requested_by: Some(requested_by.to_string()),
+        }
+    }
+}
+
+/// A RAW object as ingest found it: identity, fingerprint, detected format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawObject {
+    pub key: String,
+    pub etag: String,
+    /// RAW version: the object's last-modified time plus a content hash.
+    pub version: String,
+    pub sha256: String,
+    pub size: u64,
+    pub format: String,
+    /// The RAW manifest written by ingest.
+    pub manifest: ArtifactRef,
+}
+
+/// `pipeline.transform`: the RAW objects of a run, fingerprinted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformJob {
+    pub schema: u32,
+    pub run_id: Uuid,
+    pub raw: Vec<RawObject>,
+}
+message!(TransformJob, "pipeline.transform message");
+
+/// A SILVER partition: one per RAW object version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SilverPartition {
+    pub raw_version: String,
+    pub flows: ArtifactRef,
+    pub manifest: ArtifactRef,
+    pub rows: u64,
+}
+
+/// `pipeline.train`: the SILVER partitions to fit on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainJob {
+    pub schema: u32,
+    pub run_id: Uuid,
+    pub silver: Vec<SilverPartition>,
+}
+message!(TrainJob, "pipeline.train message");
+
+/// A fitted model in the `models` bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainedModel {
+    pub algorithm: String,
+    pub model: ArtifactRef,
+    pub manifest: ArtifactRef,
+}
+
+/// `pipeline.eval`: the partitions to score and the models to score them with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalJob {
+    pub schema: u32,
+    pub run_id: Uuid,
+    pub silver: Vec<SilverPartition>,
+    pub models: Vec<TrainedModel>,
+}
+message!(EvalJob, "pipeline.eval message");
+
+/// `pipeline.done`: a run finished; where its report is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunDone {
+    pub schema: u32,
+    pub run_id: Uuid,
+    pub outcome: String,
+    pub report: ArtifactRef,
+    pub scores: ArtifactRef,
+    /// Headline metrics (flows scored, flagged, ROC-AUC when labelled).
+    pub summary: serde_json::Value,
+}
+message!(RunDone, "pipeline.done message");
+
+/// `pipeline.dead`: a message that will not be processed, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunDead {
+    pub schema: u32,
+    /// Nil when the dead message had no readable run id.
+    pub run_id: Uuid,
+    pub outcome: String,
+    pub stage: String,
+    pub subject: String,
+    pub deliveries: i64,
+    pub error: String,
+}
+message!(RunDead, "pipeline.dead message");
+
+/// The run id of the run a RAW object starts on its own (bucket event or
+/// reconciler): the same object, announced by both paths, is one run.
+pub fn object_run_id(bucket: &str, key: &str, etag: &str) -> Uuid {
+    let etag = etag.trim_matches('"');
+    Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("s3://{bucket}/{key}#{etag}").as_bytes())
+}
+
+/// A MinIO bucket notification as published on `minio.raw`.
+///
+/// MinIO sends `{"EventName", "Key": "<bucket>/<key>", "Records": [...]}`; the
+/// record's object key is URL-encoded with `+` for a space.
+#[derive(Debug, Deserialize)]
+pub struct MinioEvent {
+    #[serde(rename = "EventName")]
+    pub event_name: String,
+    #[serde(rename = "Records", default)]
+    pub records: Vec<MinioRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MinioRecord {
+    #[serde(rename = "eventName", default)]
+    pub event_name: String,
+    pub s3: MinioS3,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MinioS3 {
+    pub bucket: MinioBucket,
+    pub object: MinioObject,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MinioBucket {
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MinioObject {
+    pub key: String,
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(rename = "eTag", default)]
+    pub etag: Option<String>,
+    #[serde(default)]
+    pub sequencer: Option<String>,
+}
+
+/// An object a bucket event announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnouncedObject {
+    pub bucket: String,
+    pub key: String,
+    pub etag: String,
+}
+
+impl MinioEvent {
+    pub fn decode(payload: &[u8]) -> Result<Self, MessageError> {
+        serde_json::from_slice(payload).map_err(|source| MessageError::Json {
+            kind: "MinIO bucket event",
+            source,
+        })
+    }
+
+    /// The objects created by this event; other events (deletes) announce none.
+    pub fn created_objects(&self) -> Result<Vec<AnnouncedObject>, MessageError> {
+        if !self.event_name.starts_with("s3:ObjectCreated:") {
+            return Ok(Vec::new());
+        }
+        self.records
+            .iter()
+            .filter(|r| r.event_name.is_empty() || r.event_name.starts_with("s3:ObjectCreated:"))
+            .map(|r| {
+                let key = decode_event_key(&r.s3.object.key)?;
+                let etag = r.s3.object.etag.clone().ok_or_else(|| {
+                    MessageError::Invalid(format!("MinIO event for {key:?} has no eTag"))
+                })?;
+                Ok(AnnouncedObject {
+                    bucket: r.s3.bucket.name.clone(),
+                    key,
+                    etag: etag.trim_matches('"').to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// MinIO's object keys are form-URL-encoded: `+` is a space, `%2B` a plus.
+pub fn decode_event_key(encoded: &str) -> Result<String, MessageError> {
+    let spaced = encoded.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|k| k.into_owned())
+        .map_err(|_| MessageError::Invalid(format!("object key {encoded:?} is not UTF-8 once decoded")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shape of a real MinIO `s3:ObjectCreated:Put` notification.
+    const MINIO_PUT: &str = r#"{"EventName":"s3:ObjectCreated:Put","Key":"raw/captures/day+one/a%2Bb+%281%29.csv","Records":[{"eventVersion":"2.0","eventSource":"minio:s3","awsRegion":"","eventTime":"2026-11-23T23:59:59.123Z","eventName":"s3:ObjectCreated:Put","userIdentity":{"principalId":"minioadmin"},"requestParameters":{"principalId":"minioadmin","region":"","sourceIPAddress":"127.0.0.1"},"responseElements":{"x-amz-id-2":"dd9025bab4ad464b049177c95eb6ebf374d3b3fd1af9251148b658df7ac2e3e8","x-amz-request-id":"1798A6B5D4C3B2A1","x-minio-deployment-id":"5d5e0f1c-d2a1-4d8e-9d5a-1d0b2c3d4e5f","x-minio-origin-endpoint":"http://127.0.0.1:9000"},"s3":{"s3SchemaVersion":"1.0","configurationId":"Config","bucket":{"name":"raw","ownerIdentity":{"principalId":"minioadmin"},"arn":"arn:aws:s3:::raw"},"object":{"key":"captures%2Fday+one%2Fa%2Bb+%281%29.csv","size":1234,"eTag":"\"0f343b0931126a20f133d67c2b018a3b\"","contentType":"text/csv","userMetadata":{"content-type":"text/csv"},"sequencer":"1798A6B5D4E5F6A7"}},"source":{"host":"127.0.0.1","port":"","userAgent":"MinIO (linux; amd64) minio-go/v7.0.70"}}]}"#;
+
+    #[test]
+    fn minio_put_event_yields_the_decoded_key() {
+        let event = MinioEvent::decode(MINIO_PUT.as_bytes()).unwrap();
+        let objects = event.created_objects().unwrap();
+        assert_eq!(
+            objects,
+            vec![AnnouncedObject {
+                bucket: "raw".into(),
+                key: "captures/day one/a+b (1).csv".into(),
+                etag: "0f343b0931126a20f133d67c2b018a3b".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn delete_events_announce_nothing() {
+        let delete = MINIO_PUT.replace("s3:ObjectCreated:Put", "s3:ObjectRemoved:Delete");
+        let event = MinioEvent::decode(delete.as_bytes()).unwrap();
+        assert!(event.created_objects().unwrap().is_empty());
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_the_message_kind() {
+        let err = MinioEvent::decode(b"{not json").unwrap_err().to_string();
+        assert!(err.contains("MinIO bucket event"), "{err}");
+        let err = TransformJob::decode(br#"{"schema":1}"#).unwrap_err().to_string();
+        assert!(err.contains("pipeline.transform message") && err.contains("run_id"), "{err}");
+    }
+
+    #[test]
+    fn another_schema_version_is_rejected() {
+        let mut start = StartRun::new(vec!["a.csv".into()], None, "test");
+        start.schema = 2;
+        let err = StartRun::decode(&start.encode()).unwrap_err().to_string();
+        assert!(err.contains("schema version 2"), "{err}");
+    }
+
+    #[test]
+    fn one_object_is_one_run_whatever_the_etag_quoting() {
+        let a = object_run_id("raw", "x.csv", "\"abc\"");
+        let b = object_run_id("raw", "x.csv", "abc");
+        assert_eq!(a, b);
+        assert_ne!(a, object_run_id("raw", "x.csv", "abd"));
+        assert_ne!(a, object_run_id("raw", "y.csv", "abc"));
+    }
+}

@@ -1,0 +1,186 @@
+//! The S3 object store: MinIO in production, any S3-compatible server in
+//! development. Path-style addressing, static credentials from the
+//! configuration, and errors that name the bucket and key.
+
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::config::S3Settings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("s3://{bucket}/{key} does not exist")]
+    NotFound { bucket: String, key: String },
+    #[error("S3 {op} s3://{bucket}/{key} failed: {message}")]
+    Failed {
+        op: &'static str,
+        bucket: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// What a HEAD or a listing tells about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+    pub last_modified: DateTime<Utc>,
+}
+
+#[derive(Clone)]
+pub struct ObjectStore {
+    client: aws_sdk_s3::Client,
+}
+
+fn failed<E: std::error::Error + 'static>(op: &'static str, bucket: &str, key: &str, err: E) -> StoreError {
+    StoreError::Failed {
+        op,
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        message: DisplayErrorContext(err).to_string(),
+    }
+}
+
+fn to_utc(t: Option<&aws_sdk_s3::primitives::DateTime>) -> DateTime<Utc> {
+    t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+        .unwrap_or_default()
+}
+
+fn clean_etag(etag: Option<&str>) -> String {
+    etag.unwrap_or_default().trim_matches('"').to_string()
+}
+
+impl ObjectStore {
+    pub fn new(settings: &S3Settings) -> Self {
+        let credentials = Credentials::new(
+            settings.access_key.clone(),
+            settings.secret_key.clone(),
+            None,
+            None,
+            "nadir-config",
+        );
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(settings.endpoint.clone())
+            .region(Region::new(settings.region.clone()))
+            .credentials_provider(credentials)
+            .force_path_style(true)
+            // Plain checksums only: not every S3-compatible server reads the
+            // aws-chunked trailers the SDK sends by default.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .build();
+        ObjectStore {
+            client: aws_sdk_s3::Client::from_conf(config),
+        }
+    }
+
+    /// Creates the bucket unless it exists.
+    pub async fn ensure_bucket(&self, bucket: &str) -> Result<bool, StoreError> {
+        if self.client.head_bucket().bucket(bucket).send().await.is_ok() {
+            return Ok(false);
+        }
+        match self.client.create_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e))
+                if e.err().is_bucket_already_owned_by_you() || e.err().is_bucket_already_exists() =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(failed("CreateBucket", bucket, "", e)),
+        }
+    }
+
+    /// Reachability check for `/readyz`.
+    pub async fn check_bucket(&self, bucket: &str) -> Result<(), StoreError> {
+        self.client
+            .head_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| failed("HeadBucket", bucket, "", e))
+    }
+
+    /// Stores `bytes`; returns the object's ETag.
+    pub async fn put(&self, bucket: &str, key: &str, bytes: Bytes, content_type: &str) -> Result<String, StoreError> {
+        let out = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| failed("PutObject", bucket, key, e))?;
+        Ok(clean_etag(out.e_tag()))
+    }
+
+    pub async fn get(&self, bucket: &str, key: &str) -> Result<Bytes, StoreError> {
+        let out = match self.client.get_object().bucket(bucket).key(key).send().await {
+            Ok(out) => out,
+            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => {
+                return Err(StoreError::NotFound {
+                    bucket: bucket.into(),
+                    key: key.into(),
+                });
+            }
+            Err(e) => return Err(failed("GetObject", bucket, key, e)),
+        };
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| failed("GetObject", bucket, key, e))?;
+        Ok(body.into_bytes())
+    }
+
+    pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError> {
+        match self.client.head_object().bucket(bucket).key(key).send().await {
+            Ok(out) => Ok(ObjectInfo {
+                key: key.to_string(),
+                etag: clean_etag(out.e_tag()),
+                size: out.content_length().unwrap_or_default().max(0) as u64,
+                last_modified: to_utc(out.last_modified()),
+            }),
+            Err(SdkError::ServiceError(e)) if e.err().is_not_found() => Err(StoreError::NotFound {
+                bucket: bucket.into(),
+                key: key.into(),
+            }),
+            Err(e) => Err(failed("HeadObject", bucket, key, e)),
+        }
+    }
+
+    /// Every object under `prefix`, in key order.
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut objects = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| failed("ListObjectsV2", bucket, prefix, e))?;
+            for o in page.contents() {
+                objects.push(ObjectInfo {
+                    key: o.key().unwrap_or_default().to_string(),
+                    etag: clean_etag(o.e_tag()),
+                    size: o.size().unwrap_or_default().max(0) as u64,
+                    last_modified: to_utc(o.last_modified()),
+                });
+            }
+        }
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+}

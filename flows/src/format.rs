@@ -1,0 +1,162 @@
+//! Format detection by content.
+//!
+//! A capture's file name is whatever a sensor or a person chose; its first
+//! bytes are not. Gzip is looked through, so `capture.pcap.gz` is `pcap+gzip`.
+
+use std::fmt;
+use std::io::Read;
+
+/// What a RAW object holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// libpcap, microsecond timestamps (either byte order).
+    Pcap,
+    /// libpcap, nanosecond timestamps (either byte order).
+    PcapNs,
+    Pcapng,
+    /// Zeek's tab-separated log with its `#separator` header.
+    ZeekTsv,
+    /// JSON lines (Zeek's JSON logs among them).
+    JsonLines,
+    /// Text with a delimited header row: a flow CSV.
+    Csv,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Pcap => "pcap",
+            Format::PcapNs => "pcap-ns",
+            Format::Pcapng => "pcapng",
+            Format::ZeekTsv => "zeek-tsv",
+            Format::JsonLines => "json-lines",
+            Format::Csv => "csv",
+        }
+    }
+}
+
+/// A detected format, and whether it came gzip-compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detected {
+    pub format: Format,
+    pub gzip: bool,
+}
+
+impl fmt::Display for Detected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.format.name())?;
+        if self.gzip {
+            f.write_str("+gzip")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    #[error("the object is empty")]
+    Empty,
+    #[error(
+        "unrecognised content (first bytes: {0}): expected a pcap or pcapng capture, a Zeek log, JSON lines or a CSV with a header row, optionally gzip-compressed"
+    )]
+    Unknown(String),
+    #[error("gzip stream is corrupt: {0}")]
+    Gzip(String),
+}
+
+const SNIFF: usize = 64 * 1024;
+
+/// Detects the format of `bytes` from their content.
+pub fn detect(bytes: &[u8]) -> Result<Detected, FormatError> {
+    if bytes.is_empty() {
+        return Err(FormatError::Empty);
+    }
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut head = Vec::with_capacity(SNIFF);
+        flate2::read::MultiGzDecoder::new(bytes)
+            .take(SNIFF as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| FormatError::Gzip(e.to_string()))?;
+        if head.is_empty() {
+            return Err(FormatError::Gzip("no data inside".into()));
+        }
+        return sniff(&head).map(|format| Detected { format, gzip: true });
+    }
+    sniff(&bytes[..bytes.len().min(SNIFF)]).map(|format| Detected { format, gzip: false })
+}
+
+fn sniff(head: &[u8]) -> Result<Format, FormatError> {
+    match head.get(..4) {
+        Some([0xd4, 0xc3, 0xb2, 0xa1]) | Some([0xa1, 0xb2, 0xc3, 0xd4]) => return Ok(Format::Pcap),
+        Some([0x4d, 0x3c, 0xb2, 0xa1]) | Some([0xa1, 0xb2, 0x3c, 0x4d]) => return Ok(Format::PcapNs),
+        Some([0x0a, 0x0d, 0x0d, 0x0a]) => return Ok(Format::Pcapng),
+        _ => {}
+    }
+    let unknown = || FormatError::Unknown(head.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "));
+    // Text formats: the head must be UTF-8 (a multi-byte character may be cut
+    // at the end) with no control characters but tab, CR and LF.
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        Err(e) if e.error_len().is_none() => std::str::from_utf8(&head[..e.valid_up_to()]).unwrap(),
+        Err(_) => return Err(unknown()),
+    };
+    if text.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n')) {
+        return Err(unknown());
+    }
+    let text = text.trim_start_matches('\u{feff}');
+    let first = text.lines().next().unwrap_or("").trim();
+    if first.starts_with("#separator") {
+        return Ok(Format::ZeekTsv);
+    }
+    if first.starts_with('{') && first.ends_with('}') {
+        return Ok(Format::JsonLines);
+    }
+    let delimited = first.matches(',').count() >= 1 || first.matches(';').count() >= 1 || first.matches('\t').count() >= 1;
+    if delimited && text.lines().nth(1).is_some() {
+        return Ok(Format::Csv);
+    }
+    Err(unknown())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn captures_are_known_by_their_magic_numbers() {
+        let pcap_le = [0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+        let pcap_be = [0xa1, 0xb2, 0xc3, 0xd4, 0, 2, 0, 4];
+        let pcap_ns = [0x4d, 0x3c, 0xb2, 0xa1, 2, 0, 4, 0];
+        let pcapng = [0x0a, 0x0d, 0x0d, 0x0a, 0x1c, 0, 0, 0];
+        assert_eq!(detect(&pcap_le).unwrap().format, Format::Pcap);
+        assert_eq!(detect(&pcap_be).unwrap().format, Format::Pcap);
+        assert_eq!(detect(&pcap_ns).unwrap().format, Format::PcapNs);
+        assert_eq!(detect(&pcapng).unwrap().format, Format::Pcapng);
+        assert_eq!(detect(&gzip(&pcapng)).unwrap().to_string(), "pcapng+gzip");
+    }
+
+    #[test]
+    fn text_formats_are_known_by_their_first_line() {
+        assert_eq!(detect(b"a,b,label\n1,2,normal\n").unwrap().format, Format::Csv);
+        assert_eq!(detect(b"#separator \\x09\n#fields\tts\n").unwrap().format, Format::ZeekTsv);
+        assert_eq!(detect(b"{\"ts\":1}\n{\"ts\":2}\n").unwrap().format, Format::JsonLines);
+        assert_eq!(detect(&gzip(b"x,y\n1,2\n")).unwrap().to_string(), "csv+gzip");
+    }
+
+    #[test]
+    fn names_do_not_matter_and_garbage_is_named() {
+        assert_eq!(detect(b""), Err(FormatError::Empty));
+        let elf = [0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0];
+        let err = detect(&elf).unwrap_err().to_string();
+        assert!(err.contains("7f 45 4c 46"), "{err}");
+        assert!(detect(b"just one line of prose").is_err());
+        assert!(matches!(detect(&[0x1f, 0x8b, 8, 0, 1, 2]), Err(FormatError::Gzip(_))));
+    }
+}
