@@ -1,1 +1,333 @@
-fn main() {}
+//! `nadir`: the command line of the pipeline.
+//!
+//! `setup` prepares the services (buckets, streams, consumers, migrations),
+//! `upload` drops files into `raw` the way any S3 client would, `start`
+//! publishes `pipeline.start`, `wait` follows a run to `pipeline.done` or
+//! `pipeline.dead`, `runs` and `status` read the audit trail, and `sample`
+//! writes the generated demo data set. Every command but `sample` reads the
+//! same `NADIR_*` settings as the workers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use nadir_common::audit::{self, RunSummary, StageRow};
+use nadir_common::bus::{ALL_CONSUMERS, Bus};
+use nadir_common::messages::{Message, RunDead, RunDone, StartRun, object_run_id, subject};
+use nadir_common::store::ObjectStore;
+use nadir_common::{Config, telemetry};
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(name = "nadir", version, about = "Anomaly detection on network traffic: the pipeline's command line.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the buckets, JetStream streams and consumers, and apply the
+    /// database migrations. Safe to run again.
+    Setup {
+        /// Delete the JetStream streams first (drops every pending message).
+        #[arg(long)]
+        reset_streams: bool,
+    },
+    /// Upload files into the RAW bucket; each starts a run.
+    Upload {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Key prefix in the RAW bucket, e.g. `sensor-a/2026-11-25/`.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Publish `pipeline.start`: run the pipeline on RAW objects.
+    Start {
+        /// RAW keys; none (and no --prefix) means every object not yet ingested.
+        keys: Vec<String>,
+        #[arg(long, conflicts_with = "keys")]
+        prefix: Option<String>,
+        /// Wait for the run to finish; exit 1 if it fails.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Wait until a run reaches `pipeline.done` or `pipeline.dead`; exit 1 if it failed.
+    Wait {
+        run_id: Uuid,
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// List recent runs.
+    Runs {
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run: stages, timings, artifacts, metrics, errors.
+    Status {
+        run_id: Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the generated, labelled demo flow CSV (no services needed).
+    Sample {
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = 5000)]
+        rows: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nadir: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    if let Command::Sample { output, rows, seed } = &cli.command {
+        std::fs::write(output, nadir_flows::sample::flow_csv(*rows, *seed))
+            .with_context(|| format!("writing {}", output.display()))?;
+        println!("wrote {} flows to {}", rows, output.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if std::env::var_os("RUST_LOG").is_some() {
+        telemetry::init_logging();
+    }
+    let config = Config::from_env()?;
+    match cli.command {
+        Command::Sample { .. } => unreachable!(),
+        Command::Setup { reset_streams } => setup(&config, reset_streams).await?,
+        Command::Upload { files, prefix } => upload(&config, &files, &prefix).await?,
+        Command::Start {
+            keys,
+            prefix,
+            wait,
+            timeout,
+        } => {
+            let bus = Bus::connect(&config.nats_url, "nadir-cli").await?;
+            let start = StartRun::new(keys, prefix, "cli");
+            bus.publish(subject::START, &start.run_id.to_string(), start.encode()).await?;
+            println!("run {} requested on {}", start.run_id, subject::START);
+            if wait {
+                return wait_for(&config, start.run_id, timeout).await;
+            }
+        }
+        Command::Wait { run_id, timeout } => return wait_for(&config, run_id, timeout).await,
+        Command::Runs { limit, json } => {
+            let db = audit::pool(&config.database_url, 1)?;
+            let runs = audit::runs(&db, limit).await.map_err(|e| anyhow::anyhow!(e.detail()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else {
+                print_runs(&runs);
+            }
+        }
+        Command::Status { run_id, json } => {
+            let db = audit::pool(&config.database_url, 1)?;
+            let Some(run) = audit::run(&db, run_id).await.map_err(|e| anyhow::anyhow!(e.detail()))? else {
+                bail!("no run {run_id} in the audit trail");
+            };
+            let rows = audit::stage_rows(&db, run_id).await.map_err(|e| anyhow::anyhow!(e.detail()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "run": run, "stages": rows }))?);
+            } else {
+                print_status(&run, &rows);
+            }
+            if run.status == "failed" {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn setup(config: &Config, reset_streams: bool) -> anyhow::Result<()> {
+    let store = ObjectStore::new(&config.s3);
+    for bucket in config.buckets.all() {
+        let created = store.ensure_bucket(bucket).await?;
+        println!("bucket {bucket}: {}", if created { "created" } else { "exists" });
+    }
+    let bus = Bus::connect(&config.nats_url, "nadir-setup").await?;
+    if reset_streams {
+        bus.delete_streams().await?;
+        println!("streams deleted");
+    }
+    bus.ensure_streams().await?;
+    for spec in ALL_CONSUMERS {
+        bus.consumer(spec, &config.delivery).await?;
+        println!("consumer {} on {}: ready", spec.durable, spec.subject);
+    }
+    let db = audit::pool(&config.database_url, 1)?;
+    let applied = audit::migrate(&db).await.map_err(|e| anyhow::anyhow!(e.detail()))?;
+    println!("database: {applied} migration(s) applied");
+    Ok(())
+}
+
+async fn upload(config: &Config, files: &[PathBuf], prefix: &str) -> anyhow::Result<()> {
+    let store = ObjectStore::new(&config.s3);
+    let bucket = &config.buckets.raw;
+    for file in files {
+        let bytes = tokio::fs::read(file).await.with_context(|| format!("reading {}", file.display()))?;
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("{} has no UTF-8 file name", file.display()))?;
+        let key = format!("{prefix}{name}");
+        let size = bytes.len();
+        let etag = store.put(bucket, &key, bytes.into(), "application/octet-stream").await?;
+        let run_id = object_run_id(bucket, &key, &etag);
+        println!("uploaded s3://{bucket}/{key} ({size} bytes, ETag {etag}); run {run_id}");
+    }
+    Ok(())
+}
+
+/// Follows `pipeline.done` and `pipeline.dead` until one names the run,
+/// checking the audit trail too in case the run ended before we listened.
+async fn wait_for(config: &Config, run_id: Uuid, timeout: u64) -> anyhow::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    let bus = Bus::connect(&config.nats_url, "nadir-wait").await?;
+    let mut done = bus.client.subscribe(subject::DONE).await?;
+    let mut dead = bus.client.subscribe(subject::DEAD).await?;
+    let db = audit::pool(&config.database_url, 1)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let mut poll = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => bail!("run {run_id} did not finish within {timeout}s"),
+            Some(msg) = done.next() => {
+                if let Ok(d) = RunDone::decode(&msg.payload) {
+                    if d.run_id == run_id {
+                        println!("run {run_id} done: report {}", d.report.uri());
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+            }
+            Some(msg) = dead.next() => {
+                if let Ok(d) = RunDead::decode(&msg.payload) {
+                    if d.run_id == run_id {
+                        println!("run {run_id} failed in {}: {}", d.stage, shown(&d.error));
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
+            _ = poll.tick() => {
+                if let Ok(Some(run)) = audit::run(&db, run_id).await {
+                    match run.status.as_str() {
+                        "succeeded" => {
+                            println!("run {run_id} done");
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        "failed" => {
+                            println!("run {run_id} failed in {}: {}", run.error_stage.as_deref().unwrap_or("?"), shown(run.error.as_deref().unwrap_or("")));
+                            return Ok(ExitCode::FAILURE);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Text from the audit trail can come from a capture (keys, labels): no
+/// control characters reach the terminal.
+fn shown(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+fn seconds(run: &RunSummary) -> String {
+    match run.finished_at {
+        Some(end) => format!("{:.1}s", (end - run.started_at).num_milliseconds() as f64 / 1000.0),
+        None => "-".into(),
+    }
+}
+
+fn print_runs(runs: &[RunSummary]) {
+    println!("{:<36}  {:<9}  {:<9}  {:<15}  {:>7}  started", "run", "status", "stage", "trigger", "took");
+    for r in runs {
+        println!(
+            "{:<36}  {:<9}  {:<9}  {:<15}  {:>7}  {}",
+            r.run_id,
+            r.status,
+            r.stage,
+            shown(&r.trigger),
+            seconds(r),
+            r.started_at.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
+}
+
+fn print_status(run: &RunSummary, rows: &[StageRow]) {
+    println!("run      {}", run.run_id);
+    println!("status   {} (stage {}, trigger {}, took {})", run.status, run.stage, shown(&run.trigger), seconds(run));
+    if let Some(error) = &run.error {
+        println!("error    in {}: {}", run.error_stage.as_deref().unwrap_or("?"), shown(error));
+    }
+    println!();
+    for row in rows {
+        println!(
+            "{:<9} {:<9} {:>7.3}s  attempt {}  {}",
+            row.stage.name(),
+            row.status,
+            row.seconds,
+            row.attempts,
+            shown(&row.item)
+        );
+        if let Some(outputs) = row.outputs.as_array() {
+            for o in outputs {
+                println!(
+                    "          -> s3://{}/{}  sha256 {}  {} bytes",
+                    shown(o["bucket"].as_str().unwrap_or("")),
+                    shown(o["key"].as_str().unwrap_or("")),
+                    &o["sha256"].as_str().unwrap_or("")[..12.min(o["sha256"].as_str().unwrap_or("").len())],
+                    o["size"]
+                );
+            }
+        }
+        if let Some(error) = &row.error {
+            println!("          error: {}", shown(error));
+        }
+    }
+    if let Some(summary) = run.report.as_ref().and_then(|r| r.get("summary")) {
+        println!();
+        println!("flows    {}  flagged {}", summary["rows"], summary["flagged"]);
+        if let Some(detectors) = summary["detectors"].as_array() {
+            for d in detectors {
+                println!(
+                    "model    {:<18} flagged {:<6} ROC-AUC {}  average precision {}",
+                    d["algorithm"].as_str().unwrap_or(""),
+                    d["flagged"],
+                    fmt_metric(&d["roc_auc"]),
+                    fmt_metric(&d["average_precision"])
+                );
+            }
+        }
+    }
+}
+
+fn fmt_metric(v: &serde_json::Value) -> String {
+    v.as_f64().map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
+}

@@ -59,6 +59,15 @@ pub fn version(at: DateTime<Utc>, of: &str) -> String {
     format!("{}-{}", at.format("%Y%m%dT%H%M%SZ"), hex::encode(&digest[..4]))
 }
 
+/// The input version of a job that reads several versioned artifacts: their
+/// versions joined, or a hash of them when that gets long.
+pub fn input_version<'a>(versions: impl Iterator<Item = &'a str>) -> String {
+    let mut versions: Vec<&str> = versions.collect();
+    versions.sort_unstable();
+    let joined = versions.join("+");
+    if joined.len() <= 120 { joined } else { format!("sha256:{}", &sha256_hex(joined.as_bytes())[..32]) }
+}
+
 /// The version of a RAW object: its last-modified time and its content hash.
 pub fn raw_version(last_modified: DateTime<Utc>, sha256: &str) -> String {
     format!("{}-{}", last_modified.format("%Y%m%dT%H%M%SZ"), &sha256[..8])

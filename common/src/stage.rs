@@ -56,6 +56,24 @@ impl StageError {
     }
 }
 
+impl From<crate::store::StoreError> for StageError {
+    /// A missing object is bad input; anything else S3 says is worth a retry.
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::NotFound { .. } => StageError::Rejected(e.to_string()),
+            crate::store::StoreError::Failed { .. } => StageError::Transient(e.to_string()),
+        }
+    }
+}
+
+/// Runs CPU-bound work off the async threads, so in-progress acks and
+/// health checks keep flowing while a model fits.
+pub async fn compute<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, StageError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StageError::Transient(format!("computation panicked: {e}")))
+}
+
 /// An input a stage can be keyed, audited and failed on.
 pub trait Job: Serialize + Send + Sync + 'static {
     fn run_id(&self) -> Uuid;

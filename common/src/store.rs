@@ -183,4 +183,21 @@ impl ObjectStore {
         objects.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(objects)
     }
+
+    /// [`list`](Self::list), with a HEAD for every object whose listing
+    /// entry has no ETag (some S3-compatible servers omit it; object
+    /// identity needs it).
+    pub async fn list_with_etags(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut objects = self.list(bucket, prefix).await?;
+        for object in objects.iter_mut().filter(|o| o.etag.is_empty()) {
+            match self.head(bucket, &object.key).await {
+                Ok(info) => *object = info,
+                // Deleted since the listing: nothing to identify.
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        objects.retain(|o| !o.etag.is_empty());
+        Ok(objects)
+    }
 }

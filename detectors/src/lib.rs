@@ -1,1 +1,52 @@
+//! Unsupervised anomaly detectors over ndarray, and the metrics that
+//! compare them. Pure library code: matrices in, scores out, no I/O.
+//!
+//! Every detector follows one shape, after linfa: a checked parameter type
+//! whose `fit` returns a fitted, serializable model whose `score` gives one
+//! anomaly score per row, higher meaning more anomalous. Fitting is
+//! deterministic given the seed, whatever the number of threads.
+//!
+//! - [`iforest`]: Isolation Forest (Liu, Ting and Zhou, 2008).
+//! - [`metrics`]: ROC-AUC, average precision, thresholds.
 
+pub mod iforest;
+pub mod metrics;
+
+use ndarray::{Array1, ArrayView2};
+
+pub use iforest::{IsolationForest, IsolationForestParams};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DetectorError {
+    #[error("no rows to {0}")]
+    Empty(&'static str),
+    #[error("feature {feature} of row {row} is {value}; detectors need finite numbers")]
+    NonFinite { row: usize, feature: usize, value: f64 },
+    #[error("the model was fitted on {expected} features, the data has {found}")]
+    FeatureCount { expected: usize, found: usize },
+    #[error("invalid parameter: {0}")]
+    Params(String),
+    #[error("model file: {0}")]
+    Format(String),
+}
+
+/// A fitted detector.
+pub trait Detector {
+    /// The algorithm's name in artifact keys and reports (`isolation_forest`).
+    fn algorithm(&self) -> &'static str;
+    /// One score per row of `x`; higher is more anomalous.
+    fn score(&self, x: ArrayView2<'_, f64>) -> Result<Array1<f64>, DetectorError>;
+}
+
+/// Rejects empty or non-finite input with the position of the bad value.
+pub fn check_finite(x: ArrayView2<'_, f64>, what: &'static str) -> Result<(), DetectorError> {
+    if x.nrows() == 0 {
+        return Err(DetectorError::Empty(what));
+    }
+    for ((row, feature), &value) in x.indexed_iter() {
+        if !value.is_finite() {
+            return Err(DetectorError::NonFinite { row, feature, value });
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,23 @@
-fn main() {}
+//! `nadir-ingest`: consumes `minio.raw` and `pipeline.start`, reconciles
+//! `raw` on an interval, fingerprints RAW objects and publishes
+//! `pipeline.transform`.
+
+use std::sync::Arc;
+
+use nadir_common::bus::{INGEST_EVENTS, INGEST_START};
+use nadir_common::services::start_worker;
+use nadir_common::stage::{self, Source};
+use nadir_ingest::{Ingest, decode_event, decode_start, reconciler};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let worker = start_worker("nadir-ingest").await?;
+    let sources = vec![
+        Source { consumer: INGEST_EVENTS, decode: decode_event },
+        Source { consumer: INGEST_START, decode: decode_start },
+    ];
+    let stage = stage::run(Arc::new(Ingest), worker.services.clone(), sources, worker.shutdown.clone());
+    let reconciler = reconciler::run(worker.services.clone(), worker.shutdown.clone());
+    tokio::try_join!(stage, reconciler)?;
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! Metrics that compare detectors on labelled data, and operating thresholds.
+//!
+//! Definitions follow scikit-learn: ROC-AUC with tied scores counted half
+//! (the Mann-Whitney statistic), average precision as the step-wise area
+//! under the precision-recall curve.
+
+/// ROC-AUC of `scores` (higher = more anomalous) against `positive` labels;
+/// `None` when one class is absent.
+pub fn roc_auc(scores: &[f64], positive: &[bool]) -> Option<f64> {
+    assert_eq!(scores.len(), positive.len());
+    let pos = positive.iter().filter(|p| **p).count();
+    let neg = positive.len() - pos;
+    if pos == 0 || neg == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    // Sum of the (average, 1-based) ranks of the positives.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        let average_rank = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += average_rank * order[i..=j].iter().filter(|&&k| positive[k]).count() as f64;
+        i = j + 1;
+    }
+    let (pos, neg) = (pos as f64, neg as f64);
+    Some((rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg))
+}
+
+/// Average precision: Σ (Rₙ − Rₙ₋₁) Pₙ over the distinct score thresholds,
+/// highest first; `None` without positives.
+pub fn average_precision(scores: &[f64], positive: &[bool]) -> Option<f64> {
+    assert_eq!(scores.len(), positive.len());
+    let total = positive.iter().filter(|p| **p).count();
+    if total == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut seen, mut ap, mut last_recall) = (0usize, 0usize, 0.0, 0.0);
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        tp += order[i..=j].iter().filter(|&&k| positive[k]).count();
+        seen += j - i + 1;
+        let recall = tp as f64 / total as f64;
+        ap += (recall - last_recall) * (tp as f64 / seen as f64);
+        last_recall = recall;
+        i = j + 1;
+    }
+    Some(ap)
+}
+
+/// The score above which a `contamination` share of `scores` lies (the
+/// `1 - contamination` quantile, by linear interpolation).
+pub fn threshold_for_contamination(scores: &[f64], contamination: f64) -> f64 {
+    quantile(scores, 1.0 - contamination)
+}
+
+/// The `q` quantile of `values` (linear interpolation, as numpy's default).
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo as f64)
+}
+
+/// Precision, recall and F1 of flagging `score > threshold`.
+pub fn precision_recall_f1(scores: &[f64], positive: &[bool], threshold: f64) -> (f64, f64, f64) {
+    let (mut tp, mut fp, mut fn_) = (0.0, 0.0, 0.0);
+    for (s, p) in scores.iter().zip(positive) {
+        match (*s > threshold, *p) {
+            (true, true) => tp += 1.0,
+            (true, false) => fp += 1.0,
+            (false, true) => fn_ += 1.0,
+            _ => {}
+        }
+    }
+    let precision = if tp + fp > 0.0 { tp / (tp + fp) } else { 0.0 };
+    let recall = if tp + fn_ > 0.0 { tp / (tp + fn_) } else { 0.0 };
+    let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+    (precision, recall, f1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roc_auc_matches_known_values() {
+        // scikit-learn: roc_auc_score([0,0,1,1], [0.1,0.4,0.35,0.8]) == 0.75
+        assert_eq!(roc_auc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]), Some(0.75));
+        assert_eq!(roc_auc(&[0.5, 0.5], &[false, true]), Some(0.5));
+        assert_eq!(roc_auc(&[1.0, 2.0], &[true, true]), None);
+    }
+
+    #[test]
+    fn average_precision_matches_known_values() {
+        // scikit-learn: average_precision_score([0,0,1,1], [0.1,0.4,0.35,0.8]) == 0.8333...
+        let ap = average_precision(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap();
+        assert!((ap - 0.833_333_333).abs() < 1e-6, "{ap}");
+        assert_eq!(average_precision(&[1.0, 0.0], &[true, false]), Some(1.0));
+        assert_eq!(average_precision(&[1.0], &[false]), None);
+    }
+
+    #[test]
+    fn thresholds_and_flags() {
+        let scores: Vec<f64> = (0..100).map(f64::from).collect();
+        assert!((threshold_for_contamination(&scores, 0.05) - 94.05).abs() < 1e-9);
+        let positive: Vec<bool> = (0..100).map(|i| i >= 95).collect();
+        let (p, r, f1) = precision_recall_f1(&scores, &positive, 94.05);
+        assert_eq!((p, r, f1), (1.0, 1.0, 1.0));
+    }
+}

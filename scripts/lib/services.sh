@@ -1,0 +1,159 @@
+# Shared by scripts/demo and scripts/test: install and run NATS (JetStream),
+# PostgreSQL and an S3 server on loopback, with their data under a state
+# directory that git ignores. Source it; do not run it.
+#
+#   nadir_install                     install what is missing (apt, cargo)
+#   nadir_services_start DIR BASE     start the three services on ports BASE+...,
+#                                     write DIR/env (shell-sourceable NADIR_* lines)
+#   nadir_services_stop DIR           stop what nadir_services_start started
+
+NADIR_S3S_VERSION=0.14.1
+
+nadir_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+nadir_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+nadir_sudo() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+nadir_pg_bindir() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$dir" ] && [ -x "$dir/initdb" ] && echo "$dir"
+}
+
+nadir_install() {
+  local missing=()
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+  [ -n "$(nadir_pg_bindir)" ] || missing+=(postgresql)
+  command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+  if [ ${#missing[@]} -gt 0 ]; then
+    nadir_log "installing ${missing[*]} (apt)"
+    nadir_sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive nadir_sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  if ! command -v minio >/dev/null 2>&1 && ! command -v s3s-fs >/dev/null 2>&1; then
+    nadir_log "installing the S3 server s3s-fs $NADIR_S3S_VERSION (cargo install; minio is not on PATH)"
+    cargo install s3s-fs --version "$NADIR_S3S_VERSION" --features binary --locked --quiet
+  fi
+}
+
+nadir_nats_bin() { command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server; }
+
+nadir_random() { head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+# Waits until something listens on 127.0.0.1:$1.
+nadir_wait_port() {
+  local port=$1 what=$2 i
+  for i in $(seq 1 150); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.2
+  done
+  nadir_die "$what did not start listening on 127.0.0.1:$port (see its log)"
+}
+
+nadir_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+nadir_services_start() {
+  local dir=$1 base=$2
+  local nats_port=$((base + 222)) pg_port=$((base + 432)) s3_port=$((base + 900))
+  mkdir -p "$dir"/{nats,s3,logs,pids}
+  dir=$(cd "$dir" && pwd)
+  chmod 755 "$dir"
+
+  # Credentials: made once per state directory, kept in DIR/secrets (0600).
+  if [ ! -f "$dir/secrets" ]; then
+    umask 077
+    {
+      echo "S3_ACCESS_KEY=nadir$(nadir_random | head -c 12)"
+      echo "S3_SECRET_KEY=$(nadir_random)"
+      echo "PG_PASSWORD=$(nadir_random)"
+    } >"$dir/secrets"
+    umask 022
+  fi
+  # shellcheck disable=SC1091
+  . "$dir/secrets"
+
+  # NATS with JetStream.
+  if ! nadir_alive "$dir/pids/nats"; then
+    "$(nadir_nats_bin)" -a 127.0.0.1 -p "$nats_port" -js -sd "$dir/nats" \
+      >"$dir/logs/nats.log" 2>&1 &
+    echo $! >"$dir/pids/nats"
+  fi
+  nadir_wait_port "$nats_port" nats-server
+
+  # PostgreSQL: a private cluster; run as the postgres user when we are root.
+  local bindir run_pg=()
+  bindir=$(nadir_pg_bindir) || nadir_die "PostgreSQL server binaries not found under /usr/lib/postgresql"
+  if [ "$(id -u)" = 0 ]; then run_pg=(runuser -u postgres --); fi
+  if [ ! -f "$dir/pg/PG_VERSION" ]; then
+    mkdir -p "$dir/pg" && chmod 700 "$dir/pg"
+    mkdir -p "$dir/pglog"
+    [ "$(id -u)" = 0 ] && chown postgres: "$dir/pg" "$dir/pglog"
+    local pwfile="$dir/pg.pw"
+    printf '%s\n' "$PG_PASSWORD" >"$pwfile"
+    [ "$(id -u)" = 0 ] && chown postgres: "$pwfile"
+    "${run_pg[@]}" "$bindir/initdb" -D "$dir/pg" -U nadir --pwfile="$pwfile" \
+      --auth-host=scram-sha-256 --auth-local=scram-sha-256 -E UTF8 >"$dir/pglog/initdb.log" 2>&1 \
+      || nadir_die "initdb failed: $(tail -n 5 "$dir/pglog/initdb.log")"
+    rm -f "$pwfile"
+  fi
+  if ! "${run_pg[@]}" "$bindir/pg_ctl" -D "$dir/pg" status >/dev/null 2>&1; then
+    "${run_pg[@]}" "$bindir/pg_ctl" -D "$dir/pg" -l "$dir/pglog/postgresql.log" -w -t 60 \
+      -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $dir/pg" start >/dev/null \
+      || nadir_die "PostgreSQL did not start: $(tail -n 5 "$dir/pglog/postgresql.log")"
+  fi
+  if ! PGPASSWORD=$PG_PASSWORD psql -h 127.0.0.1 -p "$pg_port" -U nadir -d postgres -tAc \
+      "SELECT 1 FROM pg_database WHERE datname = 'nadir'" | grep -q 1; then
+    PGPASSWORD=$PG_PASSWORD psql -h 127.0.0.1 -p "$pg_port" -U nadir -d postgres -qc "CREATE DATABASE nadir" >/dev/null
+  fi
+
+  # S3: MinIO when it is installed, otherwise s3s-fs.
+  if ! nadir_alive "$dir/pids/s3"; then
+    if command -v minio >/dev/null 2>&1; then
+      MINIO_ROOT_USER=$S3_ACCESS_KEY MINIO_ROOT_PASSWORD=$S3_SECRET_KEY \
+        minio server "$dir/s3" --address "127.0.0.1:$s3_port" --console-address "127.0.0.1:$((s3_port + 1))" \
+        >"$dir/logs/s3.log" 2>&1 &
+    else
+      s3s-fs --host 127.0.0.1 --port "$s3_port" --access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" "$dir/s3" \
+        >"$dir/logs/s3.log" 2>&1 &
+    fi
+    echo $! >"$dir/pids/s3"
+  fi
+  nadir_wait_port "$s3_port" "the S3 server"
+
+  cat >"$dir/env" <<ENV
+# nadir connection settings, written by scripts/ ($(date -u +%Y-%m-%dT%H:%M:%SZ)).
+# Use: source $dir/env
+export NADIR_NATS_URL=nats://127.0.0.1:$nats_port
+export NADIR_S3_ENDPOINT=http://127.0.0.1:$s3_port
+export NADIR_S3_REGION=us-east-1
+export NADIR_S3_ACCESS_KEY=$S3_ACCESS_KEY
+export NADIR_S3_SECRET_KEY=$S3_SECRET_KEY
+export NADIR_DATABASE_URL=postgres://nadir:$PG_PASSWORD@127.0.0.1:$pg_port/nadir
+export NADIR_BUCKET_RAW=raw
+export NADIR_BUCKET_SILVER=silver
+export NADIR_BUCKET_MODELS=models
+export NADIR_BUCKET_EVAL=eval
+export NADIR_INGEST_METRICS_ADDR=127.0.0.1:$((base + 101))
+export NADIR_TRANSFORM_METRICS_ADDR=127.0.0.1:$((base + 102))
+export NADIR_TRAIN_METRICS_ADDR=127.0.0.1:$((base + 103))
+export NADIR_EVAL_METRICS_ADDR=127.0.0.1:$((base + 104))
+ENV
+  chmod 600 "$dir/env"
+}
+
+nadir_services_stop() {
+  local dir=$1 bindir
+  [ -d "$dir" ] || return 0
+  for name in s3 nats; do
+    if nadir_alive "$dir/pids/$name"; then
+      kill "$(cat "$dir/pids/$name")" 2>/dev/null || true
+    fi
+    rm -f "$dir/pids/$name"
+  done
+  bindir=$(nadir_pg_bindir) || return 0
+  if [ -f "$dir/pg/postmaster.pid" ]; then
+    local run_pg=()
+    [ "$(id -u)" = 0 ] && run_pg=(runuser -u postgres --)
+    "${run_pg[@]}" "$bindir/pg_ctl" -D "$dir/pg" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+}

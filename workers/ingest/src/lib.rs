@@ -1,0 +1,271 @@
+//! The ingest stage: RAW objects in, fingerprints and RAW manifests out.
+//!
+//! A run reaches ingest three ways: a MinIO bucket event on `minio.raw`, a
+//! `pipeline.start` message, or the [`reconciler`], which lists `raw` for
+//! objects no run has seen (S3 servers without notifications, events MinIO
+//! dropped). An object announced by an event and found by the reconciler
+//! gets the same run id ([`object_run_id`]), so it is ingested once.
+//!
+//! For every RAW object of the run, ingest reads it, computes its sha256,
+//! detects its format by content, and writes its manifest to
+//! `silver/raw/<raw version>/manifest.json`; then it hands the run to
+//! transform. An object that is empty or of no known format fails the run.
+
+pub mod reconciler;
+
+use chrono::Utc;
+use nadir_common::audit::{AuditRecord, StageKind};
+use nadir_common::layout::{self, ArtifactRef, Manifest};
+use nadir_common::messages::{
+    MessageError, MinioEvent, RawObject, SCHEMA_VERSION, StartRun, TransformJob, object_run_id, subject,
+};
+use nadir_common::stage::{Job, JobContext, Outcome, Stage, StageError, compute};
+use nadir_common::store::ObjectInfo;
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+/// What to ingest for a run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "selection", rename_all = "snake_case")]
+pub enum Selection {
+    /// One object, announced by a bucket event.
+    Object { bucket: String, key: String, etag: String },
+    /// Named keys.
+    Keys { keys: Vec<String> },
+    /// Every object under a prefix.
+    Prefix { prefix: String },
+    /// Every object no run has seen yet.
+    New,
+}
+
+/// An ingest job: a run id and what it covers.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestRequest {
+    pub run_id: Uuid,
+    pub requested_by: String,
+    #[serde(flatten)]
+    pub selection: Selection,
+}
+
+impl Job for IngestRequest {
+    fn run_id(&self) -> Uuid {
+        self.run_id
+    }
+    /// Ingest is a run's first stage and its input is the run's request: the
+    /// run id names it (an object's run id is derived from its ETag).
+    fn input_version(&self) -> String {
+        "request".into()
+    }
+    fn item(&self) -> String {
+        match &self.selection {
+            Selection::Object { key, .. } => key.clone(),
+            Selection::Keys { keys } => keys.join(", "),
+            Selection::Prefix { prefix } => format!("{prefix}*"),
+            Selection::New => "*".into(),
+        }
+    }
+}
+
+/// `minio.raw` payloads: one job per created object.
+pub fn decode_event(payload: &[u8]) -> Result<Vec<IngestRequest>, MessageError> {
+    let event = MinioEvent::decode(payload)?;
+    Ok(event
+        .created_objects()?
+        .into_iter()
+        .map(|o| IngestRequest {
+            run_id: object_run_id(&o.bucket, &o.key, &o.etag),
+            requested_by: "minio-event".into(),
+            selection: Selection::Object {
+                bucket: o.bucket,
+                key: o.key,
+                etag: o.etag,
+            },
+        })
+        .collect())
+}
+
+/// `pipeline.start` payloads.
+pub fn decode_start(payload: &[u8]) -> Result<Vec<IngestRequest>, MessageError> {
+    use nadir_common::messages::Message;
+    let start = StartRun::decode(payload)?;
+    if !start.keys.is_empty() && start.prefix.is_some() {
+        return Err(MessageError::Invalid("pipeline.start names both keys and a prefix; give one".into()));
+    }
+    let selection = match (start.keys, start.prefix) {
+        (keys, _) if !keys.is_empty() => Selection::Keys { keys },
+        (_, Some(prefix)) => Selection::Prefix { prefix },
+        _ => Selection::New,
+    };
+    Ok(vec![IngestRequest {
+        run_id: start.run_id,
+        requested_by: start.requested_by.unwrap_or_else(|| "pipeline.start".into()),
+        selection,
+    }])
+}
+
+pub struct Ingest;
+
+impl Ingest {
+    async fn resolve(&self, ctx: &JobContext<'_>, request: &IngestRequest) -> Result<Vec<ObjectInfo>, StageError> {
+        let services = ctx.services;
+        let raw = &services.config.buckets.raw;
+        let objects = match &request.selection {
+            Selection::Object { bucket, key, etag } => {
+                if bucket != raw {
+                    return Err(StageError::Rejected(format!(
+                        "event is for bucket {bucket:?}, but the RAW bucket is {raw:?} (NADIR_BUCKET_RAW)"
+                    )));
+                }
+                let info = services.store.head(raw, key).await?;
+                if &info.etag != etag {
+                    return Err(StageError::Rejected(format!(
+                        "s3://{raw}/{key} was replaced after the event (ETag {etag} is now {}); the new version gets its own run",
+                        info.etag
+                    )));
+                }
+                vec![info]
+            }
+            Selection::Keys { keys } => {
+                let mut out = Vec::new();
+                for key in keys {
+                    out.push(services.store.head(raw, key).await?);
+                }
+                out
+            }
+            Selection::Prefix { prefix } => services.store.list_with_etags(raw, prefix).await?,
+            Selection::New => {
+                let mut out = Vec::new();
+                for o in services.store.list_with_etags(raw, "").await? {
+                    let id = object_run_id(raw, &o.key, &o.etag);
+                    let seen = nadir_common::audit::object_seen(&services.db, id, &o.key, &o.etag)
+                        .await
+                        .map_err(|e| StageError::Transient(e.detail()))?;
+                    if !seen {
+                        out.push(o);
+                    }
+                }
+                out
+            }
+        };
+        if objects.is_empty() {
+            return Err(StageError::Rejected(format!("no RAW objects to ingest for {}", request.item())));
+        }
+        Ok(objects)
+    }
+}
+
+impl Stage for Ingest {
+    const KIND: StageKind = StageKind::Ingest;
+    const NEXT_SUBJECT: &'static str = subject::TRANSFORM;
+    type Input = IngestRequest;
+    type Output = TransformJob;
+
+    async fn process(&self, ctx: &JobContext<'_>, request: &IngestRequest) -> Result<Outcome<TransformJob>, StageError> {
+        let services = ctx.services;
+        let raw = services.config.buckets.raw.clone();
+        let silver = &services.config.buckets.silver;
+        let objects = self.resolve(ctx, request).await?;
+        let mut fingerprinted = Vec::new();
+        let mut records = Vec::new();
+        let mut bytes_read = 0;
+        for info in objects {
+            let started = std::time::Instant::now();
+            let bytes = services.store.get(&raw, &info.key).await?;
+            bytes_read += bytes.len() as u64;
+            let (sha256, detected) = compute(move || {
+                (layout::sha256_hex(&bytes), nadir_flows::format::detect(&bytes))
+            })
+            .await?;
+            let detected = detected.map_err(|e| StageError::Rejected(format!("s3://{raw}/{}: {e}", info.key)))?;
+            let version = layout::raw_version(info.last_modified, &sha256);
+            let raw_ref = ArtifactRef {
+                bucket: raw.clone(),
+                key: info.key.clone(),
+                version: version.clone(),
+                sha256: sha256.clone(),
+                size: info.size,
+            };
+            let manifest = Manifest {
+                kind: "raw".into(),
+                run_id: ctx.run_id,
+                version: version.clone(),
+                created_at: Utc::now(),
+                code_version: layout::CODE_VERSION.into(),
+                inputs: vec![],
+                outputs: vec![raw_ref],
+                parameters: json!({}),
+                metrics: json!({
+                    "format": detected.format.name(),
+                    "gzip": detected.gzip,
+                    "etag": info.etag,
+                    "last_modified": info.last_modified,
+                    "seconds": started.elapsed().as_secs_f64(),
+                }),
+            }
+            .to_json();
+            let manifest_key = layout::raw_manifest_key(&version);
+            let manifest_ref = ArtifactRef::of(silver, manifest_key.clone(), &version, &manifest);
+            services
+                .store
+                .put(silver, &manifest_key, manifest.into(), "application/json")
+                .await?;
+            tracing::info!(run_id = %ctx.run_id, key = %info.key, %sha256, format = %detected, size = info.size, "fingerprinted");
+            records.push(AuditRecord {
+                item: info.key.clone(),
+                inputs: json!({ "bucket": raw, "key": info.key, "etag": info.etag, "size": info.size }),
+                outputs: json!([manifest_ref]),
+                parameters: json!({ "requested_by": request.requested_by }),
+                metrics: json!({ "sha256": sha256, "size": info.size, "format": detected.to_string(), "raw_version": version }),
+            });
+            fingerprinted.push(RawObject {
+                key: info.key,
+                etag: info.etag,
+                version,
+                sha256,
+                size: info.size,
+                format: detected.to_string(),
+                manifest: manifest_ref,
+            });
+        }
+        Ok(Outcome {
+            records,
+            rows: fingerprinted.len() as u64,
+            bytes: bytes_read,
+            next: TransformJob {
+                schema: SCHEMA_VERSION,
+                run_id: ctx.run_id,
+                raw: fingerprinted,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_and_a_reconciled_start_for_one_object_are_one_run() {
+        let event = br#"{"EventName":"s3:ObjectCreated:Put","Key":"raw/a+b.csv","Records":[{"eventName":"s3:ObjectCreated:Put","s3":{"bucket":{"name":"raw"},"object":{"key":"a+b.csv","size":3,"eTag":"\"e1\""}}}]}"#;
+        let from_event = decode_event(event).unwrap();
+        assert_eq!(from_event.len(), 1);
+        let start = StartRun {
+            run_id: object_run_id("raw", "a b.csv", "e1"),
+            ..StartRun::new(vec!["a b.csv".into()], None, "reconciler")
+        };
+        use nadir_common::messages::Message;
+        let from_start = decode_start(&start.encode()).unwrap();
+        assert_eq!(from_event[0].run_id, from_start[0].run_id);
+        assert_eq!(from_event[0].input_version(), from_start[0].input_version());
+    }
+
+    #[test]
+    fn a_start_with_keys_and_a_prefix_is_rejected() {
+        use nadir_common::messages::Message;
+        let start = StartRun::new(vec!["a".into()], Some("p/".into()), "test");
+        assert!(decode_start(&start.encode()).unwrap_err().to_string().contains("both keys and a prefix"));
+        let empty = StartRun::new(vec![], None, "test");
+        assert!(matches!(decode_start(&empty.encode()).unwrap()[0].selection, Selection::New));
+    }
+}
