@@ -21,7 +21,11 @@ use nadir_common::{Config, telemetry};
 use uuid::Uuid;
 
 #[derive(Parser)]
-#[command(name = "nadir", version, about = "Anomaly detection on network traffic: the pipeline's command line.")]
+#[command(
+    name = "nadir",
+    version,
+    about = "Anomaly detection on network traffic: the pipeline's command line."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -121,7 +125,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         } => {
             let bus = Bus::connect(&config.nats_url, "nadir-cli").await?;
             let start = StartRun::new(keys, prefix, "cli");
-            bus.publish(subject::START, &start.run_id.to_string(), start.encode()).await?;
+            bus.publish(subject::START, &start.run_id.to_string(), start.encode())
+                .await?;
             println!("run {} requested on {}", start.run_id, subject::START);
             if wait {
                 return wait_for(&config, start.run_id, timeout).await;
@@ -130,7 +135,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Wait { run_id, timeout } => return wait_for(&config, run_id, timeout).await,
         Command::Runs { limit, json } => {
             let db = audit::pool(&config.database_url, 1)?;
-            let runs = audit::runs(&db, limit).await.map_err(|e| anyhow::anyhow!(e.detail()))?;
+            let runs = audit::runs(&db, limit)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.detail()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else {
@@ -139,12 +146,22 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Status { run_id, json } => {
             let db = audit::pool(&config.database_url, 1)?;
-            let Some(run) = audit::run(&db, run_id).await.map_err(|e| anyhow::anyhow!(e.detail()))? else {
+            let Some(run) = audit::run(&db, run_id)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.detail()))?
+            else {
                 bail!("no run {run_id} in the audit trail");
             };
-            let rows = audit::stage_rows(&db, run_id).await.map_err(|e| anyhow::anyhow!(e.detail()))?;
+            let rows = audit::stage_rows(&db, run_id)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.detail()))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "run": run, "stages": rows }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "run": run, "stages": rows })
+                    )?
+                );
             } else {
                 print_status(&run, &rows);
             }
@@ -160,7 +177,10 @@ async fn setup(config: &Config, reset_streams: bool) -> anyhow::Result<()> {
     let store = ObjectStore::new(&config.s3);
     for bucket in config.buckets.all() {
         let created = store.ensure_bucket(bucket).await?;
-        println!("bucket {bucket}: {}", if created { "created" } else { "exists" });
+        println!(
+            "bucket {bucket}: {}",
+            if created { "created" } else { "exists" }
+        );
     }
     let bus = Bus::connect(&config.nats_url, "nadir-setup").await?;
     if reset_streams {
@@ -173,7 +193,9 @@ async fn setup(config: &Config, reset_streams: bool) -> anyhow::Result<()> {
         println!("consumer {} on {}: ready", spec.durable, spec.subject);
     }
     let db = audit::pool(&config.database_url, 1)?;
-    let applied = audit::migrate(&db).await.map_err(|e| anyhow::anyhow!(e.detail()))?;
+    let applied = audit::migrate(&db)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.detail()))?;
     println!("database: {applied} migration(s) applied");
     Ok(())
 }
@@ -182,14 +204,18 @@ async fn upload(config: &Config, files: &[PathBuf], prefix: &str) -> anyhow::Res
     let store = ObjectStore::new(&config.s3);
     let bucket = &config.buckets.raw;
     for file in files {
-        let bytes = tokio::fs::read(file).await.with_context(|| format!("reading {}", file.display()))?;
+        let bytes = tokio::fs::read(file)
+            .await
+            .with_context(|| format!("reading {}", file.display()))?;
         let name = file
             .file_name()
             .and_then(|n| n.to_str())
             .with_context(|| format!("{} has no UTF-8 file name", file.display()))?;
         let key = format!("{prefix}{name}");
         let size = bytes.len();
-        let etag = store.put(bucket, &key, bytes.into(), "application/octet-stream").await?;
+        let etag = store
+            .put(bucket, &key, bytes.into(), "application/octet-stream")
+            .await?;
         let run_id = object_run_id(bucket, &key, &etag);
         println!("uploaded s3://{bucket}/{key} ({size} bytes, ETag {etag}); run {run_id}");
     }
@@ -198,7 +224,11 @@ async fn upload(config: &Config, files: &[PathBuf], prefix: &str) -> anyhow::Res
 
 /// Follows `pipeline.done` and `pipeline.dead` until one names the run,
 /// checking the audit trail too in case the run ended before we listened.
-async fn wait_for(config: &Config, run_id: Uuid, timeout: u64) -> anyhow::Result<std::process::ExitCode> {
+async fn wait_for(
+    config: &Config,
+    run_id: Uuid,
+    timeout: u64,
+) -> anyhow::Result<std::process::ExitCode> {
     use std::process::ExitCode;
     let bus = Bus::connect(&config.nats_url, "nadir-wait").await?;
     let mut done = bus.client.subscribe(subject::DONE).await?;
@@ -260,13 +290,19 @@ fn shown(text: &str) -> String {
 
 fn seconds(run: &RunSummary) -> String {
     match run.finished_at {
-        Some(end) => format!("{:.1}s", (end - run.started_at).num_milliseconds() as f64 / 1000.0),
+        Some(end) => format!(
+            "{:.1}s",
+            (end - run.started_at).num_milliseconds() as f64 / 1000.0
+        ),
         None => "-".into(),
     }
 }
 
 fn print_runs(runs: &[RunSummary]) {
-    println!("{:<36}  {:<9}  {:<9}  {:<15}  {:>7}  started", "run", "status", "stage", "trigger", "took");
+    println!(
+        "{:<36}  {:<9}  {:<9}  {:<15}  {:>7}  started",
+        "run", "status", "stage", "trigger", "took"
+    );
     for r in runs {
         println!(
             "{:<36}  {:<9}  {:<9}  {:<15}  {:>7}  {}",
@@ -282,9 +318,19 @@ fn print_runs(runs: &[RunSummary]) {
 
 fn print_status(run: &RunSummary, rows: &[StageRow]) {
     println!("run      {}", run.run_id);
-    println!("status   {} (stage {}, trigger {}, took {})", run.status, run.stage, shown(&run.trigger), seconds(run));
+    println!(
+        "status   {} (stage {}, trigger {}, took {})",
+        run.status,
+        run.stage,
+        shown(&run.trigger),
+        seconds(run)
+    );
     if let Some(error) = &run.error {
-        println!("error    in {}: {}", run.error_stage.as_deref().unwrap_or("?"), shown(error));
+        println!(
+            "error    in {}: {}",
+            run.error_stage.as_deref().unwrap_or("?"),
+            shown(error)
+        );
     }
     println!();
     for row in rows {
@@ -302,7 +348,8 @@ fn print_status(run: &RunSummary, rows: &[StageRow]) {
                     "          -> s3://{}/{}  sha256 {}  {} bytes",
                     shown(o["bucket"].as_str().unwrap_or("")),
                     shown(o["key"].as_str().unwrap_or("")),
-                    &o["sha256"].as_str().unwrap_or("")[..12.min(o["sha256"].as_str().unwrap_or("").len())],
+                    &o["sha256"].as_str().unwrap_or("")
+                        [..12.min(o["sha256"].as_str().unwrap_or("").len())],
                     o["size"]
                 );
             }
@@ -313,7 +360,10 @@ fn print_status(run: &RunSummary, rows: &[StageRow]) {
     }
     if let Some(summary) = run.report.as_ref().and_then(|r| r.get("summary")) {
         println!();
-        println!("flows    {}  flagged {}", summary["rows"], summary["flagged"]);
+        println!(
+            "flows    {}  flagged {}",
+            summary["rows"], summary["flagged"]
+        );
         if let Some(detectors) = summary["detectors"].as_array() {
             for d in detectors {
                 println!(
@@ -329,5 +379,7 @@ fn print_status(run: &RunSummary, rows: &[StageRow]) {
 }
 
 fn fmt_metric(v: &serde_json::Value) -> String {
-    v.as_f64().map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
+    v.as_f64()
+        .map(|x| format!("{x:.4}"))
+        .unwrap_or_else(|| "-".into())
 }

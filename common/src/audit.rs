@@ -14,7 +14,8 @@
 //! come only from [`StageKind`].
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Pool, Runtime};
+pub use deadpool_postgres::Pool;
+use deadpool_postgres::Runtime;
 use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::NoTls;
@@ -55,7 +56,12 @@ pub enum StageKind {
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 4] = [StageKind::Ingest, StageKind::Transform, StageKind::Train, StageKind::Eval];
+    pub const ALL: [StageKind; 4] = [
+        StageKind::Ingest,
+        StageKind::Transform,
+        StageKind::Train,
+        StageKind::Eval,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -83,15 +89,16 @@ impl StageKind {
 
 /// The migrations, in order. Applied once each, under an advisory lock so
 /// that workers starting together do not race.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "audit trail", include_str!("migrations/0001_audit.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "audit trail", include_str!("migrations/0001_audit.sql"))];
 
 /// Lock id for migrations (any constant shared by all nadir processes).
 const MIGRATION_LOCK: i64 = 0x6e61_6469_725f_6d67;
 
 pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, AuditError> {
-    let pg: tokio_postgres::Config = database_url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| AuditError::Config(format!("NADIR_DATABASE_URL: {e}")))?;
+    let pg: tokio_postgres::Config = database_url.parse().map_err(|e: tokio_postgres::Error| {
+        AuditError::Config(format!("NADIR_DATABASE_URL: {e}"))
+    })?;
     let manager = deadpool_postgres::Manager::from_config(
         pg,
         NoTls,
@@ -111,7 +118,9 @@ pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, AuditError> {
 /// Applies the migrations not yet applied; returns how many ran.
 pub async fn migrate(pool: &Pool) -> Result<usize, AuditError> {
     let mut client = pool.get().await?;
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
     let result = async {
         client
             .batch_execute(
@@ -124,7 +133,10 @@ pub async fn migrate(pool: &Pool) -> Result<usize, AuditError> {
         let mut applied = 0;
         for (version, name, sql) in MIGRATIONS {
             let done = client
-                .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version])
+                .query_opt(
+                    "SELECT 1 FROM schema_migrations WHERE version = $1",
+                    &[version],
+                )
                 .await?
                 .is_some();
             if done {
@@ -143,7 +155,9 @@ pub async fn migrate(pool: &Pool) -> Result<usize, AuditError> {
         Ok::<_, AuditError>(applied)
     }
     .await;
-    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
     result
 }
 
@@ -157,7 +171,12 @@ pub struct JobKey {
 
 impl JobKey {
     fn lock_id(&self) -> i64 {
-        let text = format!("{}/{}/{}", self.run_id, self.stage.name(), self.input_version);
+        let text = format!(
+            "{}/{}/{}",
+            self.run_id,
+            self.stage.name(),
+            self.input_version
+        );
         let digest = crate::layout::sha256_hex(text.as_bytes());
         i64::from_str_radix(&digest[..15], 16).expect("15 hex digits fit an i64")
     }
@@ -195,7 +214,9 @@ pub struct JobLock {
 /// Takes the job's lock unless another worker holds it.
 pub async fn try_lock(pool: &Pool, key: &JobKey) -> Result<Option<JobLock>, AuditError> {
     let client = deadpool_postgres::Object::take(pool.get().await?);
-    let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&key.lock_id()]).await?;
+    let row = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&key.lock_id()])
+        .await?;
     Ok(row.get::<_, bool>(0).then_some(JobLock { _client: client }))
 }
 
@@ -267,7 +288,11 @@ pub enum Finish<'a> {
     },
     /// The job will not be retried: the error goes on a failure row, the job
     /// and the run.
-    Failed { item: &'a str, inputs: &'a Value, error: &'a str },
+    Failed {
+        item: &'a str,
+        inputs: &'a Value,
+        error: &'a str,
+    },
 }
 
 /// Writes the job's outcome in one transaction: audit rows, job, run.
@@ -320,7 +345,13 @@ pub async fn finish(
                 "UPDATE stage_jobs SET status = 'succeeded', finished_at = now(), error = NULL,
                         next_subject = $4, next_message = $5
                   WHERE run_id = $1 AND stage = $2 AND input_version = $3",
-                &[&key.run_id, &stage, &key.input_version, &next_subject, next_message],
+                &[
+                    &key.run_id,
+                    &stage,
+                    &key.input_version,
+                    &next_subject,
+                    next_message,
+                ],
             )
             .await?;
             if let Some(report) = run_report {
@@ -332,7 +363,11 @@ pub async fn finish(
                 .await?;
             }
         }
-        Finish::Failed { item, inputs, error } => {
+        Finish::Failed {
+            item,
+            inputs,
+            error,
+        } => {
             let empty = Value::Object(Default::default());
             tx.execute(
                 &insert,
@@ -431,7 +466,12 @@ pub async fn record_rejected(
 
 /// Whether a RAW object already has a run or an ingestion, so the reconciler
 /// leaves it alone.
-pub async fn object_seen(pool: &Pool, run_id: Uuid, key: &str, etag: &str) -> Result<bool, AuditError> {
+pub async fn object_seen(
+    pool: &Pool,
+    run_id: Uuid,
+    key: &str,
+    etag: &str,
+) -> Result<bool, AuditError> {
     let row = pool
         .get()
         .await?
@@ -472,7 +512,8 @@ fn run_summary(r: &tokio_postgres::Row) -> RunSummary {
     }
 }
 
-const RUN_COLUMNS: &str = "run_id, trigger, status, stage, started_at, finished_at, error, error_stage, report";
+const RUN_COLUMNS: &str =
+    "run_id, trigger, status, stage, started_at, finished_at, error, error_stage, report";
 
 pub async fn runs(pool: &Pool, limit: i64) -> Result<Vec<RunSummary>, AuditError> {
     let rows = pool

@@ -128,7 +128,11 @@ impl Bus {
     /// JetStream delivers one more time than `max_deliver`: that last delivery
     /// is never processed, it sends the message to `pipeline.dead`, so a worker
     /// that died during the last attempt still leaves a dead letter.
-    pub async fn consumer(&self, spec: ConsumerSpec, delivery: &Delivery) -> Result<PullConsumer, BusError> {
+    pub async fn consumer(
+        &self,
+        spec: ConsumerSpec,
+        delivery: &Delivery,
+    ) -> Result<PullConsumer, BusError> {
         let stream = self
             .jetstream
             .get_stream(spec.stream)
@@ -151,7 +155,12 @@ impl Bus {
     }
 
     /// Publishes with a `Nats-Msg-Id` and waits for JetStream to store it.
-    pub async fn publish(&self, subject: &str, msg_id: &str, payload: Vec<u8>) -> Result<(), BusError> {
+    pub async fn publish(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), BusError> {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", msg_id);
         let ack = self
@@ -159,7 +168,8 @@ impl Bus {
             .publish_with_headers(subject.to_string(), headers, payload.into())
             .await
             .map_err(|e| bus_err(format!("publish to {subject}"), e))?;
-        ack.await.map_err(|e| bus_err(format!("publish to {subject}"), e))?;
+        ack.await
+            .map_err(|e| bus_err(format!("publish to {subject}"), e))?;
         Ok(())
     }
 
@@ -178,7 +188,10 @@ impl Bus {
     }
 
     /// Every message on `subject` still in the pipeline stream, oldest first.
-    pub async fn read_subject(&self, subject: &str) -> Result<Vec<async_nats::jetstream::Message>, BusError> {
+    pub async fn read_subject(
+        &self,
+        subject: &str,
+    ) -> Result<Vec<async_nats::jetstream::Message>, BusError> {
         let stream = self
             .jetstream
             .get_stream(PIPELINE_STREAM)
@@ -193,9 +206,7 @@ impl Bus {
             })
             .await
             .map_err(|e| bus_err(format!("read {subject}"), e))?;
-        let pending = consumer
-            .cached_info()
-            .num_pending;
+        let pending = consumer.cached_info().num_pending;
         let mut out = Vec::new();
         if pending == 0 {
             return Ok(out);

@@ -16,7 +16,10 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{var} is not set: {hint}")]
-    Missing { var: &'static str, hint: &'static str },
+    Missing {
+        var: &'static str,
+        hint: &'static str,
+    },
     #[error("{var}={value:?} is not valid: {reason}")]
     Invalid {
         var: &'static str,
@@ -56,11 +59,14 @@ where
 {
     match env.get(var) {
         None => Ok(default),
-        Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
-            var,
-            reason: e.to_string(),
-            value,
-        }),
+        Some(value) => value
+            .trim()
+            .parse()
+            .map_err(|e: T::Err| ConfigError::Invalid {
+                var,
+                reason: e.to_string(),
+                value,
+            }),
     }
 }
 
@@ -209,8 +215,16 @@ impl Config {
     }
 
     pub fn from(env: &dyn Env) -> Result<Self, ConfigError> {
-        let nats_url = required(env, "NADIR_NATS_URL", "the NATS server, e.g. nats://127.0.0.1:4222")?;
-        let endpoint = required(env, "NADIR_S3_ENDPOINT", "the S3 server, e.g. http://127.0.0.1:9000")?;
+        let nats_url = required(
+            env,
+            "NADIR_NATS_URL",
+            "the NATS server, e.g. nats://127.0.0.1:4222",
+        )?;
+        let endpoint = required(
+            env,
+            "NADIR_S3_ENDPOINT",
+            "the S3 server, e.g. http://127.0.0.1:9000",
+        )?;
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             return Err(ConfigError::Invalid {
                 var: "NADIR_S3_ENDPOINT",
@@ -220,9 +234,19 @@ impl Config {
         }
         let s3 = S3Settings {
             endpoint,
-            region: env.get("NADIR_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
-            access_key: required(env, "NADIR_S3_ACCESS_KEY", "the S3 access key (from a Secret)")?,
-            secret_key: required(env, "NADIR_S3_SECRET_KEY", "the S3 secret key (from a Secret)")?,
+            region: env
+                .get("NADIR_S3_REGION")
+                .unwrap_or_else(|| "us-east-1".into()),
+            access_key: required(
+                env,
+                "NADIR_S3_ACCESS_KEY",
+                "the S3 access key (from a Secret)",
+            )?,
+            secret_key: required(
+                env,
+                "NADIR_S3_SECRET_KEY",
+                "the S3 secret key (from a Secret)",
+            )?,
         };
         let database_url = required(
             env,
@@ -236,7 +260,11 @@ impl Config {
                 reason: e.to_string(),
             });
         }
-        let metrics_addr = parsed(env, "NADIR_METRICS_ADDR", SocketAddr::from(([0, 0, 0, 0], 9090)))?;
+        let metrics_addr = parsed(
+            env,
+            "NADIR_METRICS_ADDR",
+            SocketAddr::from(([0, 0, 0, 0], 9090)),
+        )?;
         let buckets = Buckets {
             raw: bucket(env, "NADIR_BUCKET_RAW", "raw")?,
             silver: bucket(env, "NADIR_BUCKET_SILVER", "silver")?,
@@ -302,7 +330,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn complete() -> HashMap<String, String> {
@@ -311,7 +342,10 @@ mod tests {
             ("NADIR_S3_ENDPOINT", "http://127.0.0.1:9000"),
             ("NADIR_S3_ACCESS_KEY", "ak"),
             ("NADIR_S3_SECRET_KEY", "sk-very-secret"),
-            ("NADIR_DATABASE_URL", "postgres://nadir:pw-very-secret@127.0.0.1:5432/nadir"),
+            (
+                "NADIR_DATABASE_URL",
+                "postgres://nadir:pw-very-secret@127.0.0.1:5432/nadir",
+            ),
         ])
     }
 
@@ -346,7 +380,12 @@ mod tests {
 
         let mut e = complete();
         e.insert("NADIR_S3_ENDPOINT".into(), "127.0.0.1:9000".into());
-        assert!(Config::from(&e).unwrap_err().to_string().contains("NADIR_S3_ENDPOINT"));
+        assert!(
+            Config::from(&e)
+                .unwrap_err()
+                .to_string()
+                .contains("NADIR_S3_ENDPOINT")
+        );
     }
 
     #[test]

@@ -56,7 +56,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// version is of, so two versions made in the same second never collide.
 pub fn version(at: DateTime<Utc>, of: &str) -> String {
     let digest = Sha256::digest(of.as_bytes());
-    format!("{}-{}", at.format("%Y%m%dT%H%M%SZ"), hex::encode(&digest[..4]))
+    format!(
+        "{}-{}",
+        at.format("%Y%m%dT%H%M%SZ"),
+        hex::encode(&digest[..4])
+    )
 }
 
 /// The input version of a job that reads several versioned artifacts: their
@@ -65,12 +69,20 @@ pub fn input_version<'a>(versions: impl Iterator<Item = &'a str>) -> String {
     let mut versions: Vec<&str> = versions.collect();
     versions.sort_unstable();
     let joined = versions.join("+");
-    if joined.len() <= 120 { joined } else { format!("sha256:{}", &sha256_hex(joined.as_bytes())[..32]) }
+    if joined.len() <= 120 {
+        joined
+    } else {
+        format!("sha256:{}", &sha256_hex(joined.as_bytes())[..32])
+    }
 }
 
 /// The version of a RAW object: its last-modified time and its content hash.
 pub fn raw_version(last_modified: DateTime<Utc>, sha256: &str) -> String {
-    format!("{}-{}", last_modified.format("%Y%m%dT%H%M%SZ"), &sha256[..8])
+    format!(
+        "{}-{}",
+        last_modified.format("%Y%m%dT%H%M%SZ"),
+        &sha256[..8]
+    )
 }
 
 pub fn raw_manifest_key(raw_version: &str) -> String {
@@ -144,13 +156,19 @@ mod tests {
         assert_eq!(a.len(), "20261123T235959Z-".len() + 8);
         assert_ne!(a, b, "same second, different inputs");
         assert_eq!(a, version(at, "run-1/transform"));
-        assert_eq!(raw_version(at, &"ab".repeat(32)), "20261123T235959Z-abababab");
+        assert_eq!(
+            raw_version(at, &"ab".repeat(32)),
+            "20261123T235959Z-abababab"
+        );
     }
 
     #[test]
     fn artifact_refs_hash_their_bytes() {
         let r = ArtifactRef::of("eval", eval_report_key("v1"), "v1", b"abc");
-        assert_eq!(r.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            r.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(r.size, 3);
         assert_eq!(r.uri(), "s3://eval/v1/report.json");
     }

@@ -47,10 +47,11 @@ pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn schema(&self) -> u32;
 
     fn decode(payload: &[u8]) -> Result<Self, MessageError> {
-        let message: Self = serde_json::from_slice(payload).map_err(|source| MessageError::Json {
-            kind: Self::KIND,
-            source,
-        })?;
+        let message: Self =
+            serde_json::from_slice(payload).map_err(|source| MessageError::Json {
+                kind: Self::KIND,
+                source,
+            })?;
         if message.schema() != SCHEMA_VERSION {
             return Err(MessageError::Schema {
                 kind: Self::KIND,
@@ -211,7 +212,11 @@ impl crate::stage::Job for TransformJob {
         crate::layout::input_version(self.raw.iter().map(|r| r.version.as_str()))
     }
     fn item(&self) -> String {
-        self.raw.iter().map(|r| r.key.as_str()).collect::<Vec<_>>().join(", ")
+        self.raw
+            .iter()
+            .map(|r| r.key.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -223,7 +228,11 @@ impl crate::stage::Job for TrainJob {
         crate::layout::input_version(self.silver.iter().map(|p| p.flows.version.as_str()))
     }
     fn item(&self) -> String {
-        self.silver.iter().map(|p| p.raw_version.as_str()).collect::<Vec<_>>().join(", ")
+        self.silver
+            .iter()
+            .map(|p| p.raw_version.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -245,7 +254,10 @@ impl crate::stage::Job for EvalJob {
 /// reconciler): the same object, announced by both paths, is one run.
 pub fn object_run_id(bucket: &str, key: &str, etag: &str) -> Uuid {
     let etag = etag.trim_matches('"');
-    Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("s3://{bucket}/{key}#{etag}").as_bytes())
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_URL,
+        format!("s3://{bucket}/{key}#{etag}").as_bytes(),
+    )
 }
 
 /// A MinIO bucket notification as published on `minio.raw`.
@@ -334,7 +346,9 @@ pub fn decode_event_key(encoded: &str) -> Result<String, MessageError> {
     percent_encoding::percent_decode_str(&spaced)
         .decode_utf8()
         .map(|k| k.into_owned())
-        .map_err(|_| MessageError::Invalid(format!("object key {encoded:?} is not UTF-8 once decoded")))
+        .map_err(|_| {
+            MessageError::Invalid(format!("object key {encoded:?} is not UTF-8 once decoded"))
+        })
 }
 
 #[cfg(test)]
@@ -369,8 +383,13 @@ mod tests {
     fn garbage_is_rejected_with_the_message_kind() {
         let err = MinioEvent::decode(b"{not json").unwrap_err().to_string();
         assert!(err.contains("MinIO bucket event"), "{err}");
-        let err = TransformJob::decode(br#"{"schema":1}"#).unwrap_err().to_string();
-        assert!(err.contains("pipeline.transform message") && err.contains("run_id"), "{err}");
+        let err = TransformJob::decode(br#"{"schema":1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pipeline.transform message") && err.contains("run_id"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -29,7 +29,11 @@ impl Services {
     /// Connects to NATS, S3 and PostgreSQL, applies migrations and creates the
     /// streams. Retries (with a log line each time) until it succeeds or
     /// shutdown is requested, so a worker started before its services waits.
-    pub async fn connect(config: Config, name: &str, shutdown: &Shutdown) -> anyhow::Result<Arc<Self>> {
+    pub async fn connect(
+        config: Config,
+        name: &str,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Arc<Self>> {
         let store = ObjectStore::new(&config.s3);
         let db = audit::pool(&config.database_url, 8)?;
         let bus = retry("NATS", shutdown, || {
@@ -39,7 +43,12 @@ impl Services {
         .await?;
         retry("PostgreSQL migrations", shutdown, || {
             let db = db.clone();
-            async move { audit::migrate(&db).await.map_err(|e| anyhow::anyhow!(e.detail())) }.boxed()
+            async move {
+                audit::migrate(&db)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e.detail()))
+            }
+            .boxed()
         })
         .await?;
         retry("JetStream streams", shutdown, || {
@@ -67,7 +76,14 @@ impl Services {
                 "nats",
                 Arc::new(move || {
                     let ok = nats.bus.is_connected();
-                    async move { if ok { Ok(()) } else { Err("not connected".to_string()) } }.boxed()
+                    async move {
+                        if ok {
+                            Ok(())
+                        } else {
+                            Err("not connected".to_string())
+                        }
+                    }
+                    .boxed()
                 }) as ReadinessProbe,
             ),
             (
@@ -76,7 +92,10 @@ impl Services {
                     let db = pg.db.clone();
                     async move {
                         let client = db.get().await.map_err(|e| e.to_string())?;
-                        client.simple_query("SELECT 1").await.map_err(|e| e.to_string())?;
+                        client
+                            .simple_query("SELECT 1")
+                            .await
+                            .map_err(|e| e.to_string())?;
                         Ok(())
                     }
                     .boxed()
@@ -86,8 +105,13 @@ impl Services {
                 "s3",
                 Arc::new(move || {
                     let s3 = s3.clone();
-                    async move { s3.store.check_bucket(&s3.config.buckets.raw).await.map_err(|e| e.to_string()) }
-                        .boxed()
+                    async move {
+                        s3.store
+                            .check_bucket(&s3.config.buckets.raw)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    .boxed()
                 }),
             ),
         ]
@@ -141,7 +165,12 @@ pub async fn start_worker(name: &'static str) -> anyhow::Result<Worker> {
         shutdown.clone(),
     )
     .await
-    .map_err(|e| anyhow::anyhow!("NADIR_METRICS_ADDR={}: cannot listen: {e}", services.config.metrics_addr))?;
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "NADIR_METRICS_ADDR={}: cannot listen: {e}",
+            services.config.metrics_addr
+        )
+    })?;
     tracing::info!(worker = name, %metrics_addr, "serving /metrics, /healthz and /readyz");
     Ok(Worker {
         services,

@@ -21,8 +21,9 @@ impl Shutdown {
         let shutdown = Self::new();
         let trigger = shutdown.clone();
         tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing a SIGTERM handler");
             tokio::select! {
                 _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
                 _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutting down"),

@@ -68,7 +68,9 @@ impl From<crate::store::StoreError> for StageError {
 
 /// Runs CPU-bound work off the async threads, so in-progress acks and
 /// health checks keep flowing while a model fits.
-pub async fn compute<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, StageError> {
+pub async fn compute<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StageError> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| StageError::Transient(format!("computation panicked: {e}")))
@@ -197,7 +199,12 @@ impl<S: Stage> Runtime<S> {
                 }
             }
         };
-        tracing::info!(stage = self.stage_name(), consumer = source.consumer.durable, subject = source.consumer.subject, "consuming");
+        tracing::info!(
+            stage = self.stage_name(),
+            consumer = source.consumer.durable,
+            subject = source.consumer.subject,
+            "consuming"
+        );
         while !self.shutdown.is_requested() {
             // Ask for exactly one message: a prefetched message would sit
             // unprocessed while its ack_wait runs out.
@@ -223,7 +230,9 @@ impl<S: Stage> Runtime<S> {
             };
             match next {
                 Some(Ok(msg)) => self.handle_message(&source, msg).await,
-                Some(Err(e)) => tracing::debug!(stage = self.stage_name(), error = %e, "pull ended"),
+                Some(Err(e)) => {
+                    tracing::debug!(stage = self.stage_name(), error = %e, "pull ended")
+                }
                 None => {}
             }
         }
@@ -239,7 +248,11 @@ impl<S: Stage> Runtime<S> {
             }
         };
         if delivered > 1 {
-            self.services.metrics.redeliveries.with_label_values(&[self.stage_name()]).inc();
+            self.services
+                .metrics
+                .redeliveries
+                .with_label_values(&[self.stage_name()])
+                .inc();
         }
         let jobs = match (source.decode)(&msg.payload) {
             Ok(jobs) => jobs,
@@ -277,11 +290,21 @@ impl<S: Stage> Runtime<S> {
         let error = format!("rejected {subject} message #{sequence}: {error}");
         tracing::error!(stage = self.stage_name(), run_id = ?run_id, %error, "rejected message");
         let worker = &self.services.config.worker_id;
-        if let Err(e) =
-            audit::record_rejected(&self.services.db, &subject, sequence, &msg.payload, &error, run_id, worker).await
+        if let Err(e) = audit::record_rejected(
+            &self.services.db,
+            &subject,
+            sequence,
+            &msg.payload,
+            &error,
+            run_id,
+            worker,
+        )
+        .await
         {
             tracing::warn!(error = %e.detail(), "could not record the rejected message; will retry");
-            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                .await;
             return;
         }
         let dead = RunDead {
@@ -296,11 +319,17 @@ impl<S: Stage> Runtime<S> {
         if let Err(e) = self
             .services
             .bus
-            .publish(subject::DEAD, &format!("rejected.{subject}.{sequence}"), dead.encode())
+            .publish(
+                subject::DEAD,
+                &format!("rejected.{subject}.{sequence}"),
+                dead.encode(),
+            )
             .await
         {
             tracing::warn!(error = %e, "could not publish to pipeline.dead; will retry");
-            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                .await;
             return;
         }
         self.count("rejected");
@@ -310,10 +339,19 @@ impl<S: Stage> Runtime<S> {
     }
 
     fn count(&self, outcome: &str) {
-        self.services.metrics.jobs.with_label_values(&[self.stage_name(), outcome]).inc();
+        self.services
+            .metrics
+            .jobs
+            .with_label_values(&[self.stage_name(), outcome])
+            .inc();
     }
 
-    async fn handle_job(&self, job: &S::Input, msg: &JsMessage, delivered: i64) -> anyhow::Result<Disposition> {
+    async fn handle_job(
+        &self,
+        job: &S::Input,
+        msg: &JsMessage,
+        delivered: i64,
+    ) -> anyhow::Result<Disposition> {
         let services = &*self.services;
         let db = &services.db;
         let worker = services.config.worker_id.as_str();
@@ -334,7 +372,8 @@ impl<S: Stage> Runtime<S> {
             Some("succeeded") => {
                 let state = state.as_ref().unwrap();
                 if !state.published {
-                    let (Some(subject), Some(next)) = (&state.next_subject, &state.next_message) else {
+                    let (Some(subject), Some(next)) = (&state.next_subject, &state.next_message)
+                    else {
                         anyhow::bail!("succeeded job without a next message");
                     };
                     self.publish_next(&key, subject, next).await?;
@@ -354,10 +393,13 @@ impl<S: Stage> Runtime<S> {
 
         if delivered > max_deliver {
             // The extra delivery: every real attempt has failed or died.
-            let last = state.and_then(|s| s.error).unwrap_or_else(|| "the worker stopped before finishing".into());
+            let last = state
+                .and_then(|s| s.error)
+                .unwrap_or_else(|| "the worker stopped before finishing".into());
             let error = format!("gave up after {max_deliver} deliveries: {last}");
             audit::claim(db, &key, msg.subject.as_str(), &request, "none", worker).await?;
-            self.fail(&key, job, &request, started_at, msg, delivered, &error).await?;
+            self.fail(&key, job, &request, started_at, msg, delivered, &error)
+                .await?;
             return Ok(Disposition::Ack);
         }
 
@@ -365,7 +407,15 @@ impl<S: Stage> Runtime<S> {
             started_at,
             &format!("{run_id}/{}/{}", S::KIND.name(), key.input_version),
         );
-        let (version, attempt) = audit::claim(db, &key, msg.subject.as_str(), &request, &fresh_version, worker).await?;
+        let (version, attempt) = audit::claim(
+            db,
+            &key,
+            msg.subject.as_str(),
+            &request,
+            &fresh_version,
+            worker,
+        )
+        .await?;
         let span = tracing::info_span!("job", stage = self.stage_name(), %run_id, attempt);
         let _enter = span.enter();
         tracing::info!(version = %version, delivered, "job started");
@@ -377,7 +427,10 @@ impl<S: Stage> Runtime<S> {
             version: &version,
             attempt,
         };
-        let in_flight = services.metrics.jobs_in_flight.with_label_values(&[self.stage_name()]);
+        let in_flight = services
+            .metrics
+            .jobs_in_flight
+            .with_label_values(&[self.stage_name()]);
         in_flight.inc();
         let clock = Instant::now();
         let result = self.work_with_progress(&ctx, job, msg).await;
@@ -412,19 +465,29 @@ impl<S: Stage> Runtime<S> {
                 .await
                 .map_err(|e| anyhow::anyhow!(e.detail()))?;
                 self.publish_next(&key, S::NEXT_SUBJECT, &next).await?;
-                services.metrics.rows.with_label_values(&[self.stage_name()]).inc_by(outcome.rows);
-                services.metrics.bytes.with_label_values(&[self.stage_name()]).inc_by(outcome.bytes);
+                services
+                    .metrics
+                    .rows
+                    .with_label_values(&[self.stage_name()])
+                    .inc_by(outcome.rows);
+                services
+                    .metrics
+                    .bytes
+                    .with_label_values(&[self.stage_name()])
+                    .inc_by(outcome.bytes);
                 self.count("succeeded");
                 tracing::info!(stage = self.stage_name(), %run_id, seconds = clock.elapsed().as_secs_f64(), rows = outcome.rows, next = S::NEXT_SUBJECT, "job succeeded");
                 Ok(Disposition::Ack)
             }
             Err(StageError::Rejected(error)) => {
-                self.fail(&key, job, &request, started_at, msg, delivered, &error).await?;
+                self.fail(&key, job, &request, started_at, msg, delivered, &error)
+                    .await?;
                 Ok(Disposition::Ack)
             }
             Err(StageError::Transient(error)) if delivered >= max_deliver => {
                 let error = format!("gave up after {delivered} deliveries: {error}");
-                self.fail(&key, job, &request, started_at, msg, delivered, &error).await?;
+                self.fail(&key, job, &request, started_at, msg, delivered, &error)
+                    .await?;
                 Ok(Disposition::Ack)
             }
             Err(StageError::Transient(error)) => {
@@ -513,8 +576,16 @@ impl<S: Stage> Runtime<S> {
             deliveries: delivered,
             error: error.to_string(),
         };
-        let msg_id = format!("{}.dead.{}.{}", key.run_id, key.stage.name(), key.input_version);
-        self.services.bus.publish(subject::DEAD, &msg_id, dead.encode()).await?;
+        let msg_id = format!(
+            "{}.dead.{}.{}",
+            key.run_id,
+            key.stage.name(),
+            key.input_version
+        );
+        self.services
+            .bus
+            .publish(subject::DEAD, &msg_id, dead.encode())
+            .await?;
         self.count("failed");
         Ok(())
     }

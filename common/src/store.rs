@@ -39,7 +39,12 @@ pub struct ObjectStore {
     client: aws_sdk_s3::Client,
 }
 
-fn failed<E: std::error::Error + 'static>(op: &'static str, bucket: &str, key: &str, err: E) -> StoreError {
+fn failed<E: std::error::Error + 'static>(
+    op: &'static str,
+    bucket: &str,
+    key: &str,
+    err: E,
+) -> StoreError {
     StoreError::Failed {
         op,
         bucket: bucket.to_string(),
@@ -84,13 +89,21 @@ impl ObjectStore {
 
     /// Creates the bucket unless it exists.
     pub async fn ensure_bucket(&self, bucket: &str) -> Result<bool, StoreError> {
-        if self.client.head_bucket().bucket(bucket).send().await.is_ok() {
+        if self
+            .client
+            .head_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .is_ok()
+        {
             return Ok(false);
         }
         match self.client.create_bucket().bucket(bucket).send().await {
             Ok(_) => Ok(true),
             Err(SdkError::ServiceError(e))
-                if e.err().is_bucket_already_owned_by_you() || e.err().is_bucket_already_exists() =>
+                if e.err().is_bucket_already_owned_by_you()
+                    || e.err().is_bucket_already_exists() =>
             {
                 Ok(false)
             }
@@ -110,7 +123,13 @@ impl ObjectStore {
     }
 
     /// Stores `bytes`; returns the object's ETag.
-    pub async fn put(&self, bucket: &str, key: &str, bytes: Bytes, content_type: &str) -> Result<String, StoreError> {
+    pub async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+    ) -> Result<String, StoreError> {
         let out = self
             .client
             .put_object()
@@ -125,7 +144,14 @@ impl ObjectStore {
     }
 
     pub async fn get(&self, bucket: &str, key: &str) -> Result<Bytes, StoreError> {
-        let out = match self.client.get_object().bucket(bucket).key(key).send().await {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => out,
             Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => {
                 return Err(StoreError::NotFound {
@@ -144,7 +170,14 @@ impl ObjectStore {
     }
 
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError> {
-        match self.client.head_object().bucket(bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => Ok(ObjectInfo {
                 key: key.to_string(),
                 etag: clean_etag(out.e_tag()),
@@ -187,7 +220,11 @@ impl ObjectStore {
     /// [`list`](Self::list), with a HEAD for every object whose listing
     /// entry has no ETag (some S3-compatible servers omit it; object
     /// identity needs it).
-    pub async fn list_with_etags(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+    pub async fn list_with_etags(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<ObjectInfo>, StoreError> {
         let mut objects = self.list(bucket, prefix).await?;
         for object in objects.iter_mut().filter(|o| o.etag.is_empty()) {
             match self.head(bucket, &object.key).await {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use tokio::net::TcpListener;
 
 /// Structured logs, one JSON line per event (plain text on a terminal).
@@ -20,7 +22,11 @@ pub fn init_logging() {
     let json = !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if json {
-        builder.json().flatten_event(true).with_current_span(true).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
     } else {
         builder.try_init()
     };
@@ -46,30 +52,53 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let jobs = IntCounterVec::new(
-            Opts::new("nadir_jobs_total", "Stage jobs finished, by stage and outcome"),
+            Opts::new(
+                "nadir_jobs_total",
+                "Stage jobs finished, by stage and outcome",
+            ),
             &["stage", "outcome"],
         )
         .unwrap();
         let job_seconds = HistogramVec::new(
-            HistogramOpts::new("nadir_job_duration_seconds", "Time a stage job took")
-                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0]),
+            HistogramOpts::new("nadir_job_duration_seconds", "Time a stage job took").buckets(
+                vec![
+                    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+                ],
+            ),
             &["stage"],
         )
         .unwrap();
-        let jobs_in_flight =
-            IntGaugeVec::new(Opts::new("nadir_jobs_in_flight", "Stage jobs being worked on"), &["stage"]).unwrap();
-        let rows =
-            IntCounterVec::new(Opts::new("nadir_rows_processed_total", "Rows (flows) a stage processed"), &["stage"])
-                .unwrap();
-        let bytes =
-            IntCounterVec::new(Opts::new("nadir_bytes_processed_total", "Bytes a stage read"), &["stage"]).unwrap();
+        let jobs_in_flight = IntGaugeVec::new(
+            Opts::new("nadir_jobs_in_flight", "Stage jobs being worked on"),
+            &["stage"],
+        )
+        .unwrap();
+        let rows = IntCounterVec::new(
+            Opts::new(
+                "nadir_rows_processed_total",
+                "Rows (flows) a stage processed",
+            ),
+            &["stage"],
+        )
+        .unwrap();
+        let bytes = IntCounterVec::new(
+            Opts::new("nadir_bytes_processed_total", "Bytes a stage read"),
+            &["stage"],
+        )
+        .unwrap();
         let redeliveries = IntCounterVec::new(
-            Opts::new("nadir_redeliveries_total", "Messages received more than once"),
+            Opts::new(
+                "nadir_redeliveries_total",
+                "Messages received more than once",
+            ),
             &["stage"],
         )
         .unwrap();
         let reconciled = IntCounterVec::new(
-            Opts::new("nadir_reconciled_objects_total", "RAW objects the reconciler started a run for"),
+            Opts::new(
+                "nadir_reconciled_objects_total",
+                "RAW objects the reconciler started a run for",
+            ),
             &["bucket"],
         )
         .unwrap();
@@ -163,6 +192,9 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     if failures.is_empty() {
         (StatusCode::OK, "ready\n".to_string())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{}\n", failures.join("\n")))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{}\n", failures.join("\n")),
+        )
     }
 }

@@ -42,8 +42,15 @@ impl Default for IsolationForestParams {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Node {
-    Split { feature: u32, threshold: f64, left: u32, right: u32 },
-    Leaf { size: u32 },
+    Split {
+        feature: u32,
+        threshold: f64,
+        left: u32,
+        right: u32,
+    },
+    Leaf {
+        size: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,7 +88,9 @@ impl IsolationForestParams {
             return Err(DetectorError::Params("trees must be at least 1".into()));
         }
         if self.sample_size < 2 {
-            return Err(DetectorError::Params("sample_size must be at least 2".into()));
+            return Err(DetectorError::Params(
+                "sample_size must be at least 2".into(),
+            ));
         }
         Ok(())
     }
@@ -94,7 +103,9 @@ impl IsolationForestParams {
         let trees = (0..self.trees)
             .into_par_iter()
             .map(|i| {
-                let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let mut rng = ChaCha8Rng::seed_from_u64(
+                    self.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                );
                 let sample = rand::seq::index::sample(&mut rng, x.nrows(), psi).into_vec();
                 build_tree(x, sample, max_depth, &mut rng)
             })
@@ -109,26 +120,42 @@ impl IsolationForestParams {
     }
 }
 
-fn build_tree(x: ArrayView2<'_, f64>, sample: Vec<usize>, max_depth: usize, rng: &mut ChaCha8Rng) -> Tree {
+fn build_tree(
+    x: ArrayView2<'_, f64>,
+    sample: Vec<usize>,
+    max_depth: usize,
+    rng: &mut ChaCha8Rng,
+) -> Tree {
     let mut nodes = Vec::new();
     grow(x, sample, 0, max_depth, rng, &mut nodes);
     Tree { nodes }
 }
 
 /// Appends the subtree for `rows` and returns its index.
-fn grow(x: ArrayView2<'_, f64>, rows: Vec<usize>, depth: usize, max_depth: usize, rng: &mut ChaCha8Rng, nodes: &mut Vec<Node>) -> u32 {
+fn grow(
+    x: ArrayView2<'_, f64>,
+    rows: Vec<usize>,
+    depth: usize,
+    max_depth: usize,
+    rng: &mut ChaCha8Rng,
+    nodes: &mut Vec<Node>,
+) -> u32 {
     let at = nodes.len() as u32;
-    nodes.push(Node::Leaf { size: rows.len() as u32 });
+    nodes.push(Node::Leaf {
+        size: rows.len() as u32,
+    });
     if depth >= max_depth || rows.len() <= 1 {
         return at;
     }
     // Features on which these rows still differ, with their ranges.
     let ranges: Vec<(usize, f64, f64)> = (0..x.ncols())
         .filter_map(|f| {
-            let (lo, hi) = rows.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
-                let v = x[[r, f]];
-                (lo.min(v), hi.max(v))
-            });
+            let (lo, hi) = rows
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
+                    let v = x[[r, f]];
+                    (lo.min(v), hi.max(v))
+                });
             (hi > lo).then_some((f, lo, hi))
         })
         .collect();
@@ -137,7 +164,8 @@ fn grow(x: ArrayView2<'_, f64>, rows: Vec<usize>, depth: usize, max_depth: usize
     }
     let (feature, lo, hi) = ranges[rng.random_range(0..ranges.len())];
     let threshold = lo + rng.random::<f64>() * (hi - lo);
-    let (left_rows, right_rows): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&r| x[[r, feature]] < threshold);
+    let (left_rows, right_rows): (Vec<usize>, Vec<usize>) =
+        rows.iter().partition(|&&r| x[[r, feature]] < threshold);
     // A threshold equal to `lo` (probability ~0) would leave one side empty.
     if left_rows.is_empty() || right_rows.is_empty() {
         return at;
@@ -160,8 +188,17 @@ impl Tree {
         loop {
             match &self.nodes[at] {
                 Node::Leaf { size } => return depth + average_path_length(*size as usize),
-                Node::Split { feature, threshold, left, right } => {
-                    at = if row[*feature as usize] < *threshold { *left } else { *right } as usize;
+                Node::Split {
+                    feature,
+                    threshold,
+                    left,
+                    right,
+                } => {
+                    at = if row[*feature as usize] < *threshold {
+                        *left
+                    } else {
+                        *right
+                    } as usize;
                     depth += 1.0;
                 }
             }
@@ -183,7 +220,8 @@ impl IsolationForest {
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<Self, DetectorError> {
-        let model: Self = serde_json::from_slice(bytes).map_err(|e| DetectorError::Format(e.to_string()))?;
+        let model: Self =
+            serde_json::from_slice(bytes).map_err(|e| DetectorError::Format(e.to_string()))?;
         if model.format_version != FORMAT_VERSION {
             return Err(DetectorError::Format(format!(
                 "isolation forest format {} (this build reads {FORMAT_VERSION})",
@@ -212,7 +250,8 @@ impl Detector for IsolationForest {
             .into_par_iter()
             .map(|i| {
                 let row = x.row(i);
-                let mean = self.trees.iter().map(|t| t.path_length(row)).sum::<f64>() / self.trees.len() as f64;
+                let mean = self.trees.iter().map(|t| t.path_length(row)).sum::<f64>()
+                    / self.trees.len() as f64;
                 2f64.powf(-mean / c)
             })
             .collect();
@@ -252,21 +291,45 @@ mod tests {
         let model = IsolationForestParams::default().fit(x.view()).unwrap();
         let scores = model.score(x.view()).unwrap();
         assert!(roc_auc(scores.as_slice().unwrap(), &labels).unwrap() > 0.99);
-        let worst_inlier = scores.iter().zip(&labels).filter(|(_, l)| !**l).map(|(s, _)| *s).fold(0.0, f64::max);
-        let best_outlier = scores.iter().zip(&labels).filter(|(_, l)| **l).map(|(s, _)| *s).fold(1.0, f64::min);
-        assert!(best_outlier > worst_inlier, "{best_outlier} <= {worst_inlier}");
+        let worst_inlier = scores
+            .iter()
+            .zip(&labels)
+            .filter(|(_, l)| !**l)
+            .map(|(s, _)| *s)
+            .fold(0.0, f64::max);
+        let best_outlier = scores
+            .iter()
+            .zip(&labels)
+            .filter(|(_, l)| **l)
+            .map(|(s, _)| *s)
+            .fold(1.0, f64::min);
+        assert!(
+            best_outlier > worst_inlier,
+            "{best_outlier} <= {worst_inlier}"
+        );
         assert!(best_outlier > 0.6);
     }
 
     #[test]
     fn same_seed_same_model_whatever_the_threads() {
         let (x, _) = clusters(600, 5, 2);
-        let params = IsolationForestParams { seed: 9, ..Default::default() };
+        let params = IsolationForestParams {
+            seed: 9,
+            ..Default::default()
+        };
         let a = params.fit(x.view()).unwrap();
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
         let b = pool.install(|| params.fit(x.view()).unwrap());
         assert_eq!(a.to_json(), b.to_json());
-        let other = IsolationForestParams { seed: 10, ..Default::default() }.fit(x.view()).unwrap();
+        let other = IsolationForestParams {
+            seed: 10,
+            ..Default::default()
+        }
+        .fit(x.view())
+        .unwrap();
         assert_ne!(a.to_json(), other.to_json());
     }
 
@@ -275,14 +338,19 @@ mod tests {
         let (x, _) = clusters(400, 4, 3);
         let model = IsolationForestParams::default().fit(x.view()).unwrap();
         let loaded = IsolationForest::from_json(&model.to_json()).unwrap();
-        let (a, b) = (model.score(x.view()).unwrap(), loaded.score(x.view()).unwrap());
+        let (a, b) = (
+            model.score(x.view()).unwrap(),
+            loaded.score(x.view()).unwrap(),
+        );
         assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
     }
 
     #[test]
     fn constant_columns_single_rows_and_duplicates_are_handled() {
         let constant = Array2::from_elem((50, 2), 3.0);
-        let model = IsolationForestParams::default().fit(constant.view()).unwrap();
+        let model = IsolationForestParams::default()
+            .fit(constant.view())
+            .unwrap();
         let scores = model.score(constant.view()).unwrap();
         assert!(scores.iter().all(|s| (s - scores[0]).abs() < 1e-12));
         let one = array![[1.0, 2.0]];
@@ -294,12 +362,39 @@ mod tests {
     fn bad_input_is_rejected_clearly() {
         let x = array![[1.0, f64::NAN], [2.0, 3.0]];
         let err = IsolationForestParams::default().fit(x.view()).unwrap_err();
-        assert!(matches!(err, DetectorError::NonFinite { row: 0, feature: 1, .. }));
+        assert!(matches!(
+            err,
+            DetectorError::NonFinite {
+                row: 0,
+                feature: 1,
+                ..
+            }
+        ));
         let empty = Array2::<f64>::zeros((0, 2));
-        assert_eq!(IsolationForestParams::default().fit(empty.view()).unwrap_err(), DetectorError::Empty("fit"));
-        let model = IsolationForestParams::default().fit(array![[1.0, 2.0], [3.0, 4.0]].view()).unwrap();
-        assert!(matches!(model.score(array![[1.0]].view()), Err(DetectorError::FeatureCount { expected: 2, found: 1 })));
-        assert!(IsolationForestParams { trees: 0, ..Default::default() }.fit(array![[1.0]].view()).is_err());
+        assert_eq!(
+            IsolationForestParams::default()
+                .fit(empty.view())
+                .unwrap_err(),
+            DetectorError::Empty("fit")
+        );
+        let model = IsolationForestParams::default()
+            .fit(array![[1.0, 2.0], [3.0, 4.0]].view())
+            .unwrap();
+        assert!(matches!(
+            model.score(array![[1.0]].view()),
+            Err(DetectorError::FeatureCount {
+                expected: 2,
+                found: 1
+            })
+        ));
+        assert!(
+            IsolationForestParams {
+                trees: 0,
+                ..Default::default()
+            }
+            .fit(array![[1.0]].view())
+            .is_err()
+        );
     }
 
     #[test]

@@ -21,7 +21,11 @@ pub enum DetectorError {
     #[error("no rows to {0}")]
     Empty(&'static str),
     #[error("feature {feature} of row {row} is {value}; detectors need finite numbers")]
-    NonFinite { row: usize, feature: usize, value: f64 },
+    NonFinite {
+        row: usize,
+        feature: usize,
+        value: f64,
+    },
     #[error("the model was fitted on {expected} features, the data has {found}")]
     FeatureCount { expected: usize, found: usize },
     #[error("invalid parameter: {0}")]
@@ -45,7 +49,11 @@ pub fn check_finite(x: ArrayView2<'_, f64>, what: &'static str) -> Result<(), De
     }
     for ((row, feature), &value) in x.indexed_iter() {
         if !value.is_finite() {
-            return Err(DetectorError::NonFinite { row, feature, value });
+            return Err(DetectorError::NonFinite {
+                row,
+                feature,
+                value,
+            });
         }
     }
     Ok(())

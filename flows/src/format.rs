@@ -82,17 +82,30 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, FormatError> {
         }
         return sniff(&head).map(|format| Detected { format, gzip: true });
     }
-    sniff(&bytes[..bytes.len().min(SNIFF)]).map(|format| Detected { format, gzip: false })
+    sniff(&bytes[..bytes.len().min(SNIFF)]).map(|format| Detected {
+        format,
+        gzip: false,
+    })
 }
 
 fn sniff(head: &[u8]) -> Result<Format, FormatError> {
     match head.get(..4) {
         Some([0xd4, 0xc3, 0xb2, 0xa1]) | Some([0xa1, 0xb2, 0xc3, 0xd4]) => return Ok(Format::Pcap),
-        Some([0x4d, 0x3c, 0xb2, 0xa1]) | Some([0xa1, 0xb2, 0x3c, 0x4d]) => return Ok(Format::PcapNs),
+        Some([0x4d, 0x3c, 0xb2, 0xa1]) | Some([0xa1, 0xb2, 0x3c, 0x4d]) => {
+            return Ok(Format::PcapNs);
+        }
         Some([0x0a, 0x0d, 0x0d, 0x0a]) => return Ok(Format::Pcapng),
         _ => {}
     }
-    let unknown = || FormatError::Unknown(head.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "));
+    let unknown = || {
+        FormatError::Unknown(
+            head.iter()
+                .take(8)
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    };
     // Text formats: the head must be UTF-8 (a multi-byte character may be cut
     // at the end) with no control characters but tab, CR and LF.
     let text = match std::str::from_utf8(head) {
@@ -100,7 +113,10 @@ fn sniff(head: &[u8]) -> Result<Format, FormatError> {
         Err(e) if e.error_len().is_none() => std::str::from_utf8(&head[..e.valid_up_to()]).unwrap(),
         Err(_) => return Err(unknown()),
     };
-    if text.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n')) {
+    if text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
+    {
         return Err(unknown());
     }
     let text = text.trim_start_matches('\u{feff}');
@@ -111,7 +127,9 @@ fn sniff(head: &[u8]) -> Result<Format, FormatError> {
     if first.starts_with('{') && first.ends_with('}') {
         return Ok(Format::JsonLines);
     }
-    let delimited = first.matches(',').count() >= 1 || first.matches(';').count() >= 1 || first.matches('\t').count() >= 1;
+    let delimited = first.matches(',').count() >= 1
+        || first.matches(';').count() >= 1
+        || first.matches('\t').count() >= 1;
     if delimited && text.lines().nth(1).is_some() {
         return Ok(Format::Csv);
     }
@@ -144,10 +162,22 @@ mod tests {
 
     #[test]
     fn text_formats_are_known_by_their_first_line() {
-        assert_eq!(detect(b"a,b,label\n1,2,normal\n").unwrap().format, Format::Csv);
-        assert_eq!(detect(b"#separator \\x09\n#fields\tts\n").unwrap().format, Format::ZeekTsv);
-        assert_eq!(detect(b"{\"ts\":1}\n{\"ts\":2}\n").unwrap().format, Format::JsonLines);
-        assert_eq!(detect(&gzip(b"x,y\n1,2\n")).unwrap().to_string(), "csv+gzip");
+        assert_eq!(
+            detect(b"a,b,label\n1,2,normal\n").unwrap().format,
+            Format::Csv
+        );
+        assert_eq!(
+            detect(b"#separator \\x09\n#fields\tts\n").unwrap().format,
+            Format::ZeekTsv
+        );
+        assert_eq!(
+            detect(b"{\"ts\":1}\n{\"ts\":2}\n").unwrap().format,
+            Format::JsonLines
+        );
+        assert_eq!(
+            detect(&gzip(b"x,y\n1,2\n")).unwrap().to_string(),
+            "csv+gzip"
+        );
     }
 
     #[test]
@@ -157,6 +187,9 @@ mod tests {
         let err = detect(&elf).unwrap_err().to_string();
         assert!(err.contains("7f 45 4c 46"), "{err}");
         assert!(detect(b"just one line of prose").is_err());
-        assert!(matches!(detect(&[0x1f, 0x8b, 8, 0, 1, 2]), Err(FormatError::Gzip(_))));
+        assert!(matches!(
+            detect(&[0x1f, 0x8b, 8, 0, 1, 2]),
+            Err(FormatError::Gzip(_))
+        ));
     }
 }

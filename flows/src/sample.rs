@@ -36,7 +36,11 @@ pub fn flow_csv(rows: usize, seed: u64) -> String {
     let offset = rng.random_range(0..ANOMALY_EVERY);
     for i in 0..rows {
         let row = if i % ANOMALY_EVERY == offset {
-            if (i / ANOMALY_EVERY) % 2 == 0 { portscan(&mut rng) } else { exfiltration(&mut rng) }
+            if (i / ANOMALY_EVERY) % 2 == 0 {
+                portscan(&mut rng)
+            } else {
+                exfiltration(&mut rng)
+            }
         } else {
             normal(&mut rng)
         };
@@ -55,9 +59,21 @@ fn log_normal(rng: &mut ChaCha8Rng, median: f64, spread: f64) -> f64 {
     median * (spread * noise(rng)).exp()
 }
 
-fn row(duration: f64, p_out: u64, p_in: u64, b_out: u64, b_in: u64, port: u16, ports: u64, failed: f64, label: &str) -> String {
+fn row(
+    duration: f64,
+    p_out: u64,
+    p_in: u64,
+    b_out: u64,
+    b_in: u64,
+    port: u16,
+    ports: u64,
+    failed: f64,
+    label: &str,
+) -> String {
     let mean = (b_out + b_in) as f64 / (p_out + p_in).max(1) as f64;
-    format!("{duration:.3},{p_out},{p_in},{b_out},{b_in},{mean:.1},{port},{ports},{failed:.3},{label}")
+    format!(
+        "{duration:.3},{p_out},{p_in},{b_out},{b_in},{mean:.1},{port},{ports},{failed:.3},{label}"
+    )
 }
 
 fn normal(rng: &mut ChaCha8Rng) -> String {
@@ -70,14 +86,26 @@ fn normal(rng: &mut ChaCha8Rng) -> String {
     let duration = log_normal(rng, 2.0, 0.6);
     let distinct = rng.random_range(1..4);
     let failed = (rng.random::<f64>() * 0.05).max(0.0);
-    row(duration, p_out, p_in, b_out, b_in, port, distinct, failed, "normal")
+    row(
+        duration, p_out, p_in, b_out, b_in, port, distinct, failed, "normal",
+    )
 }
 
 fn portscan(rng: &mut ChaCha8Rng) -> String {
     let port = rng.random_range(1..1024) as u16;
     let distinct = rng.random_range(800..2500);
     let failed = 0.9 + rng.random::<f64>() * 0.1;
-    row(rng.random::<f64>() * 0.01, 1, rng.random_range(0..2), 60, 0, port, distinct, failed, "portscan")
+    row(
+        rng.random::<f64>() * 0.01,
+        1,
+        rng.random_range(0..2),
+        60,
+        0,
+        port,
+        distinct,
+        failed,
+        "portscan",
+    )
 }
 
 fn exfiltration(rng: &mut ChaCha8Rng) -> String {
@@ -85,7 +113,17 @@ fn exfiltration(rng: &mut ChaCha8Rng) -> String {
     let b_out = p_out * rng.random_range(1300..1460);
     let p_in = p_out / 2;
     let duration = 600.0 + rng.random::<f64>() * 1200.0;
-    row(duration, p_out, p_in, b_out, p_in * 60, 443, 1, 0.0, "exfiltration")
+    row(
+        duration,
+        p_out,
+        p_in,
+        b_out,
+        p_in * 60,
+        443,
+        1,
+        0.0,
+        "exfiltration",
+    )
 }
 
 #[cfg(test)]
@@ -105,7 +143,10 @@ mod tests {
         assert_eq!(t.rows(), 1000);
         assert_eq!(t.features.len(), COLUMNS.len() - 1);
         let labels = t.labels().unwrap();
-        let anomalies = labels.iter().filter(|l| l.as_deref() != Some("normal")).count();
+        let anomalies = labels
+            .iter()
+            .filter(|l| l.as_deref() != Some("normal"))
+            .count();
         assert_eq!(anomalies, 1000 / ANOMALY_EVERY);
         assert!(labels.iter().any(|l| l.as_deref() == Some("portscan")));
         assert!(labels.iter().any(|l| l.as_deref() == Some("exfiltration")));

@@ -27,10 +27,22 @@ pub enum FlowError {
     NoRows,
     #[error("CSV has no numeric feature columns (columns: {0})")]
     NoFeatures(String),
-    #[error("column {column:?} is numeric but data row {row} holds {value:?}, which is not a number")]
-    NotANumber { column: String, row: usize, value: String },
-    #[error("column {column:?} has {count} empty or non-finite value(s), the first at data row {row}")]
-    Missing { column: String, count: usize, row: usize },
+    #[error(
+        "column {column:?} is numeric but data row {row} holds {value:?}, which is not a number"
+    )]
+    NotANumber {
+        column: String,
+        row: usize,
+        value: String,
+    },
+    #[error(
+        "column {column:?} has {count} empty or non-finite value(s), the first at data row {row}"
+    )]
+    Missing {
+        column: String,
+        count: usize,
+        row: usize,
+    },
     #[error("column name {0:?} is reserved by SILVER; rename it in the CSV")]
     Reserved(String),
     #[error("Parquet: {0}")]
@@ -73,14 +85,19 @@ impl FlowTable {
         let mut text = Vec::new();
         let mut label = None;
         let mut columns: Vec<Column> = Vec::with_capacity(frame.width() + 1);
-        columns.push(Column::new(FLOW_ID.into(), (0..frame.height() as u64).collect::<Vec<u64>>()));
+        columns.push(Column::new(
+            FLOW_ID.into(),
+            (0..frame.height() as u64).collect::<Vec<u64>>(),
+        ));
         for column in frame.columns() {
             let name = column.name().to_string();
             if name == FLOW_ID {
                 return Err(FlowError::Reserved(name));
             }
             if label.is_none() && LABEL_NAMES.contains(&name.to_ascii_lowercase().as_str()) {
-                let values = column.cast(&DataType::String).map_err(|e| FlowError::Csv(e.to_string()))?;
+                let values = column
+                    .cast(&DataType::String)
+                    .map_err(|e| FlowError::Csv(e.to_string()))?;
                 columns.push(values.with_name(LABEL.into()));
                 label = Some(name);
                 continue;
@@ -89,21 +106,33 @@ impl FlowTable {
                 return Err(FlowError::Reserved(name));
             }
             if column.dtype().is_primitive_numeric() || column.dtype() == &DataType::Boolean {
-                let values = column.cast(&DataType::Float64).map_err(|e| FlowError::Csv(e.to_string()))?;
+                let values = column
+                    .cast(&DataType::Float64)
+                    .map_err(|e| FlowError::Csv(e.to_string()))?;
                 check_finite(&name, values.f64().expect("cast to f64"))?;
                 columns.push(values);
                 features.push(name);
             } else {
-                let values = column.cast(&DataType::String).map_err(|e| FlowError::Csv(e.to_string()))?;
+                let values = column
+                    .cast(&DataType::String)
+                    .map_err(|e| FlowError::Csv(e.to_string()))?;
                 check_not_half_numeric(&name, values.str().expect("cast to str"))?;
                 columns.push(values);
                 text.push(name);
             }
         }
         if features.is_empty() {
-            return Err(FlowError::NoFeatures(frame.get_column_names().iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")));
+            return Err(FlowError::NoFeatures(
+                frame
+                    .get_column_names()
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ));
         }
-        let frame = DataFrame::new(frame.height(), columns).map_err(|e| FlowError::Csv(e.to_string()))?;
+        let frame =
+            DataFrame::new(frame.height(), columns).map_err(|e| FlowError::Csv(e.to_string()))?;
         Ok(FlowTable {
             frame,
             features,
@@ -154,7 +183,12 @@ impl FlowTable {
                 .and_then(|c| c.cast(&DataType::Float64))
                 .map_err(|_| FlowError::MissingFeature(name.clone()))?;
             check_finite(name, column.f64().expect("cast to f64"))?;
-            for (i, v) in column.f64().expect("cast to f64").into_no_null_iter().enumerate() {
+            for (i, v) in column
+                .f64()
+                .expect("cast to f64")
+                .into_no_null_iter()
+                .enumerate()
+            {
                 matrix[[i, j]] = v;
             }
         }
@@ -245,7 +279,10 @@ mod tests {
         assert_eq!(t.features, ["duration", "bytes"]);
         assert_eq!(t.text, ["proto"]);
         assert!(t.labelled);
-        assert_eq!(t.labels().unwrap(), [Some("normal".into()), Some("attack".into())]);
+        assert_eq!(
+            t.labels().unwrap(),
+            [Some("normal".into()), Some("attack".into())]
+        );
         assert_eq!(t.flow_ids(), [0, 1]);
         let m = t.feature_matrix().unwrap();
         assert_eq!(m.row(1).to_vec(), [2.0, 300.0]);
@@ -264,23 +301,43 @@ mod tests {
 
     #[test]
     fn malformed_csv_is_named_precisely() {
-        let err = FlowTable::from_csv(b"a,b\n1,2\n3,oops\n5,6\n").unwrap_err().to_string();
-        assert!(err.contains("\"b\"") && err.contains("row 1") && err.contains("oops"), "{err}");
+        let err = FlowTable::from_csv(b"a,b\n1,2\n3,oops\n5,6\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"b\"") && err.contains("row 1") && err.contains("oops"),
+            "{err}"
+        );
 
-        let err = FlowTable::from_csv(b"a,b\n1,2\n3,\n").unwrap_err().to_string();
+        let err = FlowTable::from_csv(b"a,b\n1,2\n3,\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("\"b\"") && err.contains("row 1"), "{err}");
 
-        let err = FlowTable::from_csv(b"a,b\n1,2\n3,4,5,6\n").unwrap_err().to_string();
+        let err = FlowTable::from_csv(b"a,b\n1,2\n3,4,5,6\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("CSV could not be parsed"), "{err}");
 
-        assert!(matches!(FlowTable::from_csv(b"a,b\n"), Err(FlowError::NoRows)));
-        assert!(matches!(FlowTable::from_csv(b"host,label\nx,y\n"), Err(FlowError::NoFeatures(_))));
-        assert!(matches!(FlowTable::from_csv(b"flow_id,b\n1,2\n"), Err(FlowError::Reserved(_))));
+        assert!(matches!(
+            FlowTable::from_csv(b"a,b\n"),
+            Err(FlowError::NoRows)
+        ));
+        assert!(matches!(
+            FlowTable::from_csv(b"host,label\nx,y\n"),
+            Err(FlowError::NoFeatures(_))
+        ));
+        assert!(matches!(
+            FlowTable::from_csv(b"flow_id,b\n1,2\n"),
+            Err(FlowError::Reserved(_))
+        ));
     }
 
     #[test]
     fn non_finite_features_are_rejected() {
-        let err = FlowTable::from_csv(b"a,b\n1,2\n3,inf\n").unwrap_err().to_string();
+        let err = FlowTable::from_csv(b"a,b\n1,2\n3,inf\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("non-finite") && err.contains("\"b\""), "{err}");
     }
 }

@@ -31,9 +31,14 @@ pub fn is_attack(label: &str) -> bool {
 }
 
 /// Loads a model file by its algorithm name.
-pub fn load_model(algorithm: &str, bytes: &[u8]) -> Result<Box<dyn Detector + Send + Sync>, String> {
+pub fn load_model(
+    algorithm: &str,
+    bytes: &[u8],
+) -> Result<Box<dyn Detector + Send + Sync>, String> {
     match algorithm {
-        "isolation_forest" => Ok(Box::new(IsolationForest::from_json(bytes).map_err(|e| e.to_string())?)),
+        "isolation_forest" => Ok(Box::new(
+            IsolationForest::from_json(bytes).map_err(|e| e.to_string())?,
+        )),
         other => Err(format!("unknown algorithm {other:?}")),
     }
 }
@@ -63,10 +68,15 @@ pub fn evaluate(
             .map_err(|e| format!("{}: {e}", partition.flows.uri()))?;
         let x = table.feature_matrix().map_err(|e| e.to_string())?;
         for (model, out) in models.iter().zip(scores.iter_mut()) {
-            let s = model.score(x.view()).map_err(|e| format!("{}: {e}", model.algorithm()))?;
+            let s = model
+                .score(x.view())
+                .map_err(|e| format!("{}: {e}", model.algorithm()))?;
             out.extend(s.iter());
         }
-        raw_versions.extend(std::iter::repeat_n(partition.raw_version.clone(), table.rows()));
+        raw_versions.extend(std::iter::repeat_n(
+            partition.raw_version.clone(),
+            table.rows(),
+        ));
         flow_ids.extend(table.flow_ids());
         match table.labels() {
             Some(l) => labels.extend(l),
@@ -77,7 +87,10 @@ pub fn evaluate(
         }
     }
     let rows = flow_ids.len();
-    let positive: Vec<bool> = labels.iter().map(|l| l.as_deref().is_some_and(is_attack)).collect();
+    let positive: Vec<bool> = labels
+        .iter()
+        .map(|l| l.as_deref().is_some_and(is_attack))
+        .collect();
     labelled &= labels.iter().all(Option::is_some);
 
     let mut columns = vec![
@@ -176,11 +189,17 @@ impl Stage for Eval {
     type Input = EvalJob;
     type Output = RunDone;
 
-    async fn process(&self, ctx: &JobContext<'_>, job: &EvalJob) -> Result<Outcome<RunDone>, StageError> {
+    async fn process(
+        &self,
+        ctx: &JobContext<'_>,
+        job: &EvalJob,
+    ) -> Result<Outcome<RunDone>, StageError> {
         let services = ctx.services;
         let bucket = &services.config.buckets.eval;
         if job.silver.is_empty() || job.models.is_empty() {
-            return Err(StageError::Rejected("pipeline.eval needs SILVER partitions and models".into()));
+            return Err(StageError::Rejected(
+                "pipeline.eval needs SILVER partitions and models".into(),
+            ));
         }
         let mut partitions = Vec::new();
         for p in &job.silver {
@@ -190,9 +209,15 @@ impl Stage for Eval {
         for m in &job.models {
             let bytes = services.store.get(&m.model.bucket, &m.model.key).await?;
             if layout::sha256_hex(&bytes) != m.model.sha256 {
-                return Err(StageError::Rejected(format!("{}: model file does not match its recorded sha256", m.model.uri())));
+                return Err(StageError::Rejected(format!(
+                    "{}: model file does not match its recorded sha256",
+                    m.model.uri()
+                )));
             }
-            models.push(load_model(&m.algorithm, &bytes).map_err(|e| StageError::Rejected(format!("{}: {e}", m.model.uri())))?);
+            models.push(
+                load_model(&m.algorithm, &bytes)
+                    .map_err(|e| StageError::Rejected(format!("{}: {e}", m.model.uri())))?,
+            );
         }
         let bytes_read = partitions.iter().map(|b| b.len() as u64).sum();
         let started = Instant::now();
@@ -211,7 +236,12 @@ impl Stage for Eval {
         let scores_ref = ArtifactRef::of(bucket, scores_key.clone(), ctx.version, &scores_parquet);
         services
             .store
-            .put(bucket, &scores_key, scores_parquet.into(), "application/vnd.apache.parquet")
+            .put(
+                bucket,
+                &scores_key,
+                scores_parquet.into(),
+                "application/vnd.apache.parquet",
+            )
             .await?;
         let mut report = evaluation.report;
         report["version"] = json!(ctx.version);
@@ -220,12 +250,16 @@ impl Stage for Eval {
         let report_bytes = serde_json::to_vec_pretty(&report).expect("reports serialize");
         let report_key = layout::eval_report_key(ctx.version);
         let report_ref = ArtifactRef::of(bucket, report_key.clone(), ctx.version, &report_bytes);
-        services.store.put(bucket, &report_key, report_bytes.into(), "application/json").await?;
+        services
+            .store
+            .put(bucket, &report_key, report_bytes.into(), "application/json")
+            .await?;
 
         let mut inputs: Vec<ArtifactRef> = job.silver.iter().map(|p| p.flows.clone()).collect();
         inputs.extend(job.models.iter().map(|m| m.model.clone()));
         let parameters = json!({ "contamination": services.config.contamination });
-        let metrics = json!({ "rows": evaluation.rows, "seconds": seconds, "summary": evaluation.summary });
+        let metrics =
+            json!({ "rows": evaluation.rows, "seconds": seconds, "summary": evaluation.summary });
         let manifest = Manifest {
             kind: "eval".into(),
             run_id: ctx.run_id,
@@ -240,7 +274,10 @@ impl Stage for Eval {
         .to_json();
         let manifest_key = layout::eval_manifest_key(ctx.version);
         let manifest_ref = ArtifactRef::of(bucket, manifest_key.clone(), ctx.version, &manifest);
-        services.store.put(bucket, &manifest_key, manifest.into(), "application/json").await?;
+        services
+            .store
+            .put(bucket, &manifest_key, manifest.into(), "application/json")
+            .await?;
         Ok(Outcome {
             records: vec![AuditRecord {
                 item: "run".into(),

@@ -17,7 +17,8 @@ use chrono::Utc;
 use nadir_common::audit::{AuditRecord, StageKind};
 use nadir_common::layout::{self, ArtifactRef, Manifest};
 use nadir_common::messages::{
-    MessageError, MinioEvent, RawObject, SCHEMA_VERSION, StartRun, TransformJob, object_run_id, subject,
+    MessageError, MinioEvent, RawObject, SCHEMA_VERSION, StartRun, TransformJob, object_run_id,
+    subject,
 };
 use nadir_common::stage::{Job, JobContext, Outcome, Stage, StageError, compute};
 use nadir_common::store::ObjectInfo;
@@ -30,7 +31,11 @@ use uuid::Uuid;
 #[serde(tag = "selection", rename_all = "snake_case")]
 pub enum Selection {
     /// One object, announced by a bucket event.
-    Object { bucket: String, key: String, etag: String },
+    Object {
+        bucket: String,
+        key: String,
+        etag: String,
+    },
     /// Named keys.
     Keys { keys: Vec<String> },
     /// Every object under a prefix.
@@ -90,7 +95,9 @@ pub fn decode_start(payload: &[u8]) -> Result<Vec<IngestRequest>, MessageError> 
     use nadir_common::messages::Message;
     let start = StartRun::decode(payload)?;
     if !start.keys.is_empty() && start.prefix.is_some() {
-        return Err(MessageError::Invalid("pipeline.start names both keys and a prefix; give one".into()));
+        return Err(MessageError::Invalid(
+            "pipeline.start names both keys and a prefix; give one".into(),
+        ));
     }
     let selection = match (start.keys, start.prefix) {
         (keys, _) if !keys.is_empty() => Selection::Keys { keys },
@@ -99,7 +106,9 @@ pub fn decode_start(payload: &[u8]) -> Result<Vec<IngestRequest>, MessageError> 
     };
     Ok(vec![IngestRequest {
         run_id: start.run_id,
-        requested_by: start.requested_by.unwrap_or_else(|| "pipeline.start".into()),
+        requested_by: start
+            .requested_by
+            .unwrap_or_else(|| "pipeline.start".into()),
         selection,
     }])
 }
@@ -107,7 +116,11 @@ pub fn decode_start(payload: &[u8]) -> Result<Vec<IngestRequest>, MessageError> 
 pub struct Ingest;
 
 impl Ingest {
-    async fn resolve(&self, ctx: &JobContext<'_>, request: &IngestRequest) -> Result<Vec<ObjectInfo>, StageError> {
+    async fn resolve(
+        &self,
+        ctx: &JobContext<'_>,
+        request: &IngestRequest,
+    ) -> Result<Vec<ObjectInfo>, StageError> {
         let services = ctx.services;
         let raw = &services.config.buckets.raw;
         let objects = match &request.selection {
@@ -149,7 +162,10 @@ impl Ingest {
             }
         };
         if objects.is_empty() {
-            return Err(StageError::Rejected(format!("no RAW objects to ingest for {}", request.item())));
+            return Err(StageError::Rejected(format!(
+                "no RAW objects to ingest for {}",
+                request.item()
+            )));
         }
         Ok(objects)
     }
@@ -161,7 +177,11 @@ impl Stage for Ingest {
     type Input = IngestRequest;
     type Output = TransformJob;
 
-    async fn process(&self, ctx: &JobContext<'_>, request: &IngestRequest) -> Result<Outcome<TransformJob>, StageError> {
+    async fn process(
+        &self,
+        ctx: &JobContext<'_>,
+        request: &IngestRequest,
+    ) -> Result<Outcome<TransformJob>, StageError> {
         let services = ctx.services;
         let raw = services.config.buckets.raw.clone();
         let silver = &services.config.buckets.silver;
@@ -174,10 +194,14 @@ impl Stage for Ingest {
             let bytes = services.store.get(&raw, &info.key).await?;
             bytes_read += bytes.len() as u64;
             let (sha256, detected) = compute(move || {
-                (layout::sha256_hex(&bytes), nadir_flows::format::detect(&bytes))
+                (
+                    layout::sha256_hex(&bytes),
+                    nadir_flows::format::detect(&bytes),
+                )
             })
             .await?;
-            let detected = detected.map_err(|e| StageError::Rejected(format!("s3://{raw}/{}: {e}", info.key)))?;
+            let detected = detected
+                .map_err(|e| StageError::Rejected(format!("s3://{raw}/{}: {e}", info.key)))?;
             let version = layout::raw_version(info.last_modified, &sha256);
             let raw_ref = ArtifactRef {
                 bucket: raw.clone(),
@@ -264,8 +288,16 @@ mod tests {
     fn a_start_with_keys_and_a_prefix_is_rejected() {
         use nadir_common::messages::Message;
         let start = StartRun::new(vec!["a".into()], Some("p/".into()), "test");
-        assert!(decode_start(&start.encode()).unwrap_err().to_string().contains("both keys and a prefix"));
+        assert!(
+            decode_start(&start.encode())
+                .unwrap_err()
+                .to_string()
+                .contains("both keys and a prefix")
+        );
         let empty = StartRun::new(vec![], None, "test");
-        assert!(matches!(decode_start(&empty.encode()).unwrap()[0].selection, Selection::New));
+        assert!(matches!(
+            decode_start(&empty.encode()).unwrap()[0].selection,
+            Selection::New
+        ));
     }
 }

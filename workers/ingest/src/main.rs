@@ -13,10 +13,21 @@ use nadir_ingest::{Ingest, decode_event, decode_start, reconciler};
 async fn main() -> anyhow::Result<()> {
     let worker = start_worker("nadir-ingest").await?;
     let sources = vec![
-        Source { consumer: INGEST_EVENTS, decode: decode_event },
-        Source { consumer: INGEST_START, decode: decode_start },
+        Source {
+            consumer: INGEST_EVENTS,
+            decode: decode_event,
+        },
+        Source {
+            consumer: INGEST_START,
+            decode: decode_start,
+        },
     ];
-    let stage = stage::run(Arc::new(Ingest), worker.services.clone(), sources, worker.shutdown.clone());
+    let stage = stage::run(
+        Arc::new(Ingest),
+        worker.services.clone(),
+        sources,
+        worker.shutdown.clone(),
+    );
     let reconciler = reconciler::run(worker.services.clone(), worker.shutdown.clone());
     tokio::try_join!(stage, reconciler)?;
     Ok(())

@@ -34,7 +34,10 @@ pub async fn reconcile_once(services: &Services) -> anyhow::Result<usize> {
             prefix: None,
             requested_by: Some("reconciler".into()),
         };
-        services.bus.publish(subject::START, &run_id.to_string(), start.encode()).await?;
+        services
+            .bus
+            .publish(subject::START, &run_id.to_string(), start.encode())
+            .await?;
         services.metrics.reconciled.with_label_values(&[raw]).inc();
         tracing::info!(%run_id, key = %object.key, "reconciler found an object without a run");
         started += 1;

@@ -11,7 +11,9 @@ use std::time::Instant;
 use chrono::Utc;
 use nadir_common::audit::{AuditRecord, StageKind};
 use nadir_common::layout::{self, ArtifactRef, Manifest};
-use nadir_common::messages::{EvalJob, SCHEMA_VERSION, SilverPartition, TrainJob, TrainedModel, subject};
+use nadir_common::messages::{
+    EvalJob, SCHEMA_VERSION, SilverPartition, TrainJob, TrainedModel, subject,
+};
 use nadir_common::stage::{JobContext, Outcome, Stage, StageError, compute};
 use nadir_detectors::{Detector, IsolationForestParams};
 use nadir_flows::FlowTable;
@@ -21,7 +23,10 @@ use serde_json::json;
 pub struct Train;
 
 /// The feature matrix of all partitions, which must share their features.
-pub fn training_matrix(partitions: &[SilverPartition], parquet: &[bytes::Bytes]) -> Result<Array2<f64>, String> {
+pub fn training_matrix(
+    partitions: &[SilverPartition],
+    parquet: &[bytes::Bytes],
+) -> Result<Array2<f64>, String> {
     let features = &partitions[0].features;
     let mut matrices = Vec::new();
     for (partition, bytes) in partitions.iter().zip(parquet) {
@@ -45,11 +50,17 @@ impl Stage for Train {
     type Input = TrainJob;
     type Output = EvalJob;
 
-    async fn process(&self, ctx: &JobContext<'_>, job: &TrainJob) -> Result<Outcome<EvalJob>, StageError> {
+    async fn process(
+        &self,
+        ctx: &JobContext<'_>,
+        job: &TrainJob,
+    ) -> Result<Outcome<EvalJob>, StageError> {
         let services = ctx.services;
         let bucket = &services.config.buckets.models;
         if job.silver.is_empty() {
-            return Err(StageError::Rejected("pipeline.train names no SILVER partitions".into()));
+            return Err(StageError::Rejected(
+                "pipeline.train names no SILVER partitions".into(),
+            ));
         }
         let mut parquet = Vec::new();
         for p in &job.silver {
@@ -75,7 +86,10 @@ impl Stage for Train {
         let model_bytes = model.to_json();
         let model_key = layout::model_key(algorithm, ctx.version);
         let model_ref = ArtifactRef::of(bucket, model_key.clone(), ctx.version, &model_bytes);
-        services.store.put(bucket, &model_key, model_bytes.into(), "application/json").await?;
+        services
+            .store
+            .put(bucket, &model_key, model_bytes.into(), "application/json")
+            .await?;
 
         let features = &job.silver[0].features;
         let parameters = json!({ "algorithm": algorithm, "params": params, "features": features });
@@ -95,7 +109,10 @@ impl Stage for Train {
         .to_json();
         let manifest_key = layout::model_manifest_key(algorithm, ctx.version);
         let manifest_ref = ArtifactRef::of(bucket, manifest_key.clone(), ctx.version, &manifest);
-        services.store.put(bucket, &manifest_key, manifest.into(), "application/json").await?;
+        services
+            .store
+            .put(bucket, &manifest_key, manifest.into(), "application/json")
+            .await?;
         tracing::info!(run_id = %ctx.run_id, algorithm, rows, seconds, "model fitted");
         Ok(Outcome {
             records: vec![AuditRecord {

@@ -13,7 +13,9 @@ use std::time::Instant;
 use chrono::Utc;
 use nadir_common::audit::{AuditRecord, StageKind};
 use nadir_common::layout::{self, ArtifactRef, Manifest};
-use nadir_common::messages::{RawObject, SCHEMA_VERSION, SilverPartition, TrainJob, TransformJob, subject};
+use nadir_common::messages::{
+    RawObject, SCHEMA_VERSION, SilverPartition, TrainJob, TransformJob, subject,
+};
 use nadir_common::stage::{JobContext, Outcome, Stage, StageError, compute};
 use nadir_flows::FlowTable;
 use serde_json::json;
@@ -55,7 +57,11 @@ impl Stage for Transform {
     type Input = TransformJob;
     type Output = TrainJob;
 
-    async fn process(&self, ctx: &JobContext<'_>, job: &TransformJob) -> Result<Outcome<TrainJob>, StageError> {
+    async fn process(
+        &self,
+        ctx: &JobContext<'_>,
+        job: &TransformJob,
+    ) -> Result<Outcome<TrainJob>, StageError> {
         let services = ctx.services;
         let buckets = &services.config.buckets;
         let mut partitions = Vec::new();
@@ -72,13 +78,20 @@ impl Stage for Transform {
                 Ok::<_, String>((table, parquet))
             })
             .await?;
-            let (table, parquet) =
-                table.map_err(|e| StageError::Rejected(format!("s3://{}/{}: {e}", buckets.raw, object.key)))?;
+            let (table, parquet) = table.map_err(|e| {
+                StageError::Rejected(format!("s3://{}/{}: {e}", buckets.raw, object.key))
+            })?;
             let flows_key = layout::silver_flows_key(&object.version, ctx.version);
-            let flows_ref = ArtifactRef::of(&buckets.silver, flows_key.clone(), ctx.version, &parquet);
+            let flows_ref =
+                ArtifactRef::of(&buckets.silver, flows_key.clone(), ctx.version, &parquet);
             services
                 .store
-                .put(&buckets.silver, &flows_key, parquet.into(), "application/vnd.apache.parquet")
+                .put(
+                    &buckets.silver,
+                    &flows_key,
+                    parquet.into(),
+                    "application/vnd.apache.parquet",
+                )
                 .await?;
             let raw_ref = ArtifactRef {
                 bucket: buckets.raw.clone(),
@@ -107,10 +120,20 @@ impl Stage for Transform {
             }
             .to_json();
             let manifest_key = layout::silver_manifest_key(&object.version, ctx.version);
-            let manifest_ref = ArtifactRef::of(&buckets.silver, manifest_key.clone(), ctx.version, &manifest);
+            let manifest_ref = ArtifactRef::of(
+                &buckets.silver,
+                manifest_key.clone(),
+                ctx.version,
+                &manifest,
+            );
             services
                 .store
-                .put(&buckets.silver, &manifest_key, manifest.into(), "application/json")
+                .put(
+                    &buckets.silver,
+                    &manifest_key,
+                    manifest.into(),
+                    "application/json",
+                )
                 .await?;
             rows += table.rows() as u64;
             records.push(AuditRecord {

@@ -12,5 +12,11 @@ use nadir_transform::Transform;
 async fn main() -> anyhow::Result<()> {
     let worker = start_worker("nadir-transform").await?;
     let sources = vec![Source::messages(TRANSFORM)];
-    stage::run(Arc::new(Transform), worker.services, sources, worker.shutdown).await
+    stage::run(
+        Arc::new(Transform),
+        worker.services,
+        sources,
+        worker.shutdown,
+    )
+    .await
 }

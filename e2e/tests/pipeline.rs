@@ -1,0 +1,466 @@
+//! The pipeline end to end: real worker processes, real NATS JetStream,
+//! PostgreSQL and S3 (started by `scripts/test`).
+
+use std::time::Duration;
+
+use nadir_common::layout::{Manifest, sha256_hex};
+use nadir_common::messages::{MinioEvent, subject};
+use nadir_e2e::World;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const STAGE_TABLES: [&str; 4] = ["ingestions", "transformations", "trainings", "evaluations"];
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn sample(rows: usize) -> Vec<u8> {
+    nadir_flows::sample::flow_csv(rows, 11).into_bytes()
+}
+
+async fn rows_per_table(world: &World, run_id: Uuid) -> Vec<i64> {
+    let mut counts = Vec::new();
+    for table in STAGE_TABLES {
+        counts.push(
+            world
+                .count(
+                    &format!("SELECT count(*) FROM {table} WHERE run_id = $1"),
+                    &[&run_id],
+                )
+                .await,
+        );
+    }
+    counts
+}
+
+/// Every key in a bucket.
+async fn keys(world: &World, bucket: &str) -> Vec<String> {
+    world
+        .store
+        .list(bucket, "")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect()
+}
+
+/// A MinIO `s3:ObjectCreated:Put` notification for an object, as MinIO's
+/// NATS target publishes it (key URL-encoded, `+` for a space).
+fn minio_event(bucket: &str, key: &str, etag: &str, size: usize) -> Vec<u8> {
+    let encoded: String = key
+        .bytes()
+        .map(|b| match b {
+            b' ' => "+".to_string(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    let event = json!({
+        "EventName": "s3:ObjectCreated:Put",
+        "Key": format!("{bucket}/{encoded}"),
+        "Records": [{
+            "eventVersion": "2.0",
+            "eventSource": "minio:s3",
+            "awsRegion": "",
+            "eventTime": "2026-11-25T10:00:00.000Z",
+            "eventName": "s3:ObjectCreated:Put",
+            "userIdentity": {"principalId": "nadir"},
+            "requestParameters": {"principalId": "nadir", "region": "", "sourceIPAddress": "127.0.0.1"},
+            "responseElements": {"x-amz-request-id": "17A0B2C3D4E5F607"},
+            "s3": {
+                "s3SchemaVersion": "1.0",
+                "configurationId": "Config",
+                "bucket": {"name": bucket, "ownerIdentity": {"principalId": "nadir"}, "arn": format!("arn:aws:s3:::{bucket}")},
+                "object": {"key": encoded, "size": size, "eTag": etag, "contentType": "text/csv", "userMetadata": {}, "sequencer": "17A0B2C3D4E5F608"}
+            },
+            "source": {"host": "127.0.0.1", "port": "", "userAgent": "MinIO (linux; amd64) minio-go/v7.0.70"}
+        }]
+    });
+    let bytes = serde_json::to_vec(&event).unwrap();
+    assert!(
+        !MinioEvent::decode(&bytes)
+            .unwrap()
+            .created_objects()
+            .unwrap()
+            .is_empty()
+    );
+    bytes
+}
+
+/// Fetches an artifact a row or message refers to and checks its hash.
+async fn fetch_checked(world: &World, artifact: &Value) -> bytes::Bytes {
+    let (bucket, key) = (
+        artifact["bucket"].as_str().unwrap(),
+        artifact["key"].as_str().unwrap(),
+    );
+    let bytes = world.store.get(bucket, key).await.unwrap();
+    assert_eq!(
+        sha256_hex(&bytes),
+        artifact["sha256"].as_str().unwrap(),
+        "sha256 of s3://{bucket}/{key}"
+    );
+    assert_eq!(
+        bytes.len() as u64,
+        artifact["size"].as_u64().unwrap(),
+        "size of s3://{bucket}/{key}"
+    );
+    bytes
+}
+
+#[tokio::test]
+async fn a_dropped_file_flows_through_the_four_stages() {
+    let world = World::new("flow").await;
+    let mut workers = world.spawn_all();
+    let data = sample(3000);
+    let (_, run_id) = world.drop_raw("sensor-a/flows.csv", data.clone()).await;
+
+    let run = world.wait_run(run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.status, "succeeded", "{run:?}");
+    assert_eq!(
+        run.trigger,
+        subject::START,
+        "s3s-fs sends no events: the reconciler started the run"
+    );
+    assert_eq!(rows_per_table(&world, run_id).await, [1, 1, 1, 1]);
+    let statuses = world
+        .query(
+            "SELECT stage, status, attempts FROM stage_jobs WHERE run_id = $1 ORDER BY started_at",
+            &[&run_id],
+        )
+        .await;
+    let statuses: Vec<(String, String, i32)> = statuses
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(statuses.len(), 4);
+    assert!(
+        statuses.iter().all(|(_, s, a)| s == "succeeded" && *a == 1),
+        "{statuses:?}"
+    );
+
+    // Ingest: fingerprint of the very bytes dropped, format by content.
+    let ingest = &world
+        .query(
+            "SELECT metrics, outputs, inputs FROM ingestions WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0];
+    let metrics: Value = ingest.get(0);
+    assert_eq!(metrics["sha256"], sha256_hex(&data));
+    assert_eq!(metrics["size"], data.len());
+    assert_eq!(metrics["format"], "csv");
+    let outputs: Value = ingest.get(1);
+    let raw_manifest: Manifest =
+        serde_json::from_slice(&fetch_checked(&world, &outputs[0]).await).unwrap();
+    assert_eq!(raw_manifest.kind, "raw");
+    assert_eq!(raw_manifest.outputs[0].sha256, sha256_hex(&data));
+
+    // Transform: a SILVER partition whose manifest names the RAW object.
+    let transform = &world
+        .query(
+            "SELECT outputs, metrics FROM transformations WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0];
+    let outputs: Value = transform.get(0);
+    let parquet = fetch_checked(&world, &outputs[0]).await;
+    assert_eq!(&parquet[..4], b"PAR1");
+    let silver_manifest: Manifest =
+        serde_json::from_slice(&fetch_checked(&world, &outputs[1]).await).unwrap();
+    assert_eq!(silver_manifest.inputs[0].key, "sensor-a/flows.csv");
+    assert_eq!(silver_manifest.inputs[0].sha256, sha256_hex(&data));
+    let metrics: Value = transform.get(1);
+    assert_eq!(metrics["rows"], 3000);
+
+    // Train: a model and a manifest naming the SILVER partition it was fitted on.
+    let train = &world
+        .query(
+            "SELECT item, outputs FROM trainings WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0];
+    assert_eq!(train.get::<_, String>(0), "isolation_forest");
+    let outputs: Value = train.get(1);
+    fetch_checked(&world, &outputs[0]).await;
+    let model_manifest: Manifest =
+        serde_json::from_slice(&fetch_checked(&world, &outputs[1]).await).unwrap();
+    assert_eq!(model_manifest.inputs[0], silver_manifest.outputs[0]);
+    assert_eq!(model_manifest.parameters["params"]["seed"], 42);
+
+    // Eval: report and scores; the planted anomalies are found.
+    let eval = &world
+        .query(
+            "SELECT outputs, metrics FROM evaluations WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0];
+    let outputs: Value = eval.get(0);
+    let report: Value = serde_json::from_slice(&fetch_checked(&world, &outputs[0]).await).unwrap();
+    fetch_checked(&world, &outputs[1]).await;
+    fetch_checked(&world, &outputs[2]).await;
+    assert_eq!(report["rows"], 3000);
+    assert_eq!(report["attacks"], 3000 / nadir_flows::sample::ANOMALY_EVERY);
+    let auc = report["detectors"][0]["roc_auc"].as_f64().unwrap();
+    assert!(
+        auc > 0.95,
+        "isolation forest ROC-AUC on planted anomalies: {auc}"
+    );
+    assert_eq!(report["selection"]["champion"], "isolation_forest");
+
+    // pipeline.done names the report.
+    let done = world.messages_for(subject::DONE, run_id).await;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["report"], outputs[0]);
+    assert_eq!(done[0]["schema"], 1);
+
+    // The CLI reads the same trail.
+    let status = world.cli(&["status", &run_id.to_string(), "--json"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["run"]["status"], "succeeded");
+    assert_eq!(status["stages"].as_array().unwrap().len(), 4);
+
+    // Every worker counted its job and is healthy and ready.
+    for worker in &workers {
+        let series = format!(
+            "nadir_jobs_total{{outcome=\"succeeded\",stage=\"{}\"}}",
+            worker.stage
+        );
+        assert_eq!(worker.metric(&series).await, 1.0, "{series}");
+        assert_eq!(worker.http_get("/healthz").await.0, 200);
+        let (code, body) = worker.http_get("/readyz").await;
+        assert_eq!(code, 200, "{body}");
+    }
+
+    // SIGTERM: each worker stops pulling and exits 0.
+    for worker in &mut workers {
+        let status = worker.terminate(Duration::from_secs(20));
+        assert!(status.success(), "{} exited with {status}", worker.stage);
+    }
+}
+
+#[tokio::test]
+async fn an_object_announced_by_an_event_and_the_reconciler_is_processed_once() {
+    let world = World::new("twice").await;
+    // A key that MinIO has to URL-encode: a space, a plus, parentheses.
+    let key = "day one/flows+extra (1).csv";
+    let data = sample(1500);
+    let (etag, run_id) = world.drop_raw(key, data.clone()).await;
+    // The event is on the stream before any worker runs: ingest sees it and
+    // the reconciler's finding at nearly the same moment.
+    let event = minio_event(
+        &world.config.buckets.raw,
+        key,
+        &format!("\"{etag}\""),
+        data.len(),
+    );
+    world
+        .bus
+        .publish(subject::MINIO_RAW, "event-1", event)
+        .await
+        .unwrap();
+    let _workers = world.spawn_all();
+
+    let run = world.wait_run(run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.status, "succeeded", "{run:?}");
+    // Let the reconciler list the bucket a few more times.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    assert_eq!(
+        world.count("SELECT count(*) FROM pipeline_runs", &[]).await,
+        1
+    );
+    assert_eq!(rows_per_table(&world, run_id).await, [1, 1, 1, 1]);
+    let item: String = world.query("SELECT item FROM ingestions", &[]).await[0].get(0);
+    assert_eq!(item, key, "the event's key was URL-decoded");
+    assert_eq!(world.messages_for(subject::DONE, run_id).await.len(), 1);
+    assert_eq!(
+        world.messages_for(subject::TRANSFORM, run_id).await.len(),
+        1
+    );
+    let reports = keys(&world, &world.config.buckets.eval).await;
+    assert_eq!(
+        reports
+            .iter()
+            .filter(|k| k.ends_with("report.json"))
+            .count(),
+        1,
+        "{reports:?}"
+    );
+    let models = keys(&world, &world.config.buckets.models).await;
+    assert_eq!(
+        models.iter().filter(|k| k.ends_with("model.json")).count(),
+        1,
+        "{models:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_job_leaves_no_duplicates_and_the_run_completes() {
+    let world = World::new("killed").await;
+    let _ingest = world.spawn("ingest", &[]);
+    let _transform = world.spawn("transform", &[]);
+    let _train = world.spawn("train", &[]);
+    let mut eval = world.spawn("eval", &[]);
+    // Enough flows that scoring them takes a while in a debug build.
+    let (_, run_id) = world.drop_raw("big.csv", sample(400_000)).await;
+
+    // Kill the eval worker (SIGKILL) once it has taken up the job.
+    let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+    loop {
+        let running = world
+            .count(
+                "SELECT count(*) FROM stage_jobs WHERE run_id = $1 AND stage = 'eval' AND status = 'running'",
+                &[&run_id],
+            )
+            .await;
+        if running == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "eval never started; logs in {}",
+            world.logs.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eval.kill();
+    assert_eq!(
+        world
+            .count(
+                "SELECT count(*) FROM pipeline_runs WHERE run_id = $1 AND status = 'running'",
+                &[&run_id]
+            )
+            .await,
+        1,
+        "the job was killed before it finished"
+    );
+    let _replacement = world.spawn("eval", &[]);
+
+    let run = world.wait_run(run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.status, "succeeded", "{run:?}");
+    assert_eq!(rows_per_table(&world, run_id).await, [1, 1, 1, 1]);
+    let attempts: i32 = world
+        .query(
+            "SELECT attempts FROM evaluations WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0]
+        .get(0);
+    assert_eq!(attempts, 2, "the redelivered job is the second attempt");
+    let eval_keys = keys(&world, &world.config.buckets.eval).await;
+    assert_eq!(
+        eval_keys.len(),
+        3,
+        "one report, one scores file, one manifest: {eval_keys:?}"
+    );
+    assert_eq!(world.messages_for(subject::DONE, run_id).await.len(), 1);
+    assert!(world.messages_for(subject::DEAD, run_id).await.is_empty());
+}
+
+#[tokio::test]
+async fn malformed_input_fails_its_run_readably_and_the_workers_keep_serving() {
+    let world = World::new("malformed").await;
+    let workers = world.spawn_all();
+
+    // Not a format anyone knows: ingest fails the run.
+    let elf = [0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0].repeat(8);
+    let (_, bad_run) = world.drop_raw("capture.pcap", elf).await;
+    let run = world.wait_run(bad_run, RUN_TIMEOUT).await;
+    assert_eq!(run.status, "failed");
+    assert_eq!(run.error_stage.as_deref(), Some("ingest"));
+    let row = &world
+        .query(
+            "SELECT status, error FROM ingestions WHERE run_id = $1",
+            &[&bad_run],
+        )
+        .await[0];
+    assert_eq!(row.get::<_, String>(0), "failed");
+    let error: String = row.get(1);
+    assert!(
+        error.contains("capture.pcap")
+            && error.contains("unrecognised content")
+            && error.contains("7f 45 4c 46"),
+        "{error}"
+    );
+    let dead = world.messages_for(subject::DEAD, bad_run).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["stage"], "ingest");
+    assert_eq!(dead[0]["error"], error.as_str());
+
+    // A CSV with a typo in a numeric column: transform names the column and row.
+    let mut csv = String::from_utf8(sample(200)).unwrap();
+    csv = csv.replacen("\n0.", "\nzero.", 1);
+    let (_, csv_run) = world.drop_raw("typo.csv", csv.into_bytes()).await;
+    let run = world.wait_run(csv_run, RUN_TIMEOUT).await;
+    assert_eq!(run.status, "failed");
+    assert_eq!(run.error_stage.as_deref(), Some("transform"));
+    let error = run.error.unwrap();
+    assert!(
+        error.contains("typo.csv")
+            && error.contains("\"duration_s\"")
+            && error.contains("not a number"),
+        "{error}"
+    );
+    assert_eq!(world.messages_for(subject::DEAD, csv_run).await.len(), 1);
+
+    // A message nobody can read: kept in the trail, dead-lettered, dropped.
+    world
+        .bus
+        .publish(subject::TRANSFORM, "garbage-1", b"{not json".to_vec())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while world
+        .count("SELECT count(*) FROM rejected_messages", &[])
+        .await
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unreadable message was not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rejected = &world
+        .query("SELECT subject, error FROM rejected_messages", &[])
+        .await[0];
+    assert_eq!(rejected.get::<_, String>(0), subject::TRANSFORM);
+    assert!(
+        rejected
+            .get::<_, String>(1)
+            .contains("not valid JSON for pipeline.transform message")
+    );
+
+    // The same workers still serve the next, good run.
+    let (_, good_run) = world.drop_raw("good.csv", sample(500)).await;
+    let run = world.wait_run(good_run, RUN_TIMEOUT).await;
+    assert_eq!(run.status, "succeeded", "{run:?}");
+    assert_eq!(rows_per_table(&world, good_run).await, [1, 1, 1, 1]);
+    for worker in &workers {
+        assert_eq!(
+            worker.http_get("/healthz").await.0,
+            200,
+            "{} is still alive",
+            worker.stage
+        );
+    }
+    let ingest = &workers[0];
+    assert_eq!(
+        ingest
+            .metric("nadir_jobs_total{outcome=\"failed\",stage=\"ingest\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        workers[1]
+            .metric("nadir_jobs_total{outcome=\"rejected\",stage=\"transform\"}")
+            .await,
+        1.0
+    );
+}
