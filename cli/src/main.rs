@@ -240,19 +240,19 @@ async fn wait_for(
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => bail!("run {run_id} did not finish within {timeout}s"),
             Some(msg) = done.next() => {
-                if let Ok(d) = RunDone::decode(&msg.payload) {
-                    if d.run_id == run_id {
-                        println!("run {run_id} done: report {}", d.report.uri());
-                        return Ok(ExitCode::SUCCESS);
-                    }
+                if let Ok(d) = RunDone::decode(&msg.payload)
+                    && d.run_id == run_id
+                {
+                    println!("run {run_id} done: report {}", d.report.uri());
+                    return Ok(ExitCode::SUCCESS);
                 }
             }
             Some(msg) = dead.next() => {
-                if let Ok(d) = RunDead::decode(&msg.payload) {
-                    if d.run_id == run_id {
-                        println!("run {run_id} failed in {}: {}", d.stage, shown(&d.error));
-                        return Ok(ExitCode::FAILURE);
-                    }
+                if let Ok(d) = RunDead::decode(&msg.payload)
+                    && d.run_id == run_id
+                {
+                    println!("run {run_id} failed in {}: {}", d.stage, shown(&d.error));
+                    return Ok(ExitCode::FAILURE);
                 }
             }
             _ = poll.tick() => {

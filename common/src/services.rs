@@ -3,7 +3,7 @@
 //! with retries, migrations, streams, and the metrics endpoint.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -32,6 +32,7 @@ impl Services {
     pub async fn connect(
         config: Config,
         name: &str,
+        metrics: Metrics,
         shutdown: &Shutdown,
     ) -> anyhow::Result<Arc<Self>> {
         let store = ObjectStore::new(&config.s3);
@@ -61,60 +62,36 @@ impl Services {
             bus,
             store,
             db,
-            metrics: Metrics::new(),
+            metrics,
         }))
     }
 
-    /// The checks behind `/readyz`: NATS connected, PostgreSQL answering,
-    /// the `raw` bucket reachable.
-    pub fn readiness_probes(self: &Arc<Self>) -> Vec<(&'static str, ReadinessProbe)> {
-        let nats = self.clone();
-        let pg = self.clone();
-        let s3 = self.clone();
-        vec![
-            (
-                "nats",
-                Arc::new(move || {
-                    let ok = nats.bus.is_connected();
-                    async move {
-                        if ok {
-                            Ok(())
-                        } else {
-                            Err("not connected".to_string())
-                        }
-                    }
-                    .boxed()
-                }) as ReadinessProbe,
-            ),
-            (
-                "postgresql",
-                Arc::new(move || {
-                    let db = pg.db.clone();
-                    async move {
-                        let client = db.get().await.map_err(|e| e.to_string())?;
-                        client
-                            .simple_query("SELECT 1")
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        Ok(())
-                    }
-                    .boxed()
-                }),
-            ),
-            (
-                "s3",
-                Arc::new(move || {
-                    let s3 = s3.clone();
-                    async move {
-                        s3.store
-                            .check_bucket(&s3.config.buckets.raw)
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
-                    .boxed()
-                }),
-            ),
-        ]
+    /// The check behind `/readyz`: NATS connected, PostgreSQL answering,
+    /// the `raw` bucket reachable. The error names every service that failed.
+    pub async fn check_ready(&self) -> Result<(), String> {
+        let mut failures = Vec::new();
+        if !self.bus.is_connected() {
+            failures.push("nats: not connected".to_string());
+        }
+        let pg = async {
+            let client = self.db.get().await.map_err(|e| e.to_string())?;
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        };
+        if let Err(e) = pg.await {
+            failures.push(format!("postgresql: {e}"));
+        }
+        if let Err(e) = self.store.check_bucket(&self.config.buckets.raw).await {
+            failures.push(format!("s3: {e}"));
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
     }
 }
 
@@ -150,31 +127,54 @@ pub struct Worker {
 }
 
 /// The start of every worker's `main`: logs, configuration (a bad setting
-/// ends the process with the variable's name), signals, connections, and the
-/// metrics endpoint.
-pub async fn start_worker(name: &'static str) -> anyhow::Result<Worker> {
+/// ends the process with the variable's name), signals, the metrics endpoint
+/// (up at once: `/healthz` answers and `/readyz` says what is still being
+/// waited for), then the connections. `None` when shutdown was requested
+/// before the services could be reached: the worker has nothing to finish.
+pub async fn start_worker(name: &'static str) -> anyhow::Result<Option<Worker>> {
     telemetry::init_logging();
     let config = Config::from_env()?;
     tracing::info!(worker = name, id = %config.worker_id, config = ?config, "starting");
     let shutdown = Shutdown::on_signals();
-    let services = Services::connect(config, name, &shutdown).await?;
+    let metrics = Metrics::new();
+    let connected: Arc<OnceLock<Arc<Services>>> = Arc::default();
+    let probe: ReadinessProbe = {
+        let connected = connected.clone();
+        Arc::new(move || {
+            let services = connected.get().cloned();
+            async move {
+                match services {
+                    Some(services) => services.check_ready().await,
+                    None => Err("still connecting to NATS, S3 and PostgreSQL".into()),
+                }
+            }
+            .boxed()
+        })
+    };
     let metrics_addr = telemetry::serve(
-        services.config.metrics_addr,
-        services.metrics.clone(),
-        services.readiness_probes(),
+        config.metrics_addr,
+        metrics.clone(),
+        probe,
         shutdown.clone(),
     )
     .await
     .map_err(|e| {
         anyhow::anyhow!(
             "NADIR_METRICS_ADDR={}: cannot listen: {e}",
-            services.config.metrics_addr
+            config.metrics_addr
         )
     })?;
     tracing::info!(worker = name, %metrics_addr, "serving /metrics, /healthz and /readyz");
-    Ok(Worker {
+    let services = match Services::connect(config, name, metrics, &shutdown).await {
+        Ok(services) => services,
+        Err(_) if shutdown.is_requested() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let _ = connected.set(services.clone());
+    tracing::info!(worker = name, "connected to NATS, S3 and PostgreSQL");
+    Ok(Some(Worker {
         services,
         shutdown,
         metrics_addr,
-    })
+    }))
 }

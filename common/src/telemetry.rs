@@ -134,14 +134,14 @@ impl Default for Metrics {
     }
 }
 
-/// Something `/readyz` checks: a name and an async probe.
+/// What `/readyz` checks: `Ok` when ready, else what is not.
 pub type ReadinessProbe =
     Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 #[derive(Clone)]
 struct HttpState {
     metrics: Metrics,
-    probes: Arc<Vec<(&'static str, ReadinessProbe)>>,
+    probe: ReadinessProbe,
 }
 
 /// Binds `addr` and serves the endpoints until `shutdown` fires.
@@ -149,7 +149,7 @@ struct HttpState {
 pub async fn serve(
     addr: SocketAddr,
     metrics: Metrics,
-    probes: Vec<(&'static str, ReadinessProbe)>,
+    probe: ReadinessProbe,
     shutdown: crate::shutdown::Shutdown,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
@@ -158,10 +158,7 @@ pub async fn serve(
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(HttpState {
-            metrics,
-            probes: Arc::new(probes),
-        });
+        .with_state(HttpState { metrics, probe });
     tokio::spawn(async move {
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.requested().await })
@@ -181,20 +178,12 @@ async fn metrics_page(State(state): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    let mut failures = Vec::new();
-    for (name, probe) in state.probes.iter() {
-        match tokio::time::timeout(Duration::from_secs(3), probe()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => failures.push(format!("{name}: {e}")),
-            Err(_) => failures.push(format!("{name}: no answer within 3 s")),
-        }
-    }
-    if failures.is_empty() {
-        (StatusCode::OK, "ready\n".to_string())
-    } else {
-        (
+    match tokio::time::timeout(Duration::from_secs(5), (state.probe)()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n".to_string()),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+        Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready\n{}\n", failures.join("\n")),
-        )
+            "not ready: checks took over 5 s\n".to_string(),
+        ),
     }
 }

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nadir_common::Config;
@@ -21,7 +20,7 @@ use nadir_common::store::ObjectStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn required(var: &str) -> String {
     nadir_common::config::ProcessEnv.get(var).unwrap_or_else(|| {
@@ -44,7 +43,7 @@ pub fn bin_dir() -> PathBuf {
 
 /// A private world on the shared services.
 pub struct World {
-    _serial: MutexGuard<'static, ()>,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
     pub name: String,
     pub vars: HashMap<String, String>,
     pub config: Config,
@@ -62,9 +61,7 @@ pub mod deadpool_postgres_pool {
 impl World {
     /// Fresh database, buckets and streams for test `name`.
     pub async fn new(name: &str) -> World {
-        let serial = SERIAL
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let serial = SERIAL.lock().await;
         let admin_url = required("NADIR_TEST_ADMIN_URL");
         let database = format!("nadir_e2e_{}", name.replace('-', "_"));
         let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
@@ -198,10 +195,10 @@ impl World {
     pub async fn wait_run(&self, run_id: Uuid, timeout: Duration) -> audit::RunSummary {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(run) = audit::run(&self.db, run_id).await.unwrap() {
-                if run.status != "running" {
-                    return run;
-                }
+            if let Some(run) = audit::run(&self.db, run_id).await.unwrap()
+                && run.status != "running"
+            {
+                return run;
             }
             if Instant::now() > deadline {
                 panic!(

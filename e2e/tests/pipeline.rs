@@ -464,3 +464,40 @@ async fn malformed_input_fails_its_run_readably_and_the_workers_keep_serving() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn a_worker_waits_for_its_services_alive_but_not_ready_and_stops_cleanly() {
+    let world = World::new("unreachable").await;
+    let mut worker = world.spawn("transform", &[("NADIR_NATS_URL", "nats://127.0.0.1:1")]);
+    assert_eq!(worker.http_get("/healthz").await.0, 200);
+    let (code, body) = worker.http_get("/readyz").await;
+    assert_eq!(code, 503);
+    assert!(body.contains("still connecting"), "{body}");
+    let status = worker.terminate(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn a_missing_setting_stops_a_worker_with_the_variable_named() {
+    let world = World::new("misconfigured").await;
+    let output = std::process::Command::new(nadir_e2e::bin_dir().join("nadir-ingest"))
+        .env_clear()
+        .envs(
+            world
+                .vars
+                .iter()
+                .filter(|(k, _)| k.as_str() != "NADIR_S3_SECRET_KEY"),
+        )
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("NADIR_S3_SECRET_KEY is not set"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&world.vars["NADIR_S3_ACCESS_KEY"]),
+        "no credentials in the message: {stderr}"
+    );
+}

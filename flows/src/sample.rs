@@ -36,7 +36,7 @@ pub fn flow_csv(rows: usize, seed: u64) -> String {
     let offset = rng.random_range(0..ANOMALY_EVERY);
     for i in 0..rows {
         let row = if i % ANOMALY_EVERY == offset {
-            if (i / ANOMALY_EVERY) % 2 == 0 {
+            if (i / ANOMALY_EVERY).is_multiple_of(2) {
                 portscan(&mut rng)
             } else {
                 exfiltration(&mut rng)
@@ -59,21 +59,33 @@ fn log_normal(rng: &mut ChaCha8Rng, median: f64, spread: f64) -> f64 {
     median * (spread * noise(rng)).exp()
 }
 
-fn row(
+/// One generated flow.
+struct Flow {
     duration: f64,
-    p_out: u64,
-    p_in: u64,
-    b_out: u64,
-    b_in: u64,
-    port: u16,
-    ports: u64,
-    failed: f64,
-    label: &str,
-) -> String {
-    let mean = (b_out + b_in) as f64 / (p_out + p_in).max(1) as f64;
-    format!(
-        "{duration:.3},{p_out},{p_in},{b_out},{b_in},{mean:.1},{port},{ports},{failed:.3},{label}"
-    )
+    packets: (u64, u64),
+    bytes: (u64, u64),
+    dst_port: u16,
+    distinct_ports: u64,
+    failed_ratio: f64,
+    label: &'static str,
+}
+
+impl Flow {
+    fn csv(&self) -> String {
+        let Flow {
+            duration,
+            packets: (p_out, p_in),
+            bytes: (b_out, b_in),
+            dst_port,
+            distinct_ports,
+            failed_ratio,
+            label,
+        } = self;
+        let mean = (b_out + b_in) as f64 / (p_out + p_in).max(1) as f64;
+        format!(
+            "{duration:.3},{p_out},{p_in},{b_out},{b_in},{mean:.1},{dst_port},{distinct_ports},{failed_ratio:.3},{label}"
+        )
+    }
 }
 
 fn normal(rng: &mut ChaCha8Rng) -> String {
@@ -86,26 +98,34 @@ fn normal(rng: &mut ChaCha8Rng) -> String {
     let duration = log_normal(rng, 2.0, 0.6);
     let distinct = rng.random_range(1..4);
     let failed = (rng.random::<f64>() * 0.05).max(0.0);
-    row(
-        duration, p_out, p_in, b_out, b_in, port, distinct, failed, "normal",
-    )
+    Flow {
+        duration,
+        packets: (p_out, p_in),
+        bytes: (b_out, b_in),
+        dst_port: port,
+        distinct_ports: distinct,
+        failed_ratio: failed,
+        label: "normal",
+    }
+    .csv()
 }
 
 fn portscan(rng: &mut ChaCha8Rng) -> String {
     let port = rng.random_range(1..1024) as u16;
     let distinct = rng.random_range(800..2500);
     let failed = 0.9 + rng.random::<f64>() * 0.1;
-    row(
-        rng.random::<f64>() * 0.01,
-        1,
-        rng.random_range(0..2),
-        60,
-        0,
-        port,
-        distinct,
-        failed,
-        "portscan",
-    )
+    let duration = rng.random::<f64>() * 0.01;
+    let p_in = rng.random_range(0..2);
+    Flow {
+        duration,
+        packets: (1, p_in),
+        bytes: (60, 0),
+        dst_port: port,
+        distinct_ports: distinct,
+        failed_ratio: failed,
+        label: "portscan",
+    }
+    .csv()
 }
 
 fn exfiltration(rng: &mut ChaCha8Rng) -> String {
@@ -113,17 +133,16 @@ fn exfiltration(rng: &mut ChaCha8Rng) -> String {
     let b_out = p_out * rng.random_range(1300..1460);
     let p_in = p_out / 2;
     let duration = 600.0 + rng.random::<f64>() * 1200.0;
-    row(
+    Flow {
         duration,
-        p_out,
-        p_in,
-        b_out,
-        p_in * 60,
-        443,
-        1,
-        0.0,
-        "exfiltration",
-    )
+        packets: (p_out, p_in),
+        bytes: (b_out, p_in * 60),
+        dst_port: 443,
+        distinct_ports: 1,
+        failed_ratio: 0.0,
+        label: "exfiltration",
+    }
+    .csv()
 }
 
 #[cfg(test)]

@@ -256,14 +256,14 @@ fn check_not_half_numeric(name: &str, values: &StringChunked) -> Result<(), Flow
         .filter_map(|(i, v)| v.filter(|s| !s.trim().is_empty()).map(|s| (i, s)))
         .collect();
     let numbers = non_empty.iter().filter(|(_, s)| is_number(s)).count();
-    if numbers * 2 > non_empty.len() {
-        if let Some((row, value)) = non_empty.iter().find(|(_, s)| !is_number(s)) {
-            return Err(FlowError::NotANumber {
-                column: name.to_string(),
-                row: *row,
-                value: value.chars().take(40).collect(),
-            });
-        }
+    if numbers * 2 > non_empty.len()
+        && let Some((row, value)) = non_empty.iter().find(|(_, s)| !is_number(s))
+    {
+        return Err(FlowError::NotANumber {
+            column: name.to_string(),
+            row: *row,
+            value: value.chars().take(40).collect(),
+        });
     }
     Ok(())
 }

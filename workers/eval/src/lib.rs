@@ -127,10 +127,10 @@ pub fn evaluate(
             entry["precision"] = json!(precision);
             entry["recall"] = json!(recall);
             entry["f1"] = json!(f1);
-            if let Some(ap) = ap {
-                if champion.as_ref().is_none_or(|(_, best)| ap > *best) {
-                    champion = Some((algorithm.to_string(), ap));
-                }
+            if let Some(ap) = ap
+                && champion.as_ref().is_none_or(|(_, best)| ap > *best)
+            {
+                champion = Some((algorithm.to_string(), ap));
             }
         }
         detectors.push(entry);

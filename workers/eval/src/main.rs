@@ -11,7 +11,9 @@ use nadir_eval::Eval;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let worker = start_worker("nadir-eval").await?;
+    let Some(worker) = start_worker("nadir-eval").await? else {
+        return Ok(());
+    };
     let sources = vec![Source::messages(EVAL)];
     stage::run(Arc::new(Eval), worker.services, sources, worker.shutdown).await
 }

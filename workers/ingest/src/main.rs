@@ -11,7 +11,9 @@ use nadir_ingest::{Ingest, decode_event, decode_start, reconciler};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let worker = start_worker("nadir-ingest").await?;
+    let Some(worker) = start_worker("nadir-ingest").await? else {
+        return Ok(());
+    };
     let sources = vec![
         Source {
             consumer: INGEST_EVENTS,

@@ -10,7 +10,9 @@ use nadir_train::Train;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let worker = start_worker("nadir-train").await?;
+    let Some(worker) = start_worker("nadir-train").await? else {
+        return Ok(());
+    };
     let sources = vec![Source::messages(TRAIN)];
     stage::run(Arc::new(Train), worker.services, sources, worker.shutdown).await
 }

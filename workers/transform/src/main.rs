@@ -10,7 +10,9 @@ use nadir_transform::Transform;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let worker = start_worker("nadir-transform").await?;
+    let Some(worker) = start_worker("nadir-transform").await? else {
+        return Ok(());
+    };
     let sources = vec![Source::messages(TRANSFORM)];
     stage::run(
         Arc::new(Transform),
