@@ -37,7 +37,7 @@ pub fn init_logging() {
 pub struct Metrics {
     pub registry: Registry,
     /// Jobs finished, by stage and outcome (`succeeded`, `failed`, `retried`,
-    /// `duplicate`, `rejected`, `dead`, `handed_back`).
+    /// `duplicate`, `rejected`, `handed_back`).
     pub jobs: IntCounterVec,
     pub job_seconds: HistogramVec,
     pub jobs_in_flight: IntGaugeVec,

@@ -501,3 +501,90 @@ async fn a_missing_setting_stops_a_worker_with_the_variable_named() {
         "no credentials in the message: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn nadir_start_runs_named_objects_and_waits_for_the_outcome() {
+    let world = World::new("start").await;
+    let _workers: Vec<_> = ["ingest", "transform", "train", "eval"]
+        .iter()
+        .map(|s| world.spawn(s, &[("NADIR_RECONCILE_INTERVAL_SECS", "0")]))
+        .collect();
+    world.drop_raw("a.csv", sample(400)).await;
+    world.drop_raw("b.csv", sample(600)).await;
+
+    let output = world.cli(&["start", "a.csv", "b.csv", "--wait", "--timeout", "120"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let run_id: Uuid = stdout.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(stdout.contains(&format!("run {run_id} done")), "{stdout}");
+
+    // One run over both objects: two RAW objects, two partitions, one model
+    // fitted on both, one evaluation of all 1 000 flows.
+    assert_eq!(rows_per_table(&world, run_id).await, [2, 2, 1, 1]);
+    let run = world.wait_run(run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.trigger, subject::START);
+    assert_eq!(run.report.unwrap()["summary"]["rows"], 1000);
+
+    let runs = world.cli(&["runs", "--json"]);
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    assert_eq!(runs[0]["run_id"], run_id.to_string());
+
+    // A start naming an object that does not exist fails readably.
+    let output = world.cli(&["start", "missing.csv", "--wait", "--timeout", "60"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("failed in ingest")
+            && stdout.contains("missing.csv")
+            && stdout.contains("does not exist"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_stage_that_cannot_reach_s3_retries_then_dead_letters_the_run() {
+    let world = World::new("retries").await;
+    let _ingest = world.spawn("ingest", &[]);
+    // Transform's S3 endpoint is a closed port: every attempt fails in transit.
+    let transform = world.spawn("transform", &[("NADIR_S3_ENDPOINT", "http://127.0.0.1:9")]);
+    let (_, run_id) = world.drop_raw("flows.csv", sample(300)).await;
+
+    let run = world.wait_run(run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.status, "failed");
+    assert_eq!(run.error_stage.as_deref(), Some("transform"));
+    let error = run.error.unwrap();
+    assert!(
+        error.starts_with("gave up after 3 deliveries") && error.contains("flows.csv"),
+        "{error}"
+    );
+    let row = &world
+        .query(
+            "SELECT status, attempts FROM transformations WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0];
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, i32>(1)),
+        ("failed".to_string(), 3)
+    );
+    let dead = world.messages_for(subject::DEAD, run_id).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["deliveries"], 3);
+    assert_eq!(
+        transform
+            .metric("nadir_jobs_total{outcome=\"retried\",stage=\"transform\"}")
+            .await,
+        2.0
+    );
+    assert!(
+        transform
+            .metric("nadir_redeliveries_total{stage=\"transform\"}")
+            .await
+            >= 2.0
+    );
+}
