@@ -11,6 +11,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::config::S3Settings;
+use crate::layout::ArtifactRef;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -141,6 +142,21 @@ impl ObjectStore {
             .await
             .map_err(|e| failed("PutObject", bucket, key, e))?;
         Ok(clean_etag(out.e_tag()))
+    }
+
+    /// Stores an artifact; returns its reference (key, version, sha256, size).
+    pub async fn put_artifact(
+        &self,
+        bucket: &str,
+        key: String,
+        version: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<ArtifactRef, StoreError> {
+        let artifact = ArtifactRef::of(bucket, key, version, &bytes);
+        self.put(bucket, &artifact.key, bytes.into(), content_type)
+            .await?;
+        Ok(artifact)
     }
 
     pub async fn get(&self, bucket: &str, key: &str) -> Result<Bytes, StoreError> {

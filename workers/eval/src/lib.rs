@@ -233,13 +233,13 @@ impl Stage for Eval {
         let seconds = started.elapsed().as_secs_f64();
 
         let scores_key = layout::eval_scores_key(ctx.version);
-        let scores_ref = ArtifactRef::of(bucket, scores_key.clone(), ctx.version, &scores_parquet);
-        services
+        let scores_ref = services
             .store
-            .put(
+            .put_artifact(
                 bucket,
-                &scores_key,
-                scores_parquet.into(),
+                scores_key,
+                ctx.version,
+                scores_parquet,
                 "application/vnd.apache.parquet",
             )
             .await?;
@@ -249,10 +249,15 @@ impl Stage for Eval {
         report["seconds"] = json!(seconds);
         let report_bytes = serde_json::to_vec_pretty(&report).expect("reports serialize");
         let report_key = layout::eval_report_key(ctx.version);
-        let report_ref = ArtifactRef::of(bucket, report_key.clone(), ctx.version, &report_bytes);
-        services
+        let report_ref = services
             .store
-            .put(bucket, &report_key, report_bytes.into(), "application/json")
+            .put_artifact(
+                bucket,
+                report_key,
+                ctx.version,
+                report_bytes,
+                "application/json",
+            )
             .await?;
 
         let mut inputs: Vec<ArtifactRef> = job.silver.iter().map(|p| p.flows.clone()).collect();
@@ -273,10 +278,15 @@ impl Stage for Eval {
         }
         .to_json();
         let manifest_key = layout::eval_manifest_key(ctx.version);
-        let manifest_ref = ArtifactRef::of(bucket, manifest_key.clone(), ctx.version, &manifest);
-        services
+        let manifest_ref = services
             .store
-            .put(bucket, &manifest_key, manifest.into(), "application/json")
+            .put_artifact(
+                bucket,
+                manifest_key,
+                ctx.version,
+                manifest,
+                "application/json",
+            )
             .await?;
         Ok(Outcome {
             records: vec![AuditRecord {

@@ -229,10 +229,9 @@ impl Stage for Ingest {
             }
             .to_json();
             let manifest_key = layout::raw_manifest_key(&version);
-            let manifest_ref = ArtifactRef::of(silver, manifest_key.clone(), &version, &manifest);
-            services
+            let manifest_ref = services
                 .store
-                .put(silver, &manifest_key, manifest.into(), "application/json")
+                .put_artifact(silver, manifest_key, &version, manifest, "application/json")
                 .await?;
             tracing::info!(run_id = %ctx.run_id, key = %info.key, %sha256, format = %detected, size = info.size, "fingerprinted");
             records.push(AuditRecord {

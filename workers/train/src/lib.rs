@@ -85,10 +85,15 @@ impl Stage for Train {
         let algorithm = model.algorithm();
         let model_bytes = model.to_json();
         let model_key = layout::model_key(algorithm, ctx.version);
-        let model_ref = ArtifactRef::of(bucket, model_key.clone(), ctx.version, &model_bytes);
-        services
+        let model_ref = services
             .store
-            .put(bucket, &model_key, model_bytes.into(), "application/json")
+            .put_artifact(
+                bucket,
+                model_key,
+                ctx.version,
+                model_bytes,
+                "application/json",
+            )
             .await?;
 
         let features = &job.silver[0].features;
@@ -108,10 +113,15 @@ impl Stage for Train {
         }
         .to_json();
         let manifest_key = layout::model_manifest_key(algorithm, ctx.version);
-        let manifest_ref = ArtifactRef::of(bucket, manifest_key.clone(), ctx.version, &manifest);
-        services
+        let manifest_ref = services
             .store
-            .put(bucket, &manifest_key, manifest.into(), "application/json")
+            .put_artifact(
+                bucket,
+                manifest_key,
+                ctx.version,
+                manifest,
+                "application/json",
+            )
             .await?;
         tracing::info!(run_id = %ctx.run_id, algorithm, rows, seconds, "model fitted");
         Ok(Outcome {

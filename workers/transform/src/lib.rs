@@ -82,14 +82,13 @@ impl Stage for Transform {
                 StageError::Rejected(format!("s3://{}/{}: {e}", buckets.raw, object.key))
             })?;
             let flows_key = layout::silver_flows_key(&object.version, ctx.version);
-            let flows_ref =
-                ArtifactRef::of(&buckets.silver, flows_key.clone(), ctx.version, &parquet);
-            services
+            let flows_ref = services
                 .store
-                .put(
+                .put_artifact(
                     &buckets.silver,
-                    &flows_key,
-                    parquet.into(),
+                    flows_key,
+                    ctx.version,
+                    parquet,
                     "application/vnd.apache.parquet",
                 )
                 .await?;
@@ -120,18 +119,13 @@ impl Stage for Transform {
             }
             .to_json();
             let manifest_key = layout::silver_manifest_key(&object.version, ctx.version);
-            let manifest_ref = ArtifactRef::of(
-                &buckets.silver,
-                manifest_key.clone(),
-                ctx.version,
-                &manifest,
-            );
-            services
+            let manifest_ref = services
                 .store
-                .put(
+                .put_artifact(
                     &buckets.silver,
-                    &manifest_key,
-                    manifest.into(),
+                    manifest_key,
+                    ctx.version,
+                    manifest,
                     "application/json",
                 )
                 .await?;
