@@ -178,3 +178,28 @@ pub async fn start_worker(name: &'static str) -> anyhow::Result<Option<Worker>> 
         metrics_addr,
     }))
 }
+
+/// A worker's whole `main`: builds the runtime, starts the worker, runs
+/// `body` until shutdown, and exits without waiting for a computation that
+/// was handed back to JetStream at shutdown and still runs on a blocking
+/// thread (its message is already nak'ed; another replica redoes it).
+pub fn run_worker<F, Fut>(name: &'static str, body: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Worker) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async move {
+        match start_worker(name).await? {
+            Some(worker) => body(worker).await,
+            None => Ok(()),
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    if let Err(e) = &result {
+        tracing::error!(worker = name, error = %format!("{e:#}"), "stopped with an error");
+    }
+    result
+}

@@ -588,3 +588,95 @@ async fn a_stage_that_cannot_reach_s3_retries_then_dead_letters_the_run() {
             >= 2.0
     );
 }
+
+/// Starts a run on a large file and returns once its eval job is running.
+async fn run_until_eval_is_working(world: &World) -> Uuid {
+    let (_, run_id) = world.drop_raw("large.csv", sample(300_000)).await;
+    let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+    while world
+        .count(
+            "SELECT count(*) FROM stage_jobs WHERE run_id = $1 AND stage = 'eval' AND status = 'running'",
+            &[&run_id],
+        )
+        .await
+        == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "eval never started; logs in {}", world.logs.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run_id
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_job_in_hand_finish_within_the_grace_period() {
+    let world = World::new("graceful").await;
+    let _others: Vec<_> = ["ingest", "transform", "train"]
+        .iter()
+        .map(|s| world.spawn(s, &[]))
+        .collect();
+    let mut eval = world.spawn("eval", &[("NADIR_SHUTDOWN_GRACE_SECS", "120")]);
+    let run_id = run_until_eval_is_working(&world).await;
+
+    let status = eval.terminate(Duration::from_secs(120));
+    assert!(status.success(), "exit status {status}");
+    // The job finished before the worker exited: nothing was handed back.
+    let run = world.wait_run(run_id, Duration::from_secs(5)).await;
+    assert_eq!(run.status, "succeeded", "{run:?}");
+    let attempts: i32 = world
+        .query(
+            "SELECT attempts FROM evaluations WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0]
+        .get(0);
+    assert_eq!(attempts, 1);
+}
+
+#[tokio::test]
+async fn sigterm_hands_the_job_back_when_the_grace_period_is_over() {
+    let world = World::new("handback").await;
+    let _others: Vec<_> = ["ingest", "transform", "train"]
+        .iter()
+        .map(|s| world.spawn(s, &[]))
+        .collect();
+    let mut eval = world.spawn("eval", &[("NADIR_SHUTDOWN_GRACE_SECS", "0")]);
+    let run_id = run_until_eval_is_working(&world).await;
+
+    let stopped = std::time::Instant::now();
+    let status = eval.terminate(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "the worker waited for the job: {:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(
+        audit_status(&world, run_id).await,
+        "running",
+        "the job was handed back, not finished"
+    );
+
+    // The nak'ed message goes to the next eval worker at once.
+    let _replacement = world.spawn("eval", &[]);
+    let run = world.wait_run(run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.status, "succeeded", "{run:?}");
+    assert_eq!(rows_per_table(&world, run_id).await, [1, 1, 1, 1]);
+    let attempts: i32 = world
+        .query(
+            "SELECT attempts FROM evaluations WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0]
+        .get(0);
+    assert_eq!(attempts, 2);
+}
+
+async fn audit_status(world: &World, run_id: Uuid) -> String {
+    world
+        .query(
+            "SELECT status FROM pipeline_runs WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0]
+        .get(0)
+}

@@ -5,15 +5,13 @@
 use std::sync::Arc;
 
 use nadir_common::bus::EVAL;
-use nadir_common::services::start_worker;
+use nadir_common::services::run_worker;
 use nadir_common::stage::{self, Source};
 use nadir_eval::Eval;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let Some(worker) = start_worker("nadir-eval").await? else {
-        return Ok(());
-    };
-    let sources = vec![Source::messages(EVAL)];
-    stage::run(Arc::new(Eval), worker.services, sources, worker.shutdown).await
+fn main() -> anyhow::Result<()> {
+    run_worker("nadir-eval", |worker| async move {
+        let sources = vec![Source::messages(EVAL)];
+        stage::run(Arc::new(Eval), worker.services, sources, worker.shutdown).await
+    })
 }

@@ -5,32 +5,30 @@
 use std::sync::Arc;
 
 use nadir_common::bus::{INGEST_EVENTS, INGEST_START};
-use nadir_common::services::start_worker;
+use nadir_common::services::run_worker;
 use nadir_common::stage::{self, Source};
 use nadir_ingest::{Ingest, decode_event, decode_start, reconciler};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let Some(worker) = start_worker("nadir-ingest").await? else {
-        return Ok(());
-    };
-    let sources = vec![
-        Source {
-            consumer: INGEST_EVENTS,
-            decode: decode_event,
-        },
-        Source {
-            consumer: INGEST_START,
-            decode: decode_start,
-        },
-    ];
-    let stage = stage::run(
-        Arc::new(Ingest),
-        worker.services.clone(),
-        sources,
-        worker.shutdown.clone(),
-    );
-    let reconciler = reconciler::run(worker.services.clone(), worker.shutdown.clone());
-    tokio::try_join!(stage, reconciler)?;
-    Ok(())
+fn main() -> anyhow::Result<()> {
+    run_worker("nadir-ingest", |worker| async move {
+        let sources = vec![
+            Source {
+                consumer: INGEST_EVENTS,
+                decode: decode_event,
+            },
+            Source {
+                consumer: INGEST_START,
+                decode: decode_start,
+            },
+        ];
+        let stage = stage::run(
+            Arc::new(Ingest),
+            worker.services.clone(),
+            sources,
+            worker.shutdown.clone(),
+        );
+        let reconciler = reconciler::run(worker.services.clone(), worker.shutdown.clone());
+        tokio::try_join!(stage, reconciler)?;
+        Ok(())
+    })
 }
