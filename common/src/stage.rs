@@ -125,7 +125,7 @@ pub trait Stage: Send + Sync + 'static {
 }
 
 /// Turns a message payload into zero or more jobs.
-pub type Decoder<I> = fn(&[u8]) -> Result<Vec<I>, MessageError>;
+pub type Decoder<I> = Box<dyn Fn(&[u8]) -> Result<Vec<I>, MessageError> + Send + Sync>;
 
 /// A durable consumer and how to read its messages.
 pub struct Source<I> {
@@ -138,7 +138,7 @@ impl<I: Job + Message> Source<I> {
     pub fn messages(consumer: ConsumerSpec) -> Self {
         Source {
             consumer,
-            decode: |payload| I::decode(payload).map(|m| vec![m]),
+            decode: Box::new(|payload| I::decode(payload).map(|m| vec![m])),
         }
     }
 }

@@ -72,12 +72,21 @@ impl Job for IngestRequest {
     }
 }
 
-/// `minio.raw` payloads: one job per created object.
-pub fn decode_event(payload: &[u8]) -> Result<Vec<IngestRequest>, MessageError> {
+/// `minio.raw` payloads: one job per object created in the RAW bucket.
+/// Events for other buckets (a notification rule wider than `raw`) are
+/// logged and skipped.
+pub fn decode_event(raw_bucket: &str, payload: &[u8]) -> Result<Vec<IngestRequest>, MessageError> {
     let event = MinioEvent::decode(payload)?;
     Ok(event
         .created_objects()?
         .into_iter()
+        .filter(|o| {
+            let ours = o.bucket == raw_bucket;
+            if !ours {
+                tracing::warn!(bucket = %o.bucket, key = %o.key, raw_bucket, "bucket event for another bucket skipped");
+            }
+            ours
+        })
         .map(|o| IngestRequest {
             run_id: object_run_id(&o.bucket, &o.key, &o.etag),
             requested_by: "minio-event".into(),
@@ -124,12 +133,7 @@ impl Ingest {
         let services = ctx.services;
         let raw = &services.config.buckets.raw;
         let objects = match &request.selection {
-            Selection::Object { bucket, key, etag } => {
-                if bucket != raw {
-                    return Err(StageError::Rejected(format!(
-                        "event is for bucket {bucket:?}, but the RAW bucket is {raw:?} (NADIR_BUCKET_RAW)"
-                    )));
-                }
+            Selection::Object { key, etag, .. } => {
                 let info = services.store.head(raw, key).await?;
                 if &info.etag != etag {
                     return Err(StageError::Rejected(format!(
@@ -271,7 +275,8 @@ mod tests {
     #[test]
     fn an_event_and_a_reconciled_start_for_one_object_are_one_run() {
         let event = br#"{"EventName":"s3:ObjectCreated:Put","Key":"raw/a+b.csv","Records":[{"eventName":"s3:ObjectCreated:Put","s3":{"bucket":{"name":"raw"},"object":{"key":"a+b.csv","size":3,"eTag":"\"e1\""}}}]}"#;
-        let from_event = decode_event(event).unwrap();
+        let from_event = decode_event("raw", event).unwrap();
+        assert!(decode_event("other", event).unwrap().is_empty());
         assert_eq!(from_event.len(), 1);
         let start = StartRun {
             run_id: object_run_id("raw", "a b.csv", "e1"),

@@ -11,14 +11,15 @@ use nadir_ingest::{Ingest, decode_event, decode_start, reconciler};
 
 fn main() -> anyhow::Result<()> {
     run_worker("nadir-ingest", |worker| async move {
+        let raw = worker.services.config.buckets.raw.clone();
         let sources = vec![
             Source {
                 consumer: INGEST_EVENTS,
-                decode: decode_event,
+                decode: Box::new(move |payload| decode_event(&raw, payload)),
             },
             Source {
                 consumer: INGEST_START,
-                decode: decode_start,
+                decode: Box::new(decode_start),
             },
         ];
         let stage = stage::run(
