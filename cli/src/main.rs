@@ -79,6 +79,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Turn a local capture (pcap or pcapng, plain or gzip) into SILVER flow
+    /// features, exactly as the transform stage does (no services needed).
+    Flows {
+        capture: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Seconds without a packet that end a flow.
+        #[arg(long, default_value_t = 120)]
+        idle_timeout: u64,
+        /// Seconds after which a long flow is cut.
+        #[arg(long, default_value_t = 1800)]
+        active_timeout: u64,
+    },
     /// Write the generated, labelled demo flow CSV (no services needed).
     Sample {
         #[arg(short, long)]
@@ -109,12 +122,21 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         println!("wrote {} flows to {}", rows, output.display());
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Flows {
+        capture,
+        output,
+        idle_timeout,
+        active_timeout,
+    } = &cli.command
+    {
+        return flows(capture, output, *idle_timeout, *active_timeout);
+    }
     if std::env::var_os("RUST_LOG").is_some() {
         telemetry::init_logging();
     }
     let config = Config::from_env()?;
     match cli.command {
-        Command::Sample { .. } => unreachable!(),
+        Command::Sample { .. } | Command::Flows { .. } => unreachable!("handled without services"),
         Command::Setup { reset_streams } => setup(&config, reset_streams).await?,
         Command::Upload { files, prefix } => upload(&config, &files, &prefix).await?,
         Command::Start {
@@ -171,6 +193,80 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn flows(
+    capture: &PathBuf,
+    output: &PathBuf,
+    idle: u64,
+    active: u64,
+) -> anyhow::Result<std::process::ExitCode> {
+    use nadir_flowmeter::MeterConfig;
+    let file =
+        std::fs::File::open(capture).with_context(|| format!("opening {}", capture.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let bar = indicatif::ProgressBar::new(size);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let config = MeterConfig {
+        idle_timeout_ns: idle as i64 * 1_000_000_000,
+        active_timeout_ns: active as i64 * 1_000_000_000,
+        ..MeterConfig::default()
+    };
+    let started = std::time::Instant::now();
+    let counted = CountingReader {
+        inner: std::io::BufReader::new(file),
+        read: 0,
+        bar: bar.clone(),
+    };
+    let (records, stats) = nadir_flowmeter::flows_from_capture(counted, config, |_| {})
+        .with_context(|| format!("reading {}", capture.display()))?;
+    bar.finish_and_clear();
+    let table = nadir_flows::capture::table_from_flows(&records, None)?;
+    std::fs::write(output, table.to_parquet()?)
+        .with_context(|| format!("writing {}", output.display()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{} packets ({} IP) -> {} flows in {:.2}s ({:.0} packets/s); wrote {}",
+        stats.packets,
+        stats.ip_packets,
+        records.len(),
+        seconds,
+        stats.packets as f64 / seconds.max(1e-9),
+        output.display()
+    );
+    for (reason, count) in &stats.skipped {
+        println!("  skipped {count}: {reason}");
+    }
+    if stats.out_of_order > 0 {
+        println!("  {} packets out of time order", stats.out_of_order);
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Counts bytes read from the capture file for the progress bar.
+struct CountingReader<R> {
+    inner: R,
+    read: u64,
+    bar: indicatif::ProgressBar,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        self.bar.set_position(self.read);
+        Ok(n)
+    }
 }
 
 async fn setup(config: &Config, reset_streams: bool) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@
 //! - [`sample`]: a deterministic, labelled flow data set with planted
 //!   anomalies, for demos and tests.
 
+pub mod capture;
 pub mod format;
 pub mod sample;
 pub mod table;

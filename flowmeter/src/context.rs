@@ -1,0 +1,76 @@
+//! Per-host context: what each flow's source did in the window before it.
+//!
+//! For every flow, over the flows its source started in the preceding
+//! window (60 s by default, this flow included): how many, to how many
+//! distinct hosts and ports, the share that failed, and the bytes sent.
+//! These make scans, floods and brute force visible to detectors that look
+//! at one flow at a time.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+use crate::record::{FlowRecord, HostContext};
+
+struct Entry {
+    first_ns: i64,
+    dst: IpAddr,
+    dst_port: u16,
+    failed: bool,
+    bytes_out: u64,
+}
+
+#[derive(Default)]
+struct Window {
+    entries: VecDeque<Entry>,
+    hosts: HashMap<IpAddr, u32>,
+    ports: HashMap<u16, u32>,
+    failed: u32,
+    bytes_out: u64,
+}
+
+fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: K) {
+    if let Some(n) = map.get_mut(&key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&key);
+        }
+    }
+}
+
+/// Fills `context` of every flow. `flows` must be sorted by `first_ns`.
+pub fn add_host_context(flows: &mut [FlowRecord], window_ns: i64) {
+    let mut windows: HashMap<IpAddr, Window> = HashMap::new();
+    for flow in flows.iter_mut() {
+        let w = windows.entry(flow.src).or_default();
+        while let Some(old) = w.entries.front() {
+            if flow.first_ns - old.first_ns <= window_ns {
+                break;
+            }
+            let old = w.entries.pop_front().unwrap();
+            decrement(&mut w.hosts, old.dst);
+            decrement(&mut w.ports, old.dst_port);
+            w.failed -= old.failed as u32;
+            w.bytes_out -= old.bytes_out;
+        }
+        let entry = Entry {
+            first_ns: flow.first_ns,
+            dst: flow.dst,
+            dst_port: flow.dst_port,
+            failed: flow.failed(),
+            bytes_out: flow.fwd.bytes,
+        };
+        *w.hosts.entry(entry.dst).or_default() += 1;
+        *w.ports.entry(entry.dst_port).or_default() += 1;
+        w.failed += entry.failed as u32;
+        w.bytes_out += entry.bytes_out;
+        w.entries.push_back(entry);
+        let n = w.entries.len() as u32;
+        flow.context = HostContext {
+            flows: n,
+            distinct_dst_hosts: w.hosts.len() as u32,
+            distinct_dst_ports: w.ports.len() as u32,
+            failed_ratio: w.failed as f64 / n as f64,
+            bytes_out: w.bytes_out,
+        };
+    }
+}

@@ -1,0 +1,357 @@
+//! Flow assembly: packets to bidirectional flows.
+//!
+//! A flow is keyed by the canonical 5-tuple (protocol and the two endpoints
+//! in a fixed order; for ICMP, the addresses with the request's type and
+//! code, so an echo and its reply are one flow). The endpoint that sent the
+//! first packet is the source. A flow ends after `idle_timeout` without a
+//! packet, after `active_timeout` from its first packet, or by TCP teardown:
+//! a RST, or a FIN from each side (the last ACKs still count towards it; a
+//! new SYN starts a new flow). Non-first IP fragments count towards the flow
+//! of their first fragment.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use crate::app;
+use crate::capture::Frame;
+use crate::packet::{self, Packet, Transport, tcp_flag};
+use crate::record::{AppNames, Direction, EndReason, FlowRecord, HostContext};
+
+/// Timeouts and windows, in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeterConfig {
+    pub idle_timeout_ns: i64,
+    pub active_timeout_ns: i64,
+    /// Width of the per-host context window.
+    pub context_window_ns: i64,
+    /// How many payload-carrying packets of a flow are looked at for
+    /// application names.
+    pub inspect_packets: u32,
+}
+
+const SECOND: i64 = 1_000_000_000;
+
+impl Default for MeterConfig {
+    fn default() -> Self {
+        MeterConfig {
+            idle_timeout_ns: 120 * SECOND,
+            active_timeout_ns: 1800 * SECOND,
+            context_window_ns: 60 * SECOND,
+            inspect_packets: 8,
+        }
+    }
+}
+
+/// After a teardown, late packets without SYN still join the closed flow for this long.
+const CLOSE_GRACE_NS: i64 = 5 * SECOND;
+/// How often (capture time) idle flows are looked for.
+const SCAN_EVERY_NS: i64 = 5 * SECOND;
+
+/// What the meter saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeterStats {
+    pub packets: u64,
+    pub ip_packets: u64,
+    /// Packets that count towards no flow, by reason.
+    pub skipped: BTreeMap<String, u64>,
+    pub flows: u64,
+    /// Packets whose timestamp is earlier than one already seen.
+    pub out_of_order: u64,
+    pub capture_bytes: u64,
+}
+
+impl MeterStats {
+    pub fn skip(&mut self, reason: &str) {
+        *self.skipped.entry(reason.to_string()).or_default() += 1;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey {
+    protocol: u8,
+    a: (IpAddr, u16),
+    b: (IpAddr, u16),
+    /// ICMP request type and code (zero for other protocols).
+    icmp: (u8, u8),
+}
+
+struct ActiveFlow {
+    record: FlowRecord,
+    src_endpoint: (IpAddr, u16),
+    closing: Option<(i64, EndReason)>,
+    /// Handshake progress: 1 SYN seen, 2 SYN-ACK seen, 3 completed.
+    handshake: u8,
+    fin_fwd: bool,
+    fin_bwd: bool,
+    inspected: u32,
+}
+
+/// The flow meter. Feed it frames; collect finished flows.
+pub struct FlowMeter {
+    config: MeterConfig,
+    flows: HashMap<FlowKey, ActiveFlow>,
+    /// First fragments' flows, by (source, destination, protocol, id).
+    fragments: HashMap<(IpAddr, IpAddr, u8, u32), (FlowKey, i64)>,
+    finished: Vec<FlowRecord>,
+    stats: MeterStats,
+    now_ns: i64,
+    last_scan_ns: i64,
+}
+
+/// ICMP replies and errors mapped to their request type.
+fn icmp_request_type(protocol: u8, kind: u8) -> u8 {
+    match (protocol, kind) {
+        (1, 0) => 8,      // echo reply -> echo request
+        (1, 14) => 13,    // timestamp reply
+        (58, 129) => 128, // ICMPv6 echo reply
+        (58, 136) => 135, // neighbor advertisement -> solicitation
+        _ => kind,
+    }
+}
+
+impl FlowMeter {
+    pub fn new(config: MeterConfig) -> Self {
+        FlowMeter {
+            config,
+            flows: HashMap::new(),
+            fragments: HashMap::new(),
+            finished: Vec::new(),
+            stats: MeterStats::default(),
+            now_ns: i64::MIN,
+            last_scan_ns: i64::MIN,
+        }
+    }
+
+    /// Flows in progress.
+    pub fn active_flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Accounts one captured frame.
+    pub fn observe(&mut self, frame: &Frame<'_>) {
+        self.stats.packets += 1;
+        match packet::decode(frame.ts_ns, frame.linktype, frame.data) {
+            Ok(p) => {
+                self.stats.ip_packets += 1;
+                self.add(p);
+            }
+            Err(skip) => self.stats.skip(skip.reason()),
+        }
+    }
+
+    /// Moves the flows finished so far into `out`.
+    pub fn drain_finished(&mut self, out: &mut Vec<FlowRecord>) {
+        out.append(&mut self.finished);
+    }
+
+    /// Ends every flow still open; returns the statistics.
+    pub fn finish(mut self, out: &mut Vec<FlowRecord>) -> MeterStats {
+        let flows: Vec<ActiveFlow> = self.flows.drain().map(|(_, f)| f).collect();
+        for flow in flows {
+            let reason = flow
+                .closing
+                .map(|(_, r)| r)
+                .unwrap_or(EndReason::EndOfCapture);
+            self.export(flow, reason);
+        }
+        self.drain_finished(out);
+        out.sort_by(|x, y| {
+            (
+                x.first_ns, x.src, x.dst, x.src_port, x.dst_port, x.protocol, x.last_ns,
+            )
+                .cmp(&(
+                    y.first_ns, y.src, y.dst, y.src_port, y.dst_port, y.protocol, y.last_ns,
+                ))
+        });
+        self.stats
+    }
+
+    fn export(&mut self, mut flow: ActiveFlow, reason: EndReason) {
+        flow.record.end = reason;
+        flow.record.handshake_completed = flow.handshake == 3;
+        self.stats.flows += 1;
+        self.finished.push(flow.record);
+    }
+
+    fn expire(&mut self, now: i64) {
+        let config = self.config;
+        let expired: Vec<(FlowKey, EndReason)> = self
+            .flows
+            .iter()
+            .filter_map(|(key, f)| {
+                if let Some((closed_at, reason)) = f.closing {
+                    (now - closed_at > CLOSE_GRACE_NS).then_some((*key, reason))
+                } else if now - f.record.last_ns > config.idle_timeout_ns {
+                    Some((*key, EndReason::Idle))
+                } else if now - f.record.first_ns > config.active_timeout_ns {
+                    Some((*key, EndReason::Active))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (key, reason) in expired {
+            let flow = self.flows.remove(&key).expect("listed above");
+            self.export(flow, reason);
+        }
+        self.fragments.retain(|_, (_, ts)| now - *ts <= 30 * SECOND);
+    }
+
+    fn add(&mut self, p: Packet<'_>) {
+        let ts = p.ts_ns;
+        if ts < self.now_ns {
+            self.stats.out_of_order += 1;
+        } else {
+            self.now_ns = ts;
+        }
+        if self.last_scan_ns == i64::MIN {
+            self.last_scan_ns = ts;
+        } else if self.now_ns - self.last_scan_ns >= SCAN_EVERY_NS {
+            self.last_scan_ns = self.now_ns;
+            self.expire(self.now_ns);
+        }
+
+        let (sport, dport, flags, icmp) = match p.transport {
+            Transport::Tcp {
+                sport,
+                dport,
+                flags,
+            } => (sport, dport, flags, (0, 0)),
+            Transport::Udp { sport, dport } => (sport, dport, 0, (0, 0)),
+            Transport::Icmp { kind, code } => {
+                (0, 0, 0, (icmp_request_type(p.protocol, kind), code))
+            }
+            Transport::Other => (0, 0, 0, (0, 0)),
+        };
+        let fragment_key = p.fragment.map(|f| (p.src, p.dst, p.protocol, f.id));
+        let key = match p.fragment {
+            Some(f) if !f.first => match self.fragments.get(&fragment_key.unwrap()) {
+                Some((key, _)) => *key,
+                None => {
+                    self.stats
+                        .skip("IP fragment whose first fragment was not seen");
+                    return;
+                }
+            },
+            _ => {
+                let (x, y) = ((p.src, sport), (p.dst, dport));
+                let (a, b) = if x <= y { (x, y) } else { (y, x) };
+                FlowKey {
+                    protocol: p.protocol,
+                    a,
+                    b,
+                    icmp,
+                }
+            }
+        };
+        if let (Some(f), Some(fk)) = (p.fragment, fragment_key)
+            && f.first
+        {
+            self.fragments.insert(fk, (key, ts));
+        }
+
+        let is_syn = flags & tcp_flag::SYN != 0 && flags & tcp_flag::ACK == 0;
+        let reason_to_end = self.flows.get(&key).and_then(|flow| {
+            if let Some((closed_at, reason)) = flow.closing {
+                (is_syn || ts - closed_at > CLOSE_GRACE_NS).then_some(reason)
+            } else if ts - flow.record.last_ns > self.config.idle_timeout_ns {
+                Some(EndReason::Idle)
+            } else if ts - flow.record.first_ns > self.config.active_timeout_ns {
+                Some(EndReason::Active)
+            } else {
+                None
+            }
+        });
+        if let Some(reason) = reason_to_end {
+            let flow = self.flows.remove(&key).expect("looked up above");
+            self.export(flow, reason);
+        }
+        let inspect_packets = self.config.inspect_packets;
+        let flow = self.flows.entry(key).or_insert_with(|| ActiveFlow {
+            record: FlowRecord {
+                src: p.src,
+                dst: p.dst,
+                src_port: if icmp != (0, 0) { icmp.0 as u16 } else { sport },
+                dst_port: if icmp != (0, 0) { icmp.1 as u16 } else { dport },
+                protocol: p.protocol,
+                first_ns: ts,
+                last_ns: ts,
+                fwd: Direction::default(),
+                bwd: Direction::default(),
+                handshake_completed: false,
+                end: EndReason::EndOfCapture,
+                app: AppNames::default(),
+                context: HostContext::default(),
+            },
+            src_endpoint: (p.src, sport),
+            closing: None,
+            handshake: 0,
+            fin_fwd: false,
+            fin_bwd: false,
+            inspected: 0,
+        });
+        let forward = if p.protocol == 6 || p.protocol == 17 {
+            (p.src, sport) == flow.src_endpoint
+        } else {
+            p.src == flow.src_endpoint.0
+        };
+        flow.record.last_ns = flow.record.last_ns.max(ts);
+        let dir = if forward {
+            &mut flow.record.fwd
+        } else {
+            &mut flow.record.bwd
+        };
+        dir.packets += 1;
+        dir.bytes += p.ip_len as u64;
+        dir.sizes.add(p.ip_len as f64);
+        if let Some(last) = dir.last_ts_ns {
+            dir.iat.add((ts - last).max(0) as f64 / 1e9);
+        }
+        dir.last_ts_ns = Some(dir.last_ts_ns.map_or(ts, |l| l.max(ts)));
+        if p.protocol == 6 {
+            for (i, bit) in [
+                tcp_flag::SYN,
+                tcp_flag::ACK,
+                tcp_flag::PSH,
+                tcp_flag::RST,
+                tcp_flag::FIN,
+                tcp_flag::URG,
+                tcp_flag::ECE,
+                tcp_flag::CWR,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if flags & bit != 0 {
+                    dir.flags[i] += 1;
+                }
+            }
+            let syn = flags & tcp_flag::SYN != 0;
+            let ack = flags & tcp_flag::ACK != 0;
+            flow.handshake = match (flow.handshake, forward, syn, ack) {
+                (0, true, true, false) => 1,
+                (1, false, true, true) => 2,
+                (2, true, false, true) => 3,
+                (h, _, _, _) => h,
+            };
+            if flags & tcp_flag::FIN != 0 {
+                if forward {
+                    flow.fin_fwd = true;
+                } else {
+                    flow.fin_bwd = true;
+                }
+            }
+            if flow.closing.is_none() {
+                if flags & tcp_flag::RST != 0 {
+                    flow.closing = Some((ts, EndReason::Rst));
+                } else if flow.fin_fwd && flow.fin_bwd {
+                    flow.closing = Some((ts, EndReason::Fin));
+                }
+            }
+        }
+        if flow.inspected < inspect_packets && !p.payload.is_empty() {
+            flow.inspected += 1;
+            app::inspect(&mut flow.record.app, p.protocol, sport, dport, p.payload);
+        }
+    }
+}
