@@ -92,6 +92,29 @@ enum Command {
         #[arg(long, default_value_t = 1800)]
         active_timeout: u64,
     },
+    /// Generate a labelled capture: ordinary traffic between hosts with
+    /// attacks mixed in (pcap), and its ground truth beside it
+    /// (`<output>.labels.csv`). Deterministic for a seed. No services needed.
+    GenCapture {
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Client hosts.
+        #[arg(long, default_value_t = 50)]
+        hosts: u16,
+        /// Capture length in seconds.
+        #[arg(long, default_value_t = 600)]
+        duration: u32,
+        /// New ordinary sessions per host per minute.
+        #[arg(long, default_value_t = 8.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Attacks and how often each happens, e.g. `syn_scan=2,dns_tunnel=0`
+        /// (default: each once). Names: syn_scan, connect_scan, syn_flood,
+        /// ssh_bruteforce, dns_tunnel, c2_beacon, exfiltration.
+        #[arg(long)]
+        attacks: Option<String>,
+    },
     /// Write the generated, labelled demo flow CSV (no services needed).
     Sample {
         #[arg(short, long)]
@@ -122,6 +145,17 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         println!("wrote {} flows to {}", rows, output.display());
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::GenCapture {
+        output,
+        hosts,
+        duration,
+        rate,
+        seed,
+        attacks,
+    } = &cli.command
+    {
+        return gen_capture(output, *hosts, *duration, *rate, *seed, attacks.as_deref());
+    }
     if let Command::Flows {
         capture,
         output,
@@ -136,7 +170,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     }
     let config = Config::from_env()?;
     match cli.command {
-        Command::Sample { .. } | Command::Flows { .. } => unreachable!("handled without services"),
+        Command::Sample { .. } | Command::Flows { .. } | Command::GenCapture { .. } => {
+            unreachable!("handled without services")
+        }
         Command::Setup { reset_streams } => setup(&config, reset_streams).await?,
         Command::Upload { files, prefix } => upload(&config, &files, &prefix).await?,
         Command::Start {
@@ -253,6 +289,61 @@ fn flows(
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+fn gen_capture(
+    output: &PathBuf,
+    hosts: u16,
+    duration: u32,
+    rate: f64,
+    seed: u64,
+    attacks: Option<&str>,
+) -> anyhow::Result<std::process::ExitCode> {
+    use nadir_trafficgen::{Attack, Config};
+    let mut config = Config {
+        seed,
+        hosts,
+        duration_s: duration,
+        sessions_per_host_minute: rate,
+        ..Config::default()
+    };
+    if let Some(spec) = attacks {
+        for part in spec.split(',').filter(|p| !p.is_empty()) {
+            let (name, times) = part.split_once('=').unwrap_or((part, "1"));
+            let attack =
+                Attack::parse(name.trim()).with_context(|| format!("unknown attack {name:?}"))?;
+            let times: u32 = times
+                .trim()
+                .parse()
+                .with_context(|| format!("{part:?}: not a count"))?;
+            config.attacks.retain(|(a, _)| *a != attack);
+            config.attacks.push((attack, times));
+        }
+    }
+    let labels = PathBuf::from(format!(
+        "{}{}",
+        output.display(),
+        nadir_flows::labels::SIDECAR_SUFFIX
+    ));
+    let mut capture = std::io::BufWriter::new(
+        std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?,
+    );
+    let mut truth = std::io::BufWriter::new(
+        std::fs::File::create(&labels).with_context(|| format!("creating {}", labels.display()))?,
+    );
+    let summary = nadir_trafficgen::generate(&config, &mut capture, &mut truth)?;
+    std::io::Write::flush(&mut capture)?;
+    std::io::Write::flush(&mut truth)?;
+    println!(
+        "wrote {} packets ({} bytes, {} sessions) to {}, and {} attack flows to {}",
+        summary.packets,
+        summary.bytes,
+        summary.sessions,
+        output.display(),
+        summary.attack_flows,
+        labels.display()
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// Counts bytes read from the capture file for the progress bar.
 struct CountingReader<R> {
     inner: R,
@@ -299,7 +390,10 @@ async fn setup(config: &Config, reset_streams: bool) -> anyhow::Result<()> {
 async fn upload(config: &Config, files: &[PathBuf], prefix: &str) -> anyhow::Result<()> {
     let store = ObjectStore::new(&config.s3);
     let bucket = &config.buckets.raw;
-    for file in files {
+    // Ground truth first: transform looks for it when the capture's run reaches it.
+    let mut files = files.to_vec();
+    files.sort_by_key(|f| !nadir_flows::labels::is_sidecar(&f.to_string_lossy()));
+    for file in &files {
         let bytes = tokio::fs::read(file)
             .await
             .with_context(|| format!("reading {}", file.display()))?;
@@ -312,6 +406,10 @@ async fn upload(config: &Config, files: &[PathBuf], prefix: &str) -> anyhow::Res
         let etag = store
             .put(bucket, &key, bytes.into(), "application/octet-stream")
             .await?;
+        if nadir_flows::labels::is_sidecar(&key) {
+            println!("uploaded s3://{bucket}/{key} ({size} bytes): ground truth for its capture");
+            continue;
+        }
         let run_id = object_run_id(bucket, &key, &etag);
         println!("uploaded s3://{bucket}/{key} ({size} bytes, ETag {etag}); run {run_id}");
     }

@@ -11,6 +11,7 @@
 
 pub mod capture;
 pub mod format;
+pub mod labels;
 pub mod sample;
 pub mod table;
 

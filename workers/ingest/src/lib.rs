@@ -9,7 +9,8 @@
 //! For every RAW object of the run, ingest reads it, computes its sha256,
 //! detects its format by content, and writes its manifest to
 //! `silver/raw/<raw version>/manifest.json`; then it hands the run to
-//! transform. An object that is empty or of no known format fails the run.
+//! transform. Ground-truth sidecars (`<capture>.labels.csv`) are not runs of
+//! their own: transform reads them beside their capture. An object that is empty or of no known format fails the run.
 
 pub mod reconciler;
 
@@ -22,6 +23,7 @@ use nadir_common::messages::{
 };
 use nadir_common::stage::{Job, JobContext, Outcome, Stage, StageError, compute};
 use nadir_common::store::ObjectInfo;
+use nadir_flows::labels::is_sidecar;
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -80,6 +82,7 @@ pub fn decode_event(raw_bucket: &str, payload: &[u8]) -> Result<Vec<IngestReques
     Ok(event
         .created_objects()?
         .into_iter()
+        .filter(|o| !is_sidecar(&o.key))
         .filter(|o| {
             let ours = o.bucket == raw_bucket;
             if !ours {
@@ -146,14 +149,28 @@ impl Ingest {
             Selection::Keys { keys } => {
                 let mut out = Vec::new();
                 for key in keys {
+                    if is_sidecar(key) {
+                        return Err(StageError::Rejected(format!(
+                            "{key} is the ground truth of a capture, not something to ingest on its own"
+                        )));
+                    }
                     out.push(services.store.head(raw, key).await?);
                 }
                 out
             }
-            Selection::Prefix { prefix } => services.store.list_with_etags(raw, prefix).await?,
+            Selection::Prefix { prefix } => services
+                .store
+                .list_with_etags(raw, prefix)
+                .await?
+                .into_iter()
+                .filter(|o| !is_sidecar(&o.key))
+                .collect(),
             Selection::New => {
                 let mut out = Vec::new();
                 for o in services.store.list_with_etags(raw, "").await? {
+                    if is_sidecar(&o.key) {
+                        continue;
+                    }
                     let id = object_run_id(raw, &o.key, &o.etag);
                     let seen = nadir_common::audit::object_seen(&services.db, id, &o.key, &o.etag)
                         .await

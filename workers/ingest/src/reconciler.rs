@@ -20,6 +20,9 @@ pub async fn reconcile_once(services: &Services) -> anyhow::Result<usize> {
     let raw = &services.config.buckets.raw;
     let mut started = 0;
     for object in services.store.list_with_etags(raw, "").await? {
+        if nadir_flows::labels::is_sidecar(&object.key) {
+            continue;
+        }
         let run_id = object_run_id(raw, &object.key, &object.etag);
         if audit::object_seen(&services.db, run_id, &object.key, &object.etag)
             .await

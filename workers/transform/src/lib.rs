@@ -3,9 +3,11 @@
 //! Each RAW object of the run becomes one SILVER partition,
 //! `silver/flows/<raw version>/<version>/flows.parquet`, with its manifest.
 //! The bytes are checked against the sha256 ingest recorded, so a RAW object
-//! replaced in between is caught rather than silently mixed in. This build
-//! reads flow CSVs (plain or gzip); a capture format it cannot yet turn into
-//! flows fails the run with a message that says so.
+//! replaced in between is caught rather than silently mixed in. Packet
+//! captures (pcap, pcapng, plain or gzip) go through the flow meter, with
+//! the ground truth of a `<key>.labels.csv` sidecar joined as the label when
+//! one is in `raw`; flow CSVs are read as they are. Zeek logs are recognised
+//! but not yet read: they fail the run with a message that says so.
 
 use std::io::Read;
 use std::time::Instant;
@@ -17,13 +19,28 @@ use nadir_common::messages::{
     RawObject, SCHEMA_VERSION, SilverPartition, TrainJob, TransformJob, subject,
 };
 use nadir_common::stage::{JobContext, Outcome, Stage, StageError, compute};
+use nadir_flowmeter::MeterConfig;
 use nadir_flows::FlowTable;
+use nadir_flows::capture::table_from_flows;
+use nadir_flows::labels::{GroundTruth, SIDECAR_SUFFIX};
 use serde_json::json;
 
 pub struct Transform;
 
-/// RAW bytes to a flow table (pure).
-pub fn flows_from_raw(object: &RawObject, bytes: &[u8]) -> Result<FlowTable, String> {
+/// What transform made of one RAW object.
+pub struct Transformed {
+    pub table: FlowTable,
+    /// Packets read and skipped by reason, flows, labels joined.
+    pub metrics: serde_json::Value,
+}
+
+/// RAW bytes (and the ground-truth sidecar of a capture, if any) to a flow
+/// table. Pure: no I/O.
+pub fn transform_raw(
+    object: &RawObject,
+    bytes: &[u8],
+    labels: Option<&[u8]>,
+) -> Result<Transformed, String> {
     let actual = layout::sha256_hex(bytes);
     if actual != object.sha256 {
         return Err(format!(
@@ -31,22 +48,47 @@ pub fn flows_from_raw(object: &RawObject, bytes: &[u8]) -> Result<FlowTable, Str
             object.sha256
         ));
     }
-    let gzip = object.format.ends_with("+gzip");
-    let inflated;
-    let bytes = if gzip {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("gzip stream is corrupt: {e}"))?;
-        inflated = out;
-        &inflated[..]
-    } else {
-        bytes
-    };
     match object.format.trim_end_matches("+gzip") {
-        "csv" => FlowTable::from_csv(bytes).map_err(|e| e.to_string()),
+        "csv" => {
+            let inflated;
+            let csv = if object.format.ends_with("+gzip") {
+                let mut out = Vec::new();
+                flate2::read::MultiGzDecoder::new(bytes)
+                    .read_to_end(&mut out)
+                    .map_err(|e| format!("gzip stream is corrupt: {e}"))?;
+                inflated = out;
+                &inflated[..]
+            } else {
+                bytes
+            };
+            let table = FlowTable::from_csv(csv).map_err(|e| e.to_string())?;
+            let metrics = json!({ "rows": table.rows() });
+            Ok(Transformed { table, metrics })
+        }
+        "pcap" | "pcap-ns" | "pcapng" => {
+            let (flows, stats) =
+                nadir_flowmeter::flows_from_capture(bytes, MeterConfig::default(), |_| {})
+                    .map_err(|e| e.to_string())?;
+            let truth = labels
+                .map(|l| {
+                    GroundTruth::parse(&String::from_utf8_lossy(l))
+                        .map_err(|e| format!("ground truth: {e}"))
+                })
+                .transpose()?;
+            let table = table_from_flows(&flows, truth.as_ref().map(|t| t.labels(&flows)))
+                .map_err(|e| e.to_string())?;
+            let metrics = json!({
+                "packets": stats.packets,
+                "ip_packets": stats.ip_packets,
+                "skipped": stats.skipped,
+                "out_of_order": stats.out_of_order,
+                "flows": flows.len(),
+                "ground_truth_rows": truth.as_ref().map(|t| t.len()),
+            });
+            Ok(Transformed { table, metrics })
+        }
         other => Err(format!(
-            "{other} input is detected but this build's transform reads flow CSVs only; convert it to a flow CSV first"
+            "{other} input is recognised but not yet turned into flows by this build; upload a pcap, pcapng or flow CSV"
         )),
     }
 }
@@ -71,14 +113,41 @@ impl Stage for Transform {
             let started = Instant::now();
             let bytes = services.store.get(&buckets.raw, &object.key).await?;
             bytes_read += bytes.len() as u64;
+            let sidecar = if object.format.starts_with("pcap") {
+                let key = format!("{}{SIDECAR_SUFFIX}", object.key);
+                match services.store.get(&buckets.raw, &key).await {
+                    Ok(labels) => Some((key, labels)),
+                    Err(nadir_common::store::StoreError::NotFound { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                None
+            };
+            let sidecar_ref = sidecar.as_ref().map(|(key, labels)| {
+                let sha256 = layout::sha256_hex(labels);
+                ArtifactRef {
+                    bucket: buckets.raw.clone(),
+                    key: key.clone(),
+                    version: sha256[..8].to_string(),
+                    sha256,
+                    size: labels.len() as u64,
+                }
+            });
             let owned = object.clone();
-            let table = compute(move || {
-                let table = flows_from_raw(&owned, &bytes)?;
-                let parquet = table.to_parquet().map_err(|e| e.to_string())?;
-                Ok::<_, String>((table, parquet))
+            let result = compute(move || {
+                let labels = sidecar.as_ref().map(|(_, l)| &l[..]);
+                let transformed = transform_raw(&owned, &bytes, labels)?;
+                let parquet = transformed.table.to_parquet().map_err(|e| e.to_string())?;
+                Ok::<_, String>((transformed, parquet))
             })
             .await?;
-            let (table, parquet) = table.map_err(|e| {
+            let (
+                Transformed {
+                    table,
+                    metrics: read,
+                },
+                parquet,
+            ) = result.map_err(|e| {
                 StageError::Rejected(format!("s3://{}/{}: {e}", buckets.raw, object.key))
             })?;
             let flows_key = layout::silver_flows_key(&object.version, ctx.version);
@@ -104,6 +173,7 @@ impl Stage for Transform {
                 "rows": table.rows(),
                 "features": table.features.len(),
                 "labelled": table.labelled,
+                "read": read,
                 "seconds": started.elapsed().as_secs_f64(),
             });
             let manifest = Manifest {
@@ -112,7 +182,10 @@ impl Stage for Transform {
                 version: ctx.version.to_string(),
                 created_at: Utc::now(),
                 code_version: layout::CODE_VERSION.into(),
-                inputs: vec![raw_ref.clone(), object.manifest.clone()],
+                inputs: [raw_ref.clone(), object.manifest.clone()]
+                    .into_iter()
+                    .chain(sidecar_ref)
+                    .collect(),
                 outputs: vec![flows_ref.clone()],
                 parameters: parameters.clone(),
                 metrics: metrics.clone(),
