@@ -6,6 +6,7 @@ use std::time::Duration;
 use nadir_common::layout::{Manifest, sha256_hex};
 use nadir_common::messages::{MinioEvent, subject};
 use nadir_e2e::World;
+use nadir_trafficgen::Attack;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -679,4 +680,100 @@ async fn audit_status(world: &World, run_id: Uuid) -> String {
         )
         .await[0]
         .get(0)
+}
+
+#[tokio::test]
+async fn a_generated_capture_with_ground_truth_becomes_labelled_flows() {
+    let world = World::new("capture").await;
+    let _workers = world.spawn_all();
+    // Attacks are a tenth of the flows or so: what a detector of the unusual is for.
+    let config = nadir_trafficgen::Config {
+        hosts: 50,
+        duration_s: 120,
+        sessions_per_host_minute: 20.0,
+        attacks: [
+            Attack::SynScan,
+            Attack::SshBruteForce,
+            Attack::DnsTunnel,
+            Attack::Beaconing,
+            Attack::SlowExfiltration,
+        ]
+        .into_iter()
+        .map(|a| (a, 1))
+        .collect(),
+        ..Default::default()
+    };
+    let (mut pcap, mut truth) = (Vec::new(), Vec::new());
+    let generated = nadir_trafficgen::generate(&config, &mut pcap, &mut truth).unwrap();
+    // Ground truth first, as `nadir upload` does, then the capture.
+    world.drop_raw("sensor/day1.pcap.labels.csv", truth).await;
+    let (_, run_id) = world.drop_raw("sensor/day1.pcap", pcap).await;
+
+    let run = world.wait_run(run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.status, "succeeded", "{run:?}");
+    assert_eq!(
+        world.count("SELECT count(*) FROM pipeline_runs", &[]).await,
+        1,
+        "the sidecar started no run"
+    );
+    let ingest: Value = world
+        .query(
+            "SELECT metrics FROM ingestions WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0]
+        .get(0);
+    assert_eq!(ingest["format"], "pcap");
+
+    let row = &world
+        .query(
+            "SELECT metrics, outputs FROM transformations WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0];
+    let metrics: Value = row.get(0);
+    assert_eq!(metrics["read"]["packets"], generated.packets);
+    assert_eq!(metrics["read"]["ip_packets"], generated.packets);
+    assert_eq!(metrics["labelled"], true);
+    let outputs: Value = row.get(1);
+    let manifest: Manifest =
+        serde_json::from_slice(&fetch_checked(&world, &outputs[1]).await).unwrap();
+    assert_eq!(
+        manifest.inputs.len(),
+        3,
+        "capture, RAW manifest and ground truth"
+    );
+    assert_eq!(manifest.inputs[2].key, "sensor/day1.pcap.labels.csv");
+    let features = manifest.parameters["features"].as_array().unwrap();
+    for feature in [
+        "fwd_packets",
+        "bwd_iat_mean_s",
+        "fwd_syn",
+        "src_distinct_dst_ports_60s",
+    ] {
+        assert!(
+            features.iter().any(|f| f == feature),
+            "{feature} in {features:?}"
+        );
+    }
+
+    let report: Value = {
+        let outputs: Value = world
+            .query(
+                "SELECT outputs FROM evaluations WHERE run_id = $1",
+                &[&run_id],
+            )
+            .await[0]
+            .get(0);
+        serde_json::from_slice(&fetch_checked(&world, &outputs[0]).await).unwrap()
+    };
+    assert_eq!(
+        report["attacks"], generated.attack_flows,
+        "every ground-truth row labelled exactly one flow"
+    );
+    let auc = report["detectors"][0]["roc_auc"].as_f64().unwrap();
+    assert!(
+        auc > 0.7,
+        "isolation forest on the generated attacks: ROC-AUC {auc}"
+    );
 }

@@ -453,7 +453,7 @@ impl World {
                 let target = self.clients[rng.random_range(0..self.clients.len())];
                 let open = [22u16, 80, 443, 445];
                 let mut at = t;
-                for (n, port) in (1..=200u16).enumerate() {
+                for (n, port) in (1..=100u16).enumerate() {
                     at += rng.random_range(200_000..1_500_000);
                     let sport = 40_000 + (n as u16 % 20_000);
                     let mut tcp = Tcp::new(rng, (ATTACKER, sport), (target, port), at, 40.0);
@@ -477,7 +477,7 @@ impl World {
             }
             Attack::SynFlood => {
                 let mut at = t;
-                for _ in 0..300 {
+                for _ in 0..150 {
                     at += rng.random_range(1_000..200_000);
                     let spoofed = Ipv4Addr::new(
                         rng.random_range(1..224),
@@ -513,7 +513,7 @@ impl World {
             Attack::DnsTunnel => {
                 let i = rng.random_range(0..self.clients.len());
                 let mut at = t;
-                for _ in 0..100 {
+                for _ in 0..60 {
                     at += rng.random_range(50 * MS..400 * MS);
                     let chunk: String = (0..rng.random_range(40..60))
                         .map(|_| {
