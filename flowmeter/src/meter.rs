@@ -290,7 +290,9 @@ impl FlowMeter {
             fin_bwd: false,
             inspected: 0,
         });
-        let forward = if p.protocol == 6 || p.protocol == 17 {
+        // Ports decide the direction when the packet has them (a flow to
+        // oneself); a non-first fragment has none, and its address decides.
+        let forward = if matches!(p.transport, Transport::Tcp { .. } | Transport::Udp { .. }) {
             (p.src, sport) == flow.src_endpoint
         } else {
             p.src == flow.src_endpoint.0

@@ -131,7 +131,7 @@ pub fn decode(ts_ns: i64, linktype: i32, data: &[u8]) -> Result<Packet<'_>, Skip
         }
         _ => return Err(Skip::UnsupportedLinkType),
     };
-    let net = sliced.net.as_ref().ok_or_else(|| match sliced.stop_err {
+    let net = sliced.net.as_ref().ok_or(match sliced.stop_err {
         Some(_) => Skip::Malformed,
         None => Skip::NotIp,
     })?;
@@ -153,24 +153,20 @@ pub fn decode(ts_ns: i64, linktype: i32, data: &[u8]) -> Result<Packet<'_>, Skip
         LaxNetSlice::Ipv6(ip) => {
             let h = ip.header();
             let fragment = ip.is_payload_fragmented().then(|| {
-                let id = ip
+                let header = ip
                     .extensions()
-                    .first_header()
-                    .and_then(|_| {
-                        ip.extensions()
-                            .clone()
-                            .into_iter()
-                            .find_map(|ext| match ext {
-                                etherparse::Ipv6ExtensionSlice::Fragment(f) => {
-                                    Some((f.identification(), f.fragment_offset().value() == 0))
-                                }
-                                _ => None,
-                            })
-                    })
-                    .unwrap_or((0, true));
-                Fragment {
-                    id: id.0,
-                    first: id.1,
+                    .clone()
+                    .into_iter()
+                    .find_map(|ext| match ext {
+                        etherparse::Ipv6ExtensionSlice::Fragment(f) => Some(f),
+                        _ => None,
+                    });
+                match header {
+                    Some(f) => Fragment {
+                        id: f.identification(),
+                        first: f.fragment_offset().value() == 0,
+                    },
+                    None => Fragment { id: 0, first: true },
                 }
             });
             (
