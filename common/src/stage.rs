@@ -187,7 +187,7 @@ impl<S: Stage> Runtime<S> {
 
     async fn consume(&self, source: Source<S::Input>) -> anyhow::Result<()> {
         let delivery = &self.services.config.delivery;
-        let consumer = loop {
+        let mut consumer = loop {
             match self.services.bus.consumer(source.consumer, delivery).await {
                 Ok(c) => break c,
                 Err(e) => {
@@ -217,11 +217,25 @@ impl<S: Stage> Runtime<S> {
             let mut batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::warn!(stage = self.stage_name(), error = %e, "pull request failed");
+                    tracing::warn!(stage = self.stage_name(), error = %e, "pull request failed; binding the consumer again");
                     tokio::select! {
                         _ = self.shutdown.requested() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
+                    // The stream or consumer may have been deleted (a reset):
+                    // create them again, as at start.
+                    let bus = &self.services.bus;
+                    if let Err(e) = bus.ensure_streams().await {
+                        tracing::warn!(stage = self.stage_name(), error = %e, "streams not available");
+                        continue;
+                    }
+                    match bus.consumer(source.consumer, delivery).await {
+                        Ok(c) => consumer = c,
+                        Err(e) => {
+                            tracing::warn!(stage = self.stage_name(), error = %e, "consumer not available")
+                        }
+                    }
+                    continue;
                 }
             };
             let next = tokio::select! {

@@ -185,6 +185,32 @@ impl ObjectStore {
         Ok(body.into_bytes())
     }
 
+    /// Opens an object for reading as a stream, for objects too large to hold
+    /// in memory. Wrap it in [`HashingReader`] to check it against a sha256.
+    pub async fn open(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<impl tokio::io::AsyncRead + Send + Unpin + 'static, StoreError> {
+        match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Box::pin(out.body.into_async_read())),
+            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => {
+                Err(StoreError::NotFound {
+                    bucket: bucket.into(),
+                    key: key.into(),
+                })
+            }
+            Err(e) => Err(failed("GetObject", bucket, key, e)),
+        }
+    }
+
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError> {
         match self
             .client
@@ -253,4 +279,50 @@ impl ObjectStore {
         objects.retain(|o| !o.etag.is_empty());
         Ok(objects)
     }
+}
+
+/// A blocking reader over an object stream that hashes what passes through
+/// it: a stage can parse an object of any size in one pass and still check
+/// it against the sha256 that ingest recorded.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    bytes: u64,
+}
+
+impl<R> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: sha2::Digest::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The sha256 (hex) of everything read so far.
+    pub fn sha256(&self) -> String {
+        hex::encode(sha2::Digest::finalize(self.hasher.clone()))
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// A blocking reader over an async one, for use on a blocking thread
+/// (create it on the runtime, then move it to `spawn_blocking`).
+pub fn blocking_reader<R: tokio::io::AsyncRead + Unpin>(
+    reader: R,
+) -> tokio_util::io::SyncIoBridge<R> {
+    tokio_util::io::SyncIoBridge::new(reader)
 }

@@ -66,17 +66,29 @@ pub enum FormatError {
 
 const SNIFF: usize = 64 * 1024;
 
-/// Detects the format of `bytes` from their content.
+/// How many leading bytes of an object [`detect`] needs.
+pub const SNIFF_LEN: usize = SNIFF;
+
+/// Detects the format of `bytes` (an object, or its first [`SNIFF_LEN`]
+/// bytes) from their content.
 pub fn detect(bytes: &[u8]) -> Result<Detected, FormatError> {
     if bytes.is_empty() {
         return Err(FormatError::Empty);
     }
     if bytes.starts_with(&[0x1f, 0x8b]) {
+        // `bytes` may be only the start of the object: decompress what is
+        // there, and accept an early end once something came out.
         let mut head = Vec::with_capacity(SNIFF);
-        flate2::read::MultiGzDecoder::new(bytes)
-            .take(SNIFF as u64)
-            .read_to_end(&mut head)
-            .map_err(|e| FormatError::Gzip(e.to_string()))?;
+        let mut decoder = flate2::read::MultiGzDecoder::new(bytes).take(SNIFF as u64);
+        let mut chunk = [0u8; 8192];
+        loop {
+            match decoder.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+                Err(_) if !head.is_empty() => break,
+                Err(e) => return Err(FormatError::Gzip(e.to_string())),
+            }
+        }
         if head.is_empty() {
             return Err(FormatError::Gzip("no data inside".into()));
         }

@@ -22,7 +22,9 @@ use nadir_common::messages::{
     subject,
 };
 use nadir_common::stage::{Job, JobContext, Outcome, Stage, StageError, compute};
-use nadir_common::store::ObjectInfo;
+use std::io::Read;
+
+use nadir_common::store::{HashingReader, ObjectInfo, blocking_reader};
 use nadir_flows::labels::is_sidecar;
 use serde::Serialize;
 use serde_json::json;
@@ -212,15 +214,24 @@ impl Stage for Ingest {
         let mut bytes_read = 0;
         for info in objects {
             let started = std::time::Instant::now();
-            let bytes = services.store.get(&raw, &info.key).await?;
-            bytes_read += bytes.len() as u64;
-            let (sha256, detected) = compute(move || {
-                (
-                    layout::sha256_hex(&bytes),
-                    nadir_flows::format::detect(&bytes),
-                )
+            // Streamed: the object is hashed in one pass, never held whole.
+            let stream = blocking_reader(services.store.open(&raw, &info.key).await?);
+            let (sha256, size, detected) = compute(move || {
+                let mut reader = HashingReader::new(stream);
+                let mut head = Vec::with_capacity(nadir_flows::format::SNIFF_LEN);
+                (&mut reader)
+                    .take(nadir_flows::format::SNIFF_LEN as u64)
+                    .read_to_end(&mut head)?;
+                std::io::copy(&mut reader, &mut std::io::sink())?;
+                Ok::<_, std::io::Error>((
+                    reader.sha256(),
+                    reader.bytes_read(),
+                    nadir_flows::format::detect(&head),
+                ))
             })
-            .await?;
+            .await?
+            .map_err(|e| StageError::Transient(format!("reading s3://{raw}/{}: {e}", info.key)))?;
+            bytes_read += size;
             let detected = detected
                 .map_err(|e| StageError::Rejected(format!("s3://{raw}/{}: {e}", info.key)))?;
             let version = layout::raw_version(info.last_modified, &sha256);
@@ -229,7 +240,7 @@ impl Stage for Ingest {
                 key: info.key.clone(),
                 version: version.clone(),
                 sha256: sha256.clone(),
-                size: info.size,
+                size,
             };
             let manifest = Manifest {
                 kind: "raw".into(),
@@ -254,20 +265,20 @@ impl Stage for Ingest {
                 .store
                 .put_artifact(silver, manifest_key, &version, manifest, "application/json")
                 .await?;
-            tracing::info!(run_id = %ctx.run_id, key = %info.key, %sha256, format = %detected, size = info.size, "fingerprinted");
+            tracing::info!(run_id = %ctx.run_id, key = %info.key, %sha256, format = %detected, size, "fingerprinted");
             records.push(AuditRecord {
                 item: info.key.clone(),
                 inputs: json!({ "bucket": raw, "key": info.key, "etag": info.etag, "size": info.size }),
                 outputs: json!([manifest_ref]),
                 parameters: json!({ "requested_by": request.requested_by }),
-                metrics: json!({ "sha256": sha256, "size": info.size, "format": detected.to_string(), "raw_version": version }),
+                metrics: json!({ "sha256": sha256, "size": size, "format": detected.to_string(), "raw_version": version }),
             });
             fingerprinted.push(RawObject {
                 key: info.key,
                 etag: info.etag,
                 version,
                 sha256,
-                size: info.size,
+                size,
                 format: detected.to_string(),
                 manifest: manifest_ref,
             });

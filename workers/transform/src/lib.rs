@@ -19,6 +19,7 @@ use nadir_common::messages::{
     RawObject, SCHEMA_VERSION, SilverPartition, TrainJob, TransformJob, subject,
 };
 use nadir_common::stage::{JobContext, Outcome, Stage, StageError, compute};
+use nadir_common::store::{HashingReader, blocking_reader};
 use nadir_flowmeter::MeterConfig;
 use nadir_flows::FlowTable;
 use nadir_flows::capture::table_from_flows;
@@ -34,63 +35,77 @@ pub struct Transformed {
     pub metrics: serde_json::Value,
 }
 
-/// RAW bytes (and the ground-truth sidecar of a capture, if any) to a flow
-/// table. Pure: no I/O.
-pub fn transform_raw(
-    object: &RawObject,
-    bytes: &[u8],
-    labels: Option<&[u8]>,
-) -> Result<Transformed, String> {
-    let actual = layout::sha256_hex(bytes);
-    if actual != object.sha256 {
-        return Err(format!(
+fn check_sha256(object: &RawObject, actual: &str) -> Result<(), String> {
+    if actual == object.sha256 {
+        Ok(())
+    } else {
+        Err(format!(
             "content changed since ingest (sha256 {} was recorded, the object now hashes to {actual})",
             object.sha256
-        ));
+        ))
     }
-    match object.format.trim_end_matches("+gzip") {
-        "csv" => {
-            let inflated;
-            let csv = if object.format.ends_with("+gzip") {
-                let mut out = Vec::new();
-                flate2::read::MultiGzDecoder::new(bytes)
-                    .read_to_end(&mut out)
-                    .map_err(|e| format!("gzip stream is corrupt: {e}"))?;
-                inflated = out;
-                &inflated[..]
-            } else {
-                bytes
-            };
-            let table = FlowTable::from_csv(csv).map_err(|e| e.to_string())?;
-            let metrics = json!({ "rows": table.rows() });
-            Ok(Transformed { table, metrics })
-        }
-        "pcap" | "pcap-ns" | "pcapng" => {
-            let (flows, stats) =
-                nadir_flowmeter::flows_from_capture(bytes, MeterConfig::default(), |_| {})
-                    .map_err(|e| e.to_string())?;
-            let truth = labels
-                .map(|l| {
-                    GroundTruth::parse(&String::from_utf8_lossy(l))
-                        .map_err(|e| format!("ground truth: {e}"))
-                })
-                .transpose()?;
-            let table = table_from_flows(&flows, truth.as_ref().map(|t| t.labels(&flows)))
-                .map_err(|e| e.to_string())?;
-            let metrics = json!({
-                "packets": stats.packets,
-                "ip_packets": stats.ip_packets,
-                "skipped": stats.skipped,
-                "out_of_order": stats.out_of_order,
-                "flows": flows.len(),
-                "ground_truth_rows": truth.as_ref().map(|t| t.len()),
-            });
-            Ok(Transformed { table, metrics })
-        }
-        other => Err(format!(
-            "{other} input is recognised but not yet turned into flows by this build; upload a pcap, pcapng or flow CSV"
-        )),
-    }
+}
+
+/// A flow CSV (plain or gzip) to a flow table. Pure: no I/O.
+pub fn transform_csv(object: &RawObject, bytes: &[u8]) -> Result<Transformed, String> {
+    check_sha256(object, &layout::sha256_hex(bytes))?;
+    let inflated;
+    let csv = if object.format.ends_with("+gzip") {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("gzip stream is corrupt: {e}"))?;
+        inflated = out;
+        &inflated[..]
+    } else {
+        bytes
+    };
+    let table = FlowTable::from_csv(csv).map_err(|e| e.to_string())?;
+    let metrics = json!({ "rows": table.rows() });
+    Ok(Transformed { table, metrics })
+}
+
+/// A packet capture, read once from `reader` in constant memory, to a flow
+/// table with the ground truth of `labels` joined. The bytes are checked
+/// against the sha256 ingest recorded.
+pub fn transform_capture<R: Read + Send>(
+    object: &RawObject,
+    reader: R,
+    labels: Option<&[u8]>,
+) -> Result<Transformed, String> {
+    let mut hashing = HashingReader::new(reader);
+    let (flows, stats) =
+        nadir_flowmeter::flows_from_capture(&mut hashing, MeterConfig::default(), |_| {})
+            .map_err(|e| e.to_string())?;
+    // Whatever follows the last record still counts towards the hash.
+    std::io::copy(&mut hashing, &mut std::io::sink())
+        .map_err(|e| format!("reading the capture: {e}"))?;
+    check_sha256(object, &hashing.sha256())?;
+    let truth = labels
+        .map(|l| {
+            GroundTruth::parse(&String::from_utf8_lossy(l))
+                .map_err(|e| format!("ground truth: {e}"))
+        })
+        .transpose()?;
+    let table = table_from_flows(&flows, truth.as_ref().map(|t| t.labels(&flows)))
+        .map_err(|e| e.to_string())?;
+    let metrics = json!({
+        "bytes": hashing.bytes_read(),
+        "packets": stats.packets,
+        "ip_packets": stats.ip_packets,
+        "skipped": stats.skipped,
+        "out_of_order": stats.out_of_order,
+        "flows": flows.len(),
+        "ground_truth_rows": truth.as_ref().map(|t| t.len()),
+    });
+    Ok(Transformed { table, metrics })
+}
+
+fn is_capture(format: &str) -> bool {
+    matches!(
+        format.trim_end_matches("+gzip"),
+        "pcap" | "pcap-ns" | "pcapng"
+    )
 }
 
 impl Stage for Transform {
@@ -111,9 +126,7 @@ impl Stage for Transform {
         let (mut rows, mut bytes_read) = (0, 0);
         for object in &job.raw {
             let started = Instant::now();
-            let bytes = services.store.get(&buckets.raw, &object.key).await?;
-            bytes_read += bytes.len() as u64;
-            let sidecar = if object.format.starts_with("pcap") {
+            let sidecar = if is_capture(&object.format) {
                 let key = format!("{}{SIDECAR_SUFFIX}", object.key);
                 match services.store.get(&buckets.raw, &key).await {
                     Ok(labels) => Some((key, labels)),
@@ -134,13 +147,25 @@ impl Stage for Transform {
                 }
             });
             let owned = object.clone();
-            let result = compute(move || {
-                let labels = sidecar.as_ref().map(|(_, l)| &l[..]);
-                let transformed = transform_raw(&owned, &bytes, labels)?;
-                let parquet = transformed.table.to_parquet().map_err(|e| e.to_string())?;
-                Ok::<_, String>((transformed, parquet))
-            })
-            .await?;
+            let result = if is_capture(&object.format) {
+                // Streamed: a capture is never held in memory whole.
+                let stream = blocking_reader(services.store.open(&buckets.raw, &object.key).await?);
+                compute(move || {
+                    let labels = sidecar.as_ref().map(|(_, l)| &l[..]);
+                    let transformed = transform_capture(&owned, stream, labels)?;
+                    let parquet = transformed.table.to_parquet().map_err(|e| e.to_string())?;
+                    Ok::<_, String>((transformed, parquet))
+                })
+                .await?
+            } else {
+                let bytes = services.store.get(&buckets.raw, &object.key).await?;
+                compute(move || {
+                    let transformed = transform_csv(&owned, &bytes)?;
+                    let parquet = transformed.table.to_parquet().map_err(|e| e.to_string())?;
+                    Ok::<_, String>((transformed, parquet))
+                })
+                .await?
+            };
             let (
                 Transformed {
                     table,
@@ -150,6 +175,7 @@ impl Stage for Transform {
             ) = result.map_err(|e| {
                 StageError::Rejected(format!("s3://{}/{}: {e}", buckets.raw, object.key))
             })?;
+            bytes_read += object.size;
             let flows_key = layout::silver_flows_key(&object.version, ctx.version);
             let flows_ref = services
                 .store
