@@ -1,0 +1,14 @@
+# A private Python environment for the comparison and benchmark scripts,
+# under .nadir/venv (git ignores it). Source it; then use "$NADIR_PY".
+
+nadir_venv() {
+  local venv=.nadir/venv
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" || { echo "error: python3 -m venv failed (apt-get install python3-venv)" >&2; exit 1; }
+  fi
+  if ! "$venv/bin/python" -c 'import nfstream, pyarrow' 2>/dev/null; then
+    echo "==> installing nfstream and pyarrow into $venv (PyPI)" >&2
+    "$venv/bin/pip" install -q "$@" >&2
+  fi
+  NADIR_PY=$(cd "$venv" && pwd)/bin/python
+}
