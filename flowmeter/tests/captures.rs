@@ -630,3 +630,47 @@ fn a_corrupt_block_names_its_byte_offset() {
         other => panic!("expected a corrupt-block error, got {other:?}"),
     }
 }
+
+#[test]
+fn mutated_captures_never_panic() {
+    use rand::{RngExt, SeedableRng};
+    let config = nadir_trafficgen::Config {
+        hosts: 4,
+        duration_s: 10,
+        sessions_per_host_minute: 60.0,
+        ..Default::default()
+    };
+    let (mut generated, mut truth) = (Vec::new(), Vec::new());
+    nadir_trafficgen::generate(&config, &mut generated, &mut truth).unwrap();
+    generated.truncate(200_000);
+    let ng = pcapng(
+        &[(1, 6), (113, 9)],
+        &connection(Link::Ethernet, T0)
+            .into_iter()
+            .map(|(t, f)| (Some(0), t, f))
+            .collect::<Vec<_>>(),
+    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    for round in 0..400 {
+        let mut bytes = if round % 2 == 0 {
+            generated.clone()
+        } else {
+            ng.clone()
+        };
+        for _ in 0..rng.random_range(1..20) {
+            let at = rng.random_range(0..bytes.len());
+            match rng.random_range(0..4) {
+                0 => bytes[at] = rng.random(),
+                1 => bytes[at] ^= 0x80,
+                2 => bytes.truncate(at.max(1)),
+                _ => {
+                    let junk: Vec<u8> =
+                        (0..rng.random_range(1..64)).map(|_| rng.random()).collect();
+                    bytes.splice(at..at, junk);
+                }
+            }
+        }
+        // Ok or a clear error; a panic fails the test.
+        let _ = flows_from_capture(&bytes[..], MeterConfig::default(), |_| {});
+    }
+}
