@@ -24,6 +24,7 @@ pub mod context;
 pub mod meter;
 pub mod packet;
 pub mod record;
+pub mod zeek;
 
 pub use capture::{CaptureError, CaptureReader};
 pub use meter::{FlowMeter, MeterConfig, MeterStats};

@@ -155,14 +155,7 @@ impl FlowMeter {
             self.export(flow, reason);
         }
         self.drain_finished(out);
-        out.sort_by(|x, y| {
-            (
-                x.first_ns, x.src, x.dst, x.src_port, x.dst_port, x.protocol, x.last_ns,
-            )
-                .cmp(&(
-                    y.first_ns, y.src, y.dst, y.src_port, y.dst_port, y.protocol, y.last_ns,
-                ))
-        });
+        crate::record::sort_flows(out);
         self.stats
     }
 

@@ -18,6 +18,21 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// `count` values all equal to `value`: what a summary that gives only
+    /// a total (a Zeek log) says about a distribution.
+    pub fn uniform(count: u64, value: f64) -> Self {
+        if count == 0 {
+            return Stats::default();
+        }
+        Stats {
+            count,
+            min: value,
+            max: value,
+            mean: value,
+            m2: 0.0,
+        }
+    }
+
     pub fn add(&mut self, x: f64) {
         if self.count == 0 {
             self.min = x;
@@ -146,4 +161,17 @@ impl FlowRecord {
         self.protocol == 6
             && (!self.handshake_completed || (self.bwd.flags[3] > 0 && self.bwd.packets <= 2))
     }
+}
+
+/// Orders flows by their first packet (ties broken by identity), the order
+/// of SILVER and of the per-host context.
+pub fn sort_flows(flows: &mut [FlowRecord]) {
+    flows.sort_by(|x, y| {
+        (
+            x.first_ns, x.src, x.dst, x.src_port, x.dst_port, x.protocol, x.last_ns,
+        )
+            .cmp(&(
+                y.first_ns, y.src, y.dst, y.src_port, y.dst_port, y.protocol, y.last_ns,
+            ))
+    });
 }

@@ -6,8 +6,8 @@
 //! replaced in between is caught rather than silently mixed in. Packet
 //! captures (pcap, pcapng, plain or gzip) go through the flow meter, with
 //! the ground truth of a `<key>.labels.csv` sidecar joined as the label when
-//! one is in `raw`; flow CSVs are read as they are. Zeek logs are recognised
-//! but not yet read: they fail the run with a message that says so.
+//! one is in `raw`; Zeek conn.logs (TSV or JSON lines) become the same flow
+//! records; flow CSVs are read as they are.
 
 use std::io::Read;
 use std::time::Instant;
@@ -49,18 +49,7 @@ fn check_sha256(object: &RawObject, actual: &str) -> Result<(), String> {
 /// A flow CSV (plain or gzip) to a flow table. Pure: no I/O.
 pub fn transform_csv(object: &RawObject, bytes: &[u8]) -> Result<Transformed, String> {
     check_sha256(object, &layout::sha256_hex(bytes))?;
-    let inflated;
-    let csv = if object.format.ends_with("+gzip") {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("gzip stream is corrupt: {e}"))?;
-        inflated = out;
-        &inflated[..]
-    } else {
-        bytes
-    };
-    let table = FlowTable::from_csv(csv).map_err(|e| e.to_string())?;
+    let table = FlowTable::from_csv(&inflate(object, bytes)?).map_err(|e| e.to_string())?;
     let metrics = json!({ "rows": table.rows() });
     Ok(Transformed { table, metrics })
 }
@@ -101,6 +90,57 @@ pub fn transform_capture<R: Read + Send>(
     Ok(Transformed { table, metrics })
 }
 
+/// A Zeek conn.log (tab-separated or JSON lines, plain or gzip) to a flow
+/// table with the ground truth of `labels` joined. Pure: no I/O.
+pub fn transform_zeek(
+    object: &RawObject,
+    bytes: &[u8],
+    labels: Option<&[u8]>,
+) -> Result<Transformed, String> {
+    check_sha256(object, &layout::sha256_hex(bytes))?;
+    let text = String::from_utf8_lossy(&inflate(object, bytes)?).into_owned();
+    let json = object.format.starts_with("json-lines");
+    let flows = nadir_flowmeter::zeek::flows_from_conn_log(
+        &text,
+        json,
+        MeterConfig::default().context_window_ns,
+    )
+    .map_err(|e| format!("Zeek conn.log: {e}"))?;
+    let truth = labels
+        .map(|l| {
+            GroundTruth::parse(&String::from_utf8_lossy(l))
+                .map_err(|e| format!("ground truth: {e}"))
+        })
+        .transpose()?;
+    let table = table_from_flows(&flows, truth.as_ref().map(|t| t.labels(&flows)))
+        .map_err(|e| e.to_string())?;
+    let metrics =
+        json!({ "records": flows.len(), "ground_truth_rows": truth.as_ref().map(|t| t.len()) });
+    Ok(Transformed { table, metrics })
+}
+
+/// The object's bytes, gunzipped if ingest found them compressed.
+fn inflate<'a>(object: &RawObject, bytes: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, String> {
+    if object.format.ends_with("+gzip") {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("gzip stream is corrupt: {e}"))?;
+        Ok(out.into())
+    } else {
+        Ok(bytes.into())
+    }
+}
+
+/// Formats whose flows can carry a ground-truth sidecar.
+fn takes_sidecar(format: &str) -> bool {
+    is_capture(format) || is_zeek(format)
+}
+
+fn is_zeek(format: &str) -> bool {
+    matches!(format.trim_end_matches("+gzip"), "zeek-tsv" | "json-lines")
+}
+
 fn is_capture(format: &str) -> bool {
     matches!(
         format.trim_end_matches("+gzip"),
@@ -126,7 +166,7 @@ impl Stage for Transform {
         let (mut rows, mut bytes_read) = (0, 0);
         for object in &job.raw {
             let started = Instant::now();
-            let sidecar = if is_capture(&object.format) {
+            let sidecar = if takes_sidecar(&object.format) {
                 let key = format!("{}{SIDECAR_SUFFIX}", object.key);
                 match services.store.get(&buckets.raw, &key).await {
                     Ok(labels) => Some((key, labels)),
@@ -160,7 +200,12 @@ impl Stage for Transform {
             } else {
                 let bytes = services.store.get(&buckets.raw, &object.key).await?;
                 compute(move || {
-                    let transformed = transform_csv(&owned, &bytes)?;
+                    let labels = sidecar.as_ref().map(|(_, l)| &l[..]);
+                    let transformed = if is_zeek(&owned.format) {
+                        transform_zeek(&owned, &bytes, labels)?
+                    } else {
+                        transform_csv(&owned, &bytes)?
+                    };
                     let parquet = transformed.table.to_parquet().map_err(|e| e.to_string())?;
                     Ok::<_, String>((transformed, parquet))
                 })
@@ -254,5 +299,62 @@ impl Stage for Transform {
                 silver: partitions,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(bytes: &[u8], format: &str) -> RawObject {
+        RawObject {
+            key: "k".into(),
+            etag: "e".into(),
+            version: "v".into(),
+            sha256: layout::sha256_hex(bytes),
+            size: bytes.len() as u64,
+            format: format.into(),
+            manifest: ArtifactRef::of("silver", "m".into(), "v", b""),
+        }
+    }
+
+    #[test]
+    fn zeek_conn_logs_become_labelled_flows() {
+        let log = "{\"ts\":1767225600.5,\"id.orig_h\":\"10.0.0.1\",\"id.orig_p\":40000,\"id.resp_h\":\"10.0.0.2\",\"id.resp_p\":22,\"proto\":\"tcp\",\"duration\":1.5,\"conn_state\":\"SF\",\"history\":\"ShADadFf\",\"orig_pkts\":9,\"orig_ip_bytes\":900,\"resp_pkts\":7,\"resp_ip_bytes\":1200}\n{\"ts\":1767225601.0,\"id.orig_h\":\"10.0.0.3\",\"id.orig_p\":123,\"id.resp_h\":\"10.0.0.4\",\"id.resp_p\":123,\"proto\":\"udp\",\"orig_pkts\":1,\"orig_ip_bytes\":76,\"resp_pkts\":1,\"resp_ip_bytes\":76}\n";
+        let truth = b"protocol,src_ip,src_port,dst_ip,dst_port,label\n6,10.0.0.2,22,10.0.0.1,40000,ssh_bruteforce\n";
+        let t = transform_zeek(
+            &raw(log.as_bytes(), "json-lines"),
+            log.as_bytes(),
+            Some(truth),
+        )
+        .unwrap();
+        assert_eq!(t.table.rows(), 2);
+        assert_eq!(
+            t.table.labels().unwrap(),
+            [
+                Some("ssh_bruteforce".to_string()),
+                Some("normal".to_string())
+            ]
+        );
+        assert!(t.table.features.contains(&"fwd_packets".to_string()));
+        let x = t.table.feature_matrix().unwrap();
+        assert_eq!(
+            x[[
+                0,
+                t.table
+                    .features
+                    .iter()
+                    .position(|f| f == "fwd_packets")
+                    .unwrap()
+            ]],
+            9.0
+        );
+    }
+
+    #[test]
+    fn a_changed_object_is_caught_by_its_hash() {
+        let object = raw(b"a,b\n1,2\n", "csv");
+        let err = transform_csv(&object, b"a,b\n1,3\n").err().unwrap();
+        assert!(err.contains("content changed since ingest"), "{err}");
     }
 }
