@@ -212,7 +212,7 @@ pub fn read_tsv(text: &str) -> Result<Vec<FlowRecord>, ZeekError> {
         let line_no = i + 1;
         if let Some(rest) = line.strip_prefix('#') {
             let (key, value) = rest
-                .split_once(|c| c == ' ' || c == '\t')
+                .split_once([' ', '\t'])
                 .unwrap_or((rest, ""));
             match key {
                 "separator" => {
