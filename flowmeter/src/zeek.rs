@@ -211,9 +211,7 @@ pub fn read_tsv(text: &str) -> Result<Vec<FlowRecord>, ZeekError> {
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
         if let Some(rest) = line.strip_prefix('#') {
-            let (key, value) = rest
-                .split_once([' ', '\t'])
-                .unwrap_or((rest, ""));
+            let (key, value) = rest.split_once([' ', '\t']).unwrap_or((rest, ""));
             match key {
                 "separator" => {
                     separator = value.trim().replace("\\x09", "\t").replace("\\x20", " ")

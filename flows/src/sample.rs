@@ -160,7 +160,8 @@ mod tests {
     fn it_is_a_valid_labelled_flow_csv_with_planted_anomalies() {
         let t = FlowTable::from_csv(flow_csv(1000, 1).as_bytes()).unwrap();
         assert_eq!(t.rows(), 1000);
-        assert_eq!(t.features.len(), COLUMNS.len() - 1);
+        // Every column but the label and the destination port (identity, not a feature).
+        assert_eq!(t.features.len(), COLUMNS.len() - 2);
         let labels = t.labels().unwrap();
         let anomalies = labels
             .iter()
