@@ -155,6 +155,10 @@ pub struct Config {
     pub seed: u64,
     /// Share of flows the operating threshold flags as anomalous.
     pub contamination: f64,
+    /// Flow meter: time without a packet that ends a flow.
+    pub flow_idle_timeout: Duration,
+    /// Flow meter: time after its first packet that cuts a long flow.
+    pub flow_active_timeout: Duration,
     /// Name of this process in audit rows and logs.
     pub worker_id: String,
 }
@@ -171,6 +175,8 @@ impl fmt::Debug for Config {
             .field("reconcile_interval", &self.reconcile_interval)
             .field("seed", &self.seed)
             .field("contamination", &self.contamination)
+            .field("flow_idle_timeout", &self.flow_idle_timeout)
+            .field("flow_active_timeout", &self.flow_active_timeout)
             .field("worker_id", &self.worker_id)
             .finish()
     }
@@ -205,6 +211,8 @@ pub const VARIABLES: &[&str] = &[
     "NADIR_RECONCILE_INTERVAL_SECS",
     "NADIR_SEED",
     "NADIR_CONTAMINATION",
+    "NADIR_FLOW_IDLE_TIMEOUT_SECS",
+    "NADIR_FLOW_ACTIVE_TIMEOUT_SECS",
     "NADIR_WORKER_ID",
 ];
 
@@ -298,6 +306,18 @@ impl Config {
                 reason: "must be a share between 0 and 0.5, e.g. 0.02".into(),
             });
         }
+        let flow_idle_timeout = seconds(env, "NADIR_FLOW_IDLE_TIMEOUT_SECS", 120)?;
+        let flow_active_timeout = seconds(env, "NADIR_FLOW_ACTIVE_TIMEOUT_SECS", 1800)?;
+        if flow_idle_timeout.is_zero() || flow_active_timeout < flow_idle_timeout {
+            return Err(ConfigError::Invalid {
+                var: "NADIR_FLOW_ACTIVE_TIMEOUT_SECS",
+                value: flow_active_timeout.as_secs().to_string(),
+                reason: format!(
+                    "the active timeout must be at least the idle timeout ({} s), and both above 0",
+                    flow_idle_timeout.as_secs()
+                ),
+            });
+        }
         let worker_id = env.get("NADIR_WORKER_ID").unwrap_or_else(default_worker_id);
         Ok(Config {
             nats_url,
@@ -309,6 +329,8 @@ impl Config {
             reconcile_interval: seconds(env, "NADIR_RECONCILE_INTERVAL_SECS", 30)?,
             seed: parsed(env, "NADIR_SEED", 42)?,
             contamination,
+            flow_idle_timeout,
+            flow_active_timeout,
             worker_id,
         })
     }

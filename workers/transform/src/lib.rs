@@ -55,17 +55,17 @@ pub fn transform_csv(object: &RawObject, bytes: &[u8]) -> Result<Transformed, St
 }
 
 /// A packet capture, read once from `reader` in constant memory, to a flow
-/// table with the ground truth of `labels` joined. The bytes are checked
-/// against the sha256 ingest recorded.
+/// table with the ground truth of `labels` joined, with the timeouts of
+/// `meter`. The bytes are checked against the sha256 ingest recorded.
 pub fn transform_capture<R: Read + Send>(
     object: &RawObject,
     reader: R,
     labels: Option<&[u8]>,
+    meter: MeterConfig,
 ) -> Result<Transformed, String> {
     let mut hashing = HashingReader::new(reader);
-    let (flows, stats) =
-        nadir_flowmeter::flows_from_capture(&mut hashing, MeterConfig::default(), |_| {})
-            .map_err(|e| e.to_string())?;
+    let (flows, stats) = nadir_flowmeter::flows_from_capture(&mut hashing, meter, |_| {})
+        .map_err(|e| e.to_string())?;
     // Whatever follows the last record still counts towards the hash.
     std::io::copy(&mut hashing, &mut std::io::sink())
         .map_err(|e| format!("reading the capture: {e}"))?;
@@ -187,12 +187,17 @@ impl Stage for Transform {
                 }
             });
             let owned = object.clone();
+            let meter = MeterConfig {
+                idle_timeout_ns: services.config.flow_idle_timeout.as_nanos() as i64,
+                active_timeout_ns: services.config.flow_active_timeout.as_nanos() as i64,
+                ..MeterConfig::default()
+            };
             let result = if is_capture(&object.format) {
                 // Streamed: a capture is never held in memory whole.
                 let stream = blocking_reader(services.store.open(&buckets.raw, &object.key).await?);
                 compute(move || {
                     let labels = sidecar.as_ref().map(|(_, l)| &l[..]);
-                    let transformed = transform_capture(&owned, stream, labels)?;
+                    let transformed = transform_capture(&owned, stream, labels, meter)?;
                     let parquet = transformed.table.to_parquet().map_err(|e| e.to_string())?;
                     Ok::<_, String>((transformed, parquet))
                 })
@@ -239,7 +244,13 @@ impl Stage for Transform {
                 sha256: object.sha256.clone(),
                 size: object.size,
             };
-            let parameters = json!({ "format": object.format, "features": table.features, "text_columns": table.text });
+            let parameters = json!({
+                "format": object.format,
+                "features": table.features,
+                "text_columns": table.text,
+                "flow_idle_timeout_s": meter.idle_timeout_ns / 1_000_000_000,
+                "flow_active_timeout_s": meter.active_timeout_ns / 1_000_000_000,
+            });
             let metrics = json!({
                 "rows": table.rows(),
                 "features": table.features.len(),
