@@ -346,13 +346,7 @@ async fn a_worker_killed_mid_job_leaves_no_duplicates_and_the_run_completes() {
     let run = world.wait_run(run_id, RUN_TIMEOUT).await;
     assert_eq!(run.status, "succeeded", "{run:?}");
     assert_eq!(rows_per_table(&world, run_id).await, [1, 1, 1, 1]);
-    let attempts: i32 = world
-        .query(
-            "SELECT attempts FROM evaluations WHERE run_id = $1",
-            &[&run_id],
-        )
-        .await[0]
-        .get(0);
+    let attempts = eval_attempts(&world, run_id).await;
     assert_eq!(attempts, 2, "the redelivered job is the second attempt");
     let eval_keys = keys(&world, &world.config.buckets.eval).await;
     assert_eq!(
@@ -623,13 +617,7 @@ async fn sigterm_lets_the_job_in_hand_finish_within_the_grace_period() {
     // The job finished before the worker exited: nothing was handed back.
     let run = world.wait_run(run_id, Duration::from_secs(5)).await;
     assert_eq!(run.status, "succeeded", "{run:?}");
-    let attempts: i32 = world
-        .query(
-            "SELECT attempts FROM evaluations WHERE run_id = $1",
-            &[&run_id],
-        )
-        .await[0]
-        .get(0);
+    let attempts = eval_attempts(&world, run_id).await;
     assert_eq!(attempts, 1);
 }
 
@@ -662,14 +650,19 @@ async fn sigterm_hands_the_job_back_when_the_grace_period_is_over() {
     let run = world.wait_run(run_id, RUN_TIMEOUT).await;
     assert_eq!(run.status, "succeeded", "{run:?}");
     assert_eq!(rows_per_table(&world, run_id).await, [1, 1, 1, 1]);
-    let attempts: i32 = world
+    let attempts = eval_attempts(&world, run_id).await;
+    assert_eq!(attempts, 2);
+}
+
+/// Attempts recorded on the run's evaluation row.
+async fn eval_attempts(world: &World, run_id: Uuid) -> i32 {
+    world
         .query(
             "SELECT attempts FROM evaluations WHERE run_id = $1",
             &[&run_id],
         )
         .await[0]
-        .get(0);
-    assert_eq!(attempts, 2);
+        .get(0)
 }
 
 async fn audit_status(world: &World, run_id: Uuid) -> String {

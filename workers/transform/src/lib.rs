@@ -20,7 +20,7 @@ use nadir_common::messages::{
 };
 use nadir_common::stage::{JobContext, Outcome, Stage, StageError, compute};
 use nadir_common::store::{HashingReader, blocking_reader};
-use nadir_flowmeter::MeterConfig;
+use nadir_flowmeter::{FlowRecord, MeterConfig};
 use nadir_flows::FlowTable;
 use nadir_flows::capture::table_from_flows;
 use nadir_flows::labels::{GroundTruth, SIDECAR_SUFFIX};
@@ -33,6 +33,23 @@ pub struct Transformed {
     pub table: FlowTable,
     /// Packets read and skipped by reason, flows, labels joined.
     pub metrics: serde_json::Value,
+}
+
+/// The SILVER table of `flows`, with the ground truth of a sidecar joined;
+/// also how many rows the sidecar had.
+fn labelled_table(
+    flows: &[FlowRecord],
+    labels: Option<&[u8]>,
+) -> Result<(FlowTable, Option<usize>), String> {
+    let truth = labels
+        .map(|l| {
+            GroundTruth::parse(&String::from_utf8_lossy(l))
+                .map_err(|e| format!("ground truth: {e}"))
+        })
+        .transpose()?;
+    let table = table_from_flows(flows, truth.as_ref().map(|t| t.labels(flows)))
+        .map_err(|e| e.to_string())?;
+    Ok((table, truth.as_ref().map(GroundTruth::len)))
 }
 
 fn check_sha256(object: &RawObject, actual: &str) -> Result<(), String> {
@@ -70,14 +87,7 @@ pub fn transform_capture<R: Read + Send>(
     std::io::copy(&mut hashing, &mut std::io::sink())
         .map_err(|e| format!("reading the capture: {e}"))?;
     check_sha256(object, &hashing.sha256())?;
-    let truth = labels
-        .map(|l| {
-            GroundTruth::parse(&String::from_utf8_lossy(l))
-                .map_err(|e| format!("ground truth: {e}"))
-        })
-        .transpose()?;
-    let table = table_from_flows(&flows, truth.as_ref().map(|t| t.labels(&flows)))
-        .map_err(|e| e.to_string())?;
+    let (table, truth_rows) = labelled_table(&flows, labels)?;
     let metrics = json!({
         "bytes": hashing.bytes_read(),
         "packets": stats.packets,
@@ -85,7 +95,7 @@ pub fn transform_capture<R: Read + Send>(
         "skipped": stats.skipped,
         "out_of_order": stats.out_of_order,
         "flows": flows.len(),
-        "ground_truth_rows": truth.as_ref().map(|t| t.len()),
+        "ground_truth_rows": truth_rows,
     });
     Ok(Transformed { table, metrics })
 }
@@ -106,16 +116,8 @@ pub fn transform_zeek(
         MeterConfig::default().context_window_ns,
     )
     .map_err(|e| format!("Zeek conn.log: {e}"))?;
-    let truth = labels
-        .map(|l| {
-            GroundTruth::parse(&String::from_utf8_lossy(l))
-                .map_err(|e| format!("ground truth: {e}"))
-        })
-        .transpose()?;
-    let table = table_from_flows(&flows, truth.as_ref().map(|t| t.labels(&flows)))
-        .map_err(|e| e.to_string())?;
-    let metrics =
-        json!({ "records": flows.len(), "ground_truth_rows": truth.as_ref().map(|t| t.len()) });
+    let (table, truth_rows) = labelled_table(&flows, labels)?;
+    let metrics = json!({ "records": flows.len(), "ground_truth_rows": truth_rows });
     Ok(Transformed { table, metrics })
 }
 
