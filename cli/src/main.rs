@@ -264,18 +264,39 @@ fn flows(
         read: 0,
         bar: bar.clone(),
     };
-    let (records, stats) = nadir_flowmeter::flows_from_capture(counted, config, |_| {})
-        .with_context(|| format!("reading {}", capture.display()))?;
-    bar.finish_and_clear();
-    let table = nadir_flows::capture::table_from_flows(&records, None)?;
-    std::fs::write(output, table.to_parquet()?)
+    // Flows go to the Parquet file as the meter hands them out: memory
+    // follows the open flows, not the capture.
+    let out = std::io::BufWriter::new(
+        std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?,
+    );
+    let mut writer = nadir_flows::capture::SilverWriter::new(out, None);
+    let mut failed = None;
+    let stats = nadir_flowmeter::stream_flows(
+        counted,
+        config,
+        |_| {},
+        |flow| {
+            if failed.is_none()
+                && let Err(e) = writer.push(flow)
+            {
+                failed = Some(e);
+            }
+        },
+    )
+    .with_context(|| format!("reading {}", capture.display()))?;
+    if let Some(e) = failed {
+        return Err(e).with_context(|| format!("writing {}", output.display()));
+    }
+    let silver = writer
+        .finish()
         .with_context(|| format!("writing {}", output.display()))?;
+    bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{} packets ({} IP) -> {} flows in {:.2}s ({:.0} packets/s); wrote {}",
         stats.packets,
         stats.ip_packets,
-        records.len(),
+        silver.rows,
         seconds,
         stats.packets as f64 / seconds.max(1e-9),
         output.display()

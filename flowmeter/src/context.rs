@@ -37,11 +37,27 @@ fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: K) {
     }
 }
 
-/// Fills `context` of every flow. `flows` must be sorted by `first_ns`.
-pub fn add_host_context(flows: &mut [FlowRecord], window_ns: i64) {
-    let mut windows: HashMap<IpAddr, Window> = HashMap::new();
-    for flow in flows.iter_mut() {
-        let w = windows.entry(flow.src).or_default();
+/// Per-host windows, fed flows in the order of their first packet.
+pub struct HostContexts {
+    window_ns: i64,
+    windows: HashMap<IpAddr, Window>,
+    added: u64,
+}
+
+impl HostContexts {
+    pub fn new(window_ns: i64) -> Self {
+        HostContexts {
+            window_ns,
+            windows: HashMap::new(),
+            added: 0,
+        }
+    }
+
+    /// Fills `flow.context` from the flows its source started in the window
+    /// before it (this one included).
+    pub fn add(&mut self, flow: &mut FlowRecord) {
+        let window_ns = self.window_ns;
+        let w = self.windows.entry(flow.src).or_default();
         while let Some(old) = w.entries.front() {
             if flow.first_ns - old.first_ns <= window_ns {
                 break;
@@ -72,5 +88,24 @@ pub fn add_host_context(flows: &mut [FlowRecord], window_ns: i64) {
             failed_ratio: w.failed as f64 / n as f64,
             bytes_out: w.bytes_out,
         };
+        // Now and then, forget sources whose last flow left the window:
+        // memory follows the hosts active in the last window, not all hosts seen.
+        self.added += 1;
+        if self.added.is_multiple_of(65_536) {
+            let now = flow.first_ns;
+            self.windows.retain(|_, w| {
+                w.entries
+                    .back()
+                    .is_some_and(|e| now - e.first_ns <= window_ns)
+            });
+        }
+    }
+}
+
+/// Fills `context` of every flow. `flows` must be sorted by `first_ns`.
+pub fn add_host_context(flows: &mut [FlowRecord], window_ns: i64) {
+    let mut contexts = HostContexts::new(window_ns);
+    for flow in flows.iter_mut() {
+        contexts.add(flow);
     }
 }

@@ -3,9 +3,10 @@
 //! Library code with no I/O of its own: the caller hands in any
 //! [`std::io::Read`] (a file, an S3 body, a gzip stream) and gets flow
 //! records back, so the meter can be tested, fuzzed and benchmarked alone.
-//! Memory is bounded by the number of active flows: the capture is read
-//! through a fixed buffer and finished flows are handed to the caller as
-//! they expire.
+//! Memory is bounded by the flows of one active timeout: the capture is
+//! read through a fixed buffer and finished flows are handed to the caller,
+//! in the order of their first packet, as soon as no open flow started
+//! before them.
 //!
 //! - [`capture`]: pcap (both byte orders, µs and ns) and pcapng (several
 //!   interfaces, enhanced and simple packet blocks), plain or gzip.
@@ -30,19 +31,30 @@ pub use capture::{CaptureError, CaptureReader};
 pub use meter::{FlowMeter, MeterConfig, MeterStats};
 pub use record::FlowRecord;
 
-/// Reads a whole capture into flow records, with per-host context joined.
-/// `progress` is told the byte offset reached, now and then.
-pub fn flows_from_capture<R: std::io::Read + Send>(
+/// Reads a capture and hands each flow, with its per-host context, to
+/// `sink`, in the order of their first packet. Memory holds the open flows
+/// and those finished but started after the oldest open one (at most one
+/// active timeout's worth), never the capture. `progress` is told the byte offset reached, now and then.
+pub fn stream_flows<R: std::io::Read + Send>(
     reader: R,
     config: MeterConfig,
     mut progress: impl FnMut(u64),
-) -> Result<(Vec<FlowRecord>, MeterStats), CaptureError> {
+    mut sink: impl FnMut(FlowRecord),
+) -> Result<MeterStats, CaptureError> {
     let mut capture = CaptureReader::new(reader)?;
     let mut meter = FlowMeter::new(config);
-    let mut flows = Vec::new();
+    let mut contexts = context::HostContexts::new(config.context_window_ns);
+    let mut ready = Vec::new();
+    let mut hand_out = |ready: &mut Vec<FlowRecord>| {
+        for mut flow in ready.drain(..) {
+            contexts.add(&mut flow);
+            sink(flow);
+        }
+    };
     let mut since_progress = 0u32;
     while let Some(()) = capture.next_packet(|frame| meter.observe(&frame))? {
-        meter.drain_finished(&mut flows);
+        meter.drain_finished(&mut ready);
+        hand_out(&mut ready);
         since_progress += 1;
         if since_progress == 65_536 {
             since_progress = 0;
@@ -51,11 +63,22 @@ pub fn flows_from_capture<R: std::io::Read + Send>(
     }
     progress(capture.offset());
     let truncated = capture.truncated_tail();
-    let mut stats = meter.finish(&mut flows);
+    let mut stats = meter.finish(&mut ready);
+    hand_out(&mut ready);
     stats.capture_bytes = capture.offset();
     if truncated {
         stats.skip("truncated last record");
     }
-    context::add_host_context(&mut flows, config.context_window_ns);
+    Ok(stats)
+}
+
+/// [`stream_flows`] collected into a vector.
+pub fn flows_from_capture<R: std::io::Read + Send>(
+    reader: R,
+    config: MeterConfig,
+    progress: impl FnMut(u64),
+) -> Result<(Vec<FlowRecord>, MeterStats), CaptureError> {
+    let mut flows = Vec::new();
+    let stats = stream_flows(reader, config, progress, |f| flows.push(f))?;
     Ok((flows, stats))
 }

@@ -9,7 +9,8 @@
 //! new SYN starts a new flow). Non-first IP fragments count towards the flow
 //! of their first fragment.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::IpAddr;
 
 use crate::app;
@@ -77,6 +78,8 @@ struct FlowKey {
 
 struct ActiveFlow {
     record: FlowRecord,
+    /// Position among flows started, to tell apart flows starting together.
+    seq: u64,
     src_endpoint: (IpAddr, u16),
     closing: Option<(i64, EndReason)>,
     /// Handshake progress: 1 SYN seen, 2 SYN-ACK seen, 3 completed.
@@ -86,13 +89,50 @@ struct ActiveFlow {
     inspected: u32,
 }
 
-/// The flow meter. Feed it frames; collect finished flows.
+/// A finished flow waiting for its turn, ordered as [`crate::record::sort_flows`].
+struct Finished(FlowRecord);
+
+impl Finished {
+    fn key(&self) -> (i64, IpAddr, IpAddr, u16, u16, u8, i64) {
+        let r = &self.0;
+        (
+            r.first_ns, r.src, r.dst, r.src_port, r.dst_port, r.protocol, r.last_ns,
+        )
+    }
+}
+
+impl PartialEq for Finished {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Finished {}
+impl PartialOrd for Finished {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Finished {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// The flow meter. Feed it frames; collect finished flows, in the order of
+/// their first packet.
+///
+/// A finished flow is handed out once no flow still open started before
+/// it, so flows come out sorted while memory holds only the open flows and
+/// the finished ones started after the oldest open flow.
 pub struct FlowMeter {
     config: MeterConfig,
     flows: HashMap<FlowKey, ActiveFlow>,
+    /// First-packet times of the open flows, oldest first.
+    starts: BTreeSet<(i64, u64)>,
+    started: u64,
     /// First fragments' flows, by (source, destination, protocol, id).
     fragments: HashMap<(IpAddr, IpAddr, u8, u32), (FlowKey, i64)>,
-    finished: Vec<FlowRecord>,
+    finished: BinaryHeap<Reverse<Finished>>,
     stats: MeterStats,
     now_ns: i64,
     last_scan_ns: i64,
@@ -114,8 +154,10 @@ impl FlowMeter {
         FlowMeter {
             config,
             flows: HashMap::new(),
+            starts: BTreeSet::new(),
+            started: 0,
             fragments: HashMap::new(),
-            finished: Vec::new(),
+            finished: BinaryHeap::new(),
             stats: MeterStats::default(),
             now_ns: i64::MIN,
             last_scan_ns: i64::MIN,
@@ -139,9 +181,17 @@ impl FlowMeter {
         }
     }
 
-    /// Moves the flows finished so far into `out`.
+    /// Moves into `out`, in order, the finished flows that no open flow
+    /// started before.
     pub fn drain_finished(&mut self, out: &mut Vec<FlowRecord>) {
-        out.append(&mut self.finished);
+        let oldest_open = self.starts.first().map_or(i64::MAX, |(t, _)| *t);
+        let ready_before = oldest_open.min(self.now_ns);
+        while let Some(Reverse(next)) = self.finished.peek() {
+            if next.0.first_ns >= ready_before {
+                break;
+            }
+            out.push(self.finished.pop().unwrap().0.0);
+        }
     }
 
     /// Ends every flow still open; returns the statistics.
@@ -154,8 +204,9 @@ impl FlowMeter {
                 .unwrap_or(EndReason::EndOfCapture);
             self.export(flow, reason);
         }
-        self.drain_finished(out);
-        crate::record::sort_flows(out);
+        while let Some(Reverse(next)) = self.finished.pop() {
+            out.push(next.0);
+        }
         self.stats
     }
 
@@ -163,7 +214,8 @@ impl FlowMeter {
         flow.record.end = reason;
         flow.record.handshake_completed = flow.handshake == 3;
         self.stats.flows += 1;
-        self.finished.push(flow.record);
+        self.starts.remove(&(flow.record.first_ns, flow.seq));
+        self.finished.push(Reverse(Finished(flow.record)));
     }
 
     fn expire(&mut self, now: i64) {
@@ -260,7 +312,13 @@ impl FlowMeter {
             self.export(flow, reason);
         }
         let inspect_packets = self.config.inspect_packets;
+        if !self.flows.contains_key(&key) {
+            self.started += 1;
+            self.starts.insert((ts, self.started));
+        }
+        let seq = self.started;
         let flow = self.flows.entry(key).or_insert_with(|| ActiveFlow {
+            seq,
             record: FlowRecord {
                 src: p.src,
                 dst: p.dst,

@@ -6,14 +6,20 @@
 
 use nadir_flowmeter::FlowRecord;
 use nadir_flowmeter::record::{Direction, FLAG_NAMES};
+use polars::io::parquet::write::BatchedWriter;
 use polars::prelude::*;
 
+use std::io::Write;
+
+use crate::labels::GroundTruth;
 use crate::table::{FLOW_ID, FlowError, FlowTable, LABEL};
 
-/// Builds the SILVER table of `flows`, with `labels` (one per flow) if given.
+/// Builds the SILVER table of `flows`, with `labels` (one per flow) if
+/// given; `flow_id`s count from `first_id`.
 pub fn table_from_flows(
     flows: &[FlowRecord],
     labels: Option<Vec<Option<String>>>,
+    first_id: u64,
 ) -> Result<FlowTable, FlowError> {
     let n = flows.len();
     let mut columns: Vec<Column> = Vec::new();
@@ -32,7 +38,10 @@ pub fn table_from_flows(
             features.push(name);
         }};
     }
-    col!(FLOW_ID, (0..n as u64).collect::<Vec<u64>>());
+    col!(
+        FLOW_ID,
+        (first_id..first_id + n as u64).collect::<Vec<u64>>()
+    );
     for (name, f) in [
         (
             "src_ip",
@@ -138,4 +147,89 @@ pub fn table_from_flows(
         labelled,
         text,
     })
+}
+
+/// Flows per Parquet row group written by [`SilverWriter`].
+const BATCH: usize = 65_536;
+
+/// What a [`SilverWriter`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SilverSummary {
+    pub rows: u64,
+    pub features: Vec<String>,
+    pub text: Vec<String>,
+    pub labelled: bool,
+}
+
+/// Writes flows as SILVER Parquet as they come, a row group at a time, so
+/// a partition of any number of flows is written in bounded memory.
+pub struct SilverWriter<'a, W: Write> {
+    out: Option<W>,
+    writer: Option<BatchedWriter<W>>,
+    batch: Vec<FlowRecord>,
+    truth: Option<&'a GroundTruth>,
+    summary: SilverSummary,
+}
+
+impl<'a, W: Write> SilverWriter<'a, W> {
+    /// Writes to `out`, labelling flows from `truth` if given.
+    pub fn new(out: W, truth: Option<&'a GroundTruth>) -> Self {
+        SilverWriter {
+            out: Some(out),
+            writer: None,
+            batch: Vec::with_capacity(BATCH),
+            truth,
+            summary: SilverSummary {
+                rows: 0,
+                features: Vec::new(),
+                text: Vec::new(),
+                labelled: truth.is_some(),
+            },
+        }
+    }
+
+    pub fn push(&mut self, flow: FlowRecord) -> Result<(), FlowError> {
+        self.batch.push(flow);
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), FlowError> {
+        let labels = self.truth.map(|t| t.labels(&self.batch));
+        let table = table_from_flows(&self.batch, labels, self.summary.rows)?;
+        let parquet = |e: PolarsError| FlowError::Parquet(e.to_string());
+        if self.writer.is_none() {
+            let out = self.out.take().expect("output taken only here");
+            let writer = ParquetWriter::new(out)
+                .with_compression(ParquetCompression::Zstd(None))
+                .batched(table.frame.schema())
+                .map_err(parquet)?;
+            self.writer = Some(writer);
+        }
+        self.writer
+            .as_mut()
+            .expect("created above")
+            .write_batch(&table.frame)
+            .map_err(parquet)?;
+        self.summary.rows += self.batch.len() as u64;
+        self.summary.features = table.features;
+        self.summary.text = table.text;
+        self.batch.clear();
+        Ok(())
+    }
+
+    /// Writes what is left and the Parquet footer.
+    pub fn finish(mut self) -> Result<SilverSummary, FlowError> {
+        if !self.batch.is_empty() || self.writer.is_none() {
+            self.flush()?;
+        }
+        self.writer
+            .as_ref()
+            .expect("flushed above")
+            .finish()
+            .map_err(|e| FlowError::Parquet(e.to_string()))?;
+        Ok(self.summary)
+    }
 }

@@ -20,36 +20,45 @@ use nadir_common::messages::{
 };
 use nadir_common::stage::{JobContext, Outcome, Stage, StageError, compute};
 use nadir_common::store::{HashingReader, blocking_reader};
-use nadir_flowmeter::{FlowRecord, MeterConfig};
+use nadir_flowmeter::MeterConfig;
 use nadir_flows::FlowTable;
-use nadir_flows::capture::table_from_flows;
+use nadir_flows::capture::{SilverSummary, SilverWriter, table_from_flows};
 use nadir_flows::labels::{GroundTruth, SIDECAR_SUFFIX};
 use serde_json::json;
 
 pub struct Transform;
 
-/// What transform made of one RAW object.
+/// What transform made of one RAW object: the SILVER partition's bytes
+/// and what is in it.
 pub struct Transformed {
-    pub table: FlowTable,
+    pub parquet: Vec<u8>,
+    pub silver: SilverSummary,
     /// Packets read and skipped by reason, flows, labels joined.
     pub metrics: serde_json::Value,
 }
 
-/// The SILVER table of `flows`, with the ground truth of a sidecar joined;
-/// also how many rows the sidecar had.
-fn labelled_table(
-    flows: &[FlowRecord],
-    labels: Option<&[u8]>,
-) -> Result<(FlowTable, Option<usize>), String> {
-    let truth = labels
+impl Transformed {
+    fn from_table(table: FlowTable, metrics: serde_json::Value) -> Result<Self, String> {
+        Ok(Transformed {
+            parquet: table.to_parquet().map_err(|e| e.to_string())?,
+            silver: SilverSummary {
+                rows: table.rows() as u64,
+                features: table.features,
+                text: table.text,
+                labelled: table.labelled,
+            },
+            metrics,
+        })
+    }
+}
+
+fn ground_truth(labels: Option<&[u8]>) -> Result<Option<GroundTruth>, String> {
+    labels
         .map(|l| {
             GroundTruth::parse(&String::from_utf8_lossy(l))
                 .map_err(|e| format!("ground truth: {e}"))
         })
-        .transpose()?;
-    let table = table_from_flows(flows, truth.as_ref().map(|t| t.labels(flows)))
-        .map_err(|e| e.to_string())?;
-    Ok((table, truth.as_ref().map(GroundTruth::len)))
+        .transpose()
 }
 
 fn check_sha256(object: &RawObject, actual: &str) -> Result<(), String> {
@@ -68,7 +77,7 @@ pub fn transform_csv(object: &RawObject, bytes: &[u8]) -> Result<Transformed, St
     check_sha256(object, &layout::sha256_hex(bytes))?;
     let table = FlowTable::from_csv(&inflate(object, bytes)?).map_err(|e| e.to_string())?;
     let metrics = json!({ "rows": table.rows() });
-    Ok(Transformed { table, metrics })
+    Transformed::from_table(table, metrics)
 }
 
 /// A packet capture, read once from `reader` in constant memory, to a flow
@@ -80,24 +89,46 @@ pub fn transform_capture<R: Read + Send>(
     labels: Option<&[u8]>,
     meter: MeterConfig,
 ) -> Result<Transformed, String> {
+    let truth = ground_truth(labels)?;
     let mut hashing = HashingReader::new(reader);
-    let (flows, stats) = nadir_flowmeter::flows_from_capture(&mut hashing, meter, |_| {})
-        .map_err(|e| e.to_string())?;
+    let mut parquet = Vec::new();
+    let mut writer = SilverWriter::new(&mut parquet, truth.as_ref());
+    let mut failed = None;
+    let stats = nadir_flowmeter::stream_flows(
+        &mut hashing,
+        meter,
+        |_| {},
+        |flow| {
+            if failed.is_none()
+                && let Err(e) = writer.push(flow)
+            {
+                failed = Some(e);
+            }
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    if let Some(e) = failed {
+        return Err(e.to_string());
+    }
+    let silver = writer.finish().map_err(|e| e.to_string())?;
     // Whatever follows the last record still counts towards the hash.
     std::io::copy(&mut hashing, &mut std::io::sink())
         .map_err(|e| format!("reading the capture: {e}"))?;
     check_sha256(object, &hashing.sha256())?;
-    let (table, truth_rows) = labelled_table(&flows, labels)?;
     let metrics = json!({
         "bytes": hashing.bytes_read(),
         "packets": stats.packets,
         "ip_packets": stats.ip_packets,
         "skipped": stats.skipped,
         "out_of_order": stats.out_of_order,
-        "flows": flows.len(),
-        "ground_truth_rows": truth_rows,
+        "flows": silver.rows,
+        "ground_truth_rows": truth.as_ref().map(GroundTruth::len),
     });
-    Ok(Transformed { table, metrics })
+    Ok(Transformed {
+        parquet,
+        silver,
+        metrics,
+    })
 }
 
 /// A Zeek conn.log (tab-separated or JSON lines, plain or gzip) to a flow
@@ -116,9 +147,11 @@ pub fn transform_zeek(
         MeterConfig::default().context_window_ns,
     )
     .map_err(|e| format!("Zeek conn.log: {e}"))?;
-    let (table, truth_rows) = labelled_table(&flows, labels)?;
-    let metrics = json!({ "records": flows.len(), "ground_truth_rows": truth_rows });
-    Ok(Transformed { table, metrics })
+    let truth = ground_truth(labels)?;
+    let table = table_from_flows(&flows, truth.as_ref().map(|t| t.labels(&flows)), 0)
+        .map_err(|e| e.to_string())?;
+    let metrics = json!({ "records": flows.len(), "ground_truth_rows": truth.as_ref().map(GroundTruth::len) });
+    Transformed::from_table(table, metrics)
 }
 
 /// The object's bytes, gunzipped if ingest found them compressed.
@@ -199,32 +232,26 @@ impl Stage for Transform {
                 let stream = blocking_reader(services.store.open(&buckets.raw, &object.key).await?);
                 compute(move || {
                     let labels = sidecar.as_ref().map(|(_, l)| &l[..]);
-                    let transformed = transform_capture(&owned, stream, labels, meter)?;
-                    let parquet = transformed.table.to_parquet().map_err(|e| e.to_string())?;
-                    Ok::<_, String>((transformed, parquet))
+                    transform_capture(&owned, stream, labels, meter)
                 })
                 .await?
             } else {
                 let bytes = services.store.get(&buckets.raw, &object.key).await?;
                 compute(move || {
                     let labels = sidecar.as_ref().map(|(_, l)| &l[..]);
-                    let transformed = if is_zeek(&owned.format) {
-                        transform_zeek(&owned, &bytes, labels)?
+                    if is_zeek(&owned.format) {
+                        transform_zeek(&owned, &bytes, labels)
                     } else {
-                        transform_csv(&owned, &bytes)?
-                    };
-                    let parquet = transformed.table.to_parquet().map_err(|e| e.to_string())?;
-                    Ok::<_, String>((transformed, parquet))
+                        transform_csv(&owned, &bytes)
+                    }
                 })
                 .await?
             };
-            let (
-                Transformed {
-                    table,
-                    metrics: read,
-                },
+            let Transformed {
                 parquet,
-            ) = result.map_err(|e| {
+                silver: table,
+                metrics: read,
+            } = result.map_err(|e| {
                 StageError::Rejected(format!("s3://{}/{}: {e}", buckets.raw, object.key))
             })?;
             bytes_read += object.size;
@@ -254,7 +281,7 @@ impl Stage for Transform {
                 "flow_active_timeout_s": meter.active_timeout_ns / 1_000_000_000,
             });
             let metrics = json!({
-                "rows": table.rows(),
+                "rows": table.rows,
                 "features": table.features.len(),
                 "labelled": table.labelled,
                 "read": read,
@@ -286,7 +313,7 @@ impl Stage for Transform {
                     "application/json",
                 )
                 .await?;
-            rows += table.rows() as u64;
+            rows += table.rows;
             records.push(AuditRecord {
                 item: object.version.clone(),
                 inputs: json!([raw_ref]),
@@ -299,7 +326,7 @@ impl Stage for Transform {
                 features: table.features.clone(),
                 flows: flows_ref,
                 manifest: manifest_ref,
-                rows: table.rows() as u64,
+                rows: table.rows,
             });
         }
         Ok(Outcome {
@@ -341,24 +368,21 @@ mod tests {
             Some(truth),
         )
         .unwrap();
-        assert_eq!(t.table.rows(), 2);
+        let t = FlowTable::from_parquet(&t.parquet, &t.silver.features).unwrap();
+        assert_eq!(t.rows(), 2);
         assert_eq!(
-            t.table.labels().unwrap(),
+            t.labels().unwrap(),
             [
                 Some("ssh_bruteforce".to_string()),
                 Some("normal".to_string())
             ]
         );
-        assert!(t.table.features.contains(&"fwd_packets".to_string()));
-        let x = t.table.feature_matrix().unwrap();
+        assert!(t.features.contains(&"fwd_packets".to_string()));
+        let x = t.feature_matrix().unwrap();
         assert_eq!(
             x[[
                 0,
-                t.table
-                    .features
-                    .iter()
-                    .position(|f| f == "fwd_packets")
-                    .unwrap()
+                t.features.iter().position(|f| f == "fwd_packets").unwrap()
             ]],
             9.0
         );
