@@ -269,27 +269,9 @@ fn flows(
     let out = std::io::BufWriter::new(
         std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?,
     );
-    let mut writer = nadir_flows::capture::SilverWriter::new(out, None);
-    let mut failed = None;
-    let stats = nadir_flowmeter::stream_flows(
-        counted,
-        config,
-        |_| {},
-        |flow| {
-            if failed.is_none()
-                && let Err(e) = writer.push(flow)
-            {
-                failed = Some(e);
-            }
-        },
-    )
-    .with_context(|| format!("reading {}", capture.display()))?;
-    if let Some(e) = failed {
-        return Err(e).with_context(|| format!("writing {}", output.display()));
-    }
-    let silver = writer
-        .finish()
-        .with_context(|| format!("writing {}", output.display()))?;
+    let (stats, silver) =
+        nadir_flows::capture::capture_to_silver(counted, config, None, out, |_| {})
+            .with_context(|| format!("{} to {}", capture.display(), output.display()))?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     println!(

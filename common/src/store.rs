@@ -159,8 +159,12 @@ impl ObjectStore {
         Ok(artifact)
     }
 
-    pub async fn get(&self, bucket: &str, key: &str) -> Result<Bytes, StoreError> {
-        let out = match self
+    async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
+        match self
             .client
             .get_object()
             .bucket(bucket)
@@ -168,15 +172,20 @@ impl ObjectStore {
             .send()
             .await
         {
-            Ok(out) => out,
+            Ok(out) => Ok(out),
             Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => {
-                return Err(StoreError::NotFound {
+                Err(StoreError::NotFound {
                     bucket: bucket.into(),
                     key: key.into(),
-                });
+                })
             }
-            Err(e) => return Err(failed("GetObject", bucket, key, e)),
-        };
+            Err(e) => Err(failed("GetObject", bucket, key, e)),
+        }
+    }
+
+    /// The whole object, in memory.
+    pub async fn get(&self, bucket: &str, key: &str) -> Result<Bytes, StoreError> {
+        let out = self.get_object(bucket, key).await?;
         let body = out
             .body
             .collect()
@@ -192,23 +201,8 @@ impl ObjectStore {
         bucket: &str,
         key: &str,
     ) -> Result<impl tokio::io::AsyncRead + Send + Unpin + 'static, StoreError> {
-        match self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Box::pin(out.body.into_async_read())),
-            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => {
-                Err(StoreError::NotFound {
-                    bucket: bucket.into(),
-                    key: key.into(),
-                })
-            }
-            Err(e) => Err(failed("GetObject", bucket, key, e)),
-        }
+        let out = self.get_object(bucket, key).await?;
+        Ok(Box::pin(out.body.into_async_read()))
     }
 
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError> {

@@ -233,3 +233,37 @@ impl<'a, W: Write> SilverWriter<'a, W> {
         Ok(self.summary)
     }
 }
+
+/// Why a capture could not become SILVER.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureToSilverError {
+    #[error(transparent)]
+    Capture(#[from] nadir_flowmeter::CaptureError),
+    #[error("writing SILVER: {0}")]
+    Silver(#[from] FlowError),
+}
+
+/// Meters a capture straight into SILVER Parquet written to `out`,
+/// labelling flows from `truth`: the capture is read once, and memory holds
+/// only what the meter holds (see [`nadir_flowmeter::stream_flows`]).
+pub fn capture_to_silver<R: std::io::Read + Send, W: Write>(
+    reader: R,
+    config: nadir_flowmeter::MeterConfig,
+    truth: Option<&GroundTruth>,
+    out: W,
+    progress: impl FnMut(u64),
+) -> Result<(nadir_flowmeter::MeterStats, SilverSummary), CaptureToSilverError> {
+    let mut writer = SilverWriter::new(out, truth);
+    let mut failed = None;
+    let stats = nadir_flowmeter::stream_flows(reader, config, progress, |flow| {
+        if failed.is_none()
+            && let Err(e) = writer.push(flow)
+        {
+            failed = Some(e);
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    Ok((stats, writer.finish()?))
+}

@@ -22,7 +22,7 @@ use nadir_common::stage::{JobContext, Outcome, Stage, StageError, compute};
 use nadir_common::store::{HashingReader, blocking_reader};
 use nadir_flowmeter::MeterConfig;
 use nadir_flows::FlowTable;
-use nadir_flows::capture::{SilverSummary, SilverWriter, table_from_flows};
+use nadir_flows::capture::{SilverSummary, capture_to_silver, table_from_flows};
 use nadir_flows::labels::{GroundTruth, SIDECAR_SUFFIX};
 use serde_json::json;
 
@@ -92,25 +92,9 @@ pub fn transform_capture<R: Read + Send>(
     let truth = ground_truth(labels)?;
     let mut hashing = HashingReader::new(reader);
     let mut parquet = Vec::new();
-    let mut writer = SilverWriter::new(&mut parquet, truth.as_ref());
-    let mut failed = None;
-    let stats = nadir_flowmeter::stream_flows(
-        &mut hashing,
-        meter,
-        |_| {},
-        |flow| {
-            if failed.is_none()
-                && let Err(e) = writer.push(flow)
-            {
-                failed = Some(e);
-            }
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    if let Some(e) = failed {
-        return Err(e.to_string());
-    }
-    let silver = writer.finish().map_err(|e| e.to_string())?;
+    let (stats, silver) =
+        capture_to_silver(&mut hashing, meter, truth.as_ref(), &mut parquet, |_| {})
+            .map_err(|e| e.to_string())?;
     // Whatever follows the last record still counts towards the hash.
     std::io::copy(&mut hashing, &mut std::io::sink())
         .map_err(|e| format!("reading the capture: {e}"))?;
