@@ -7,14 +7,19 @@
 //! deterministic given the seed, whatever the number of threads.
 //!
 //! - [`iforest`]: Isolation Forest (Liu, Ting and Zhou, 2008).
+//! - [`lof`]: Local Outlier Factor in novelty mode (Breunig et al., 2000).
+//! - [`scale`]: feature scaling fitted on training data.
 //! - [`metrics`]: ROC-AUC, average precision, thresholds.
 
 pub mod iforest;
+pub mod lof;
 pub mod metrics;
+pub mod scale;
 
 use ndarray::{Array1, ArrayView2};
 
 pub use iforest::{IsolationForest, IsolationForestParams};
+pub use lof::{LocalOutlierFactor, LocalOutlierFactorParams};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DetectorError {
