@@ -220,15 +220,12 @@ impl IsolationForest {
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<Self, DetectorError> {
-        let model: Self =
-            serde_json::from_slice(bytes).map_err(|e| DetectorError::Format(e.to_string()))?;
-        if model.format_version != FORMAT_VERSION {
-            return Err(DetectorError::Format(format!(
-                "isolation forest format {} (this build reads {FORMAT_VERSION})",
-                model.format_version
-            )));
-        }
-        Ok(model)
+        crate::decode_model(
+            bytes,
+            "isolation forest",
+            |m: &Self| m.format_version,
+            FORMAT_VERSION,
+        )
     }
 }
 
@@ -238,13 +235,7 @@ impl Detector for IsolationForest {
     }
 
     fn score(&self, x: ArrayView2<'_, f64>) -> Result<Array1<f64>, DetectorError> {
-        if x.ncols() != self.features {
-            return Err(DetectorError::FeatureCount {
-                expected: self.features,
-                found: x.ncols(),
-            });
-        }
-        check_finite(x, "score")?;
+        crate::check_scoring_input(x, self.features)?;
         let c = average_path_length(self.psi).max(f64::MIN_POSITIVE);
         let scores: Vec<f64> = (0..x.nrows())
             .into_par_iter()

@@ -63,3 +63,36 @@ pub fn check_finite(x: ArrayView2<'_, f64>, what: &'static str) -> Result<(), De
     }
     Ok(())
 }
+
+/// Checks data to score: the fitted number of features, finite values.
+pub(crate) fn check_scoring_input(
+    x: ArrayView2<'_, f64>,
+    expected: usize,
+) -> Result<(), DetectorError> {
+    if x.ncols() != expected {
+        return Err(DetectorError::FeatureCount {
+            expected,
+            found: x.ncols(),
+        });
+    }
+    check_finite(x, "score")
+}
+
+/// Reads a model file written by `serde_json`, refusing another format
+/// version than the one this build writes.
+pub(crate) fn decode_model<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+    version_of: impl Fn(&T) -> u32,
+    expected: u32,
+) -> Result<T, DetectorError> {
+    let model: T =
+        serde_json::from_slice(bytes).map_err(|e| DetectorError::Format(e.to_string()))?;
+    let found = version_of(&model);
+    if found != expected {
+        return Err(DetectorError::Format(format!(
+            "{what} format {found} (this build reads {expected})"
+        )));
+    }
+    Ok(model)
+}

@@ -157,15 +157,12 @@ impl LocalOutlierFactor {
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<Self, DetectorError> {
-        let model: Self =
-            serde_json::from_slice(bytes).map_err(|e| DetectorError::Format(e.to_string()))?;
-        if model.format_version != FORMAT_VERSION {
-            return Err(DetectorError::Format(format!(
-                "local outlier factor format {} (this build reads {FORMAT_VERSION})",
-                model.format_version
-            )));
-        }
-        Ok(model)
+        crate::decode_model(
+            bytes,
+            "local outlier factor",
+            |m: &Self| m.format_version,
+            FORMAT_VERSION,
+        )
     }
 
     pub fn params(&self) -> &LocalOutlierFactorParams {
@@ -179,13 +176,7 @@ impl Detector for LocalOutlierFactor {
     }
 
     fn score(&self, x: ArrayView2<'_, f64>) -> Result<Array1<f64>, DetectorError> {
-        if x.ncols() != self.train.ncols() {
-            return Err(DetectorError::FeatureCount {
-                expected: self.train.ncols(),
-                found: x.ncols(),
-            });
-        }
-        check_finite(x, "score")?;
+        crate::check_scoring_input(x, self.train.ncols())?;
         let scaled = self.scaler.transform(x);
         let neighbours = nearest(scaled.view(), self.train.view(), self.k, false);
         Ok(neighbours

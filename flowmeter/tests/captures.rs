@@ -196,25 +196,10 @@ fn tcp(link: Link, forward: bool, flags: &str, payload: &[u8]) -> Vec<u8> {
 }
 
 fn apply_flags(
-    mut b: etherparse::PacketBuilderStep<etherparse::TcpHeader>,
+    b: etherparse::PacketBuilderStep<etherparse::TcpHeader>,
     flags: &str,
 ) -> etherparse::PacketBuilderStep<etherparse::TcpHeader> {
-    if flags.contains('S') {
-        b = b.syn();
-    }
-    if flags.contains('A') {
-        b = b.ack(1);
-    }
-    if flags.contains('P') {
-        b = b.psh();
-    }
-    if flags.contains('F') {
-        b = b.fin();
-    }
-    if flags.contains('R') {
-        b = b.rst();
-    }
-    b
+    nadir_trafficgen::with_tcp_flags(b, flags, 1)
 }
 
 /// A whole TCP connection: handshake, a request, a response, FIN teardown.

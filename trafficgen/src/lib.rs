@@ -56,6 +56,31 @@ impl Default for Config {
     }
 }
 
+/// Sets TCP flags on a segment being built, from letters: `S` SYN, `A` ACK
+/// (acknowledging `ack`), `P` PSH, `F` FIN, `R` RST; e.g. `"SA"`, `"FA"`.
+pub fn with_tcp_flags(
+    mut b: etherparse::PacketBuilderStep<etherparse::TcpHeader>,
+    flags: &str,
+    ack: u32,
+) -> etherparse::PacketBuilderStep<etherparse::TcpHeader> {
+    if flags.contains('S') {
+        b = b.syn();
+    }
+    if flags.contains('A') {
+        b = b.ack(ack);
+    }
+    if flags.contains('P') {
+        b = b.psh();
+    }
+    if flags.contains('F') {
+        b = b.fin();
+    }
+    if flags.contains('R') {
+        b = b.rst();
+    }
+    b
+}
+
 /// Counts of what was written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {

@@ -132,24 +132,10 @@ impl Tcp {
         } else {
             (self.s_seq, self.c_seq)
         };
-        let mut b = PacketBuilder::ethernet2(mac(src.0), mac(dst.0))
+        let b = PacketBuilder::ethernet2(mac(src.0), mac(dst.0))
             .ipv4(src.0.octets(), dst.0.octets(), 64)
             .tcp(src.1, dst.1, seq, 64_240);
-        if flags.contains('S') {
-            b = b.syn();
-        }
-        if flags.contains('A') {
-            b = b.ack(ack);
-        }
-        if flags.contains('P') {
-            b = b.psh();
-        }
-        if flags.contains('F') {
-            b = b.fin();
-        }
-        if flags.contains('R') {
-            b = b.rst();
-        }
+        let b = crate::with_tcp_flags(b, flags, ack);
         let mut frame = Vec::with_capacity(b.size(payload.len()));
         b.write(&mut frame, payload).expect("writing to a Vec");
         out.frame(self.t, frame);
