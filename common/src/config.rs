@@ -155,6 +155,10 @@ pub struct Config {
     pub seed: u64,
     /// Share of flows the operating threshold flags as anomalous.
     pub contamination: f64,
+    /// Detectors the train stage fits, by algorithm name.
+    pub detectors: Vec<String>,
+    /// Scaling of numeric features before fitting.
+    pub scaling: nadir_detectors::Scaling,
     /// Flow meter: time without a packet that ends a flow.
     pub flow_idle_timeout: Duration,
     /// Flow meter: time after its first packet that cuts a long flow.
@@ -175,6 +179,8 @@ impl fmt::Debug for Config {
             .field("reconcile_interval", &self.reconcile_interval)
             .field("seed", &self.seed)
             .field("contamination", &self.contamination)
+            .field("detectors", &self.detectors)
+            .field("scaling", &self.scaling)
             .field("flow_idle_timeout", &self.flow_idle_timeout)
             .field("flow_active_timeout", &self.flow_active_timeout)
             .field("worker_id", &self.worker_id)
@@ -211,6 +217,8 @@ pub const VARIABLES: &[&str] = &[
     "NADIR_RECONCILE_INTERVAL_SECS",
     "NADIR_SEED",
     "NADIR_CONTAMINATION",
+    "NADIR_DETECTORS",
+    "NADIR_SCALING",
     "NADIR_FLOW_IDLE_TIMEOUT_SECS",
     "NADIR_FLOW_ACTIVE_TIMEOUT_SECS",
     "NADIR_WORKER_ID",
@@ -306,6 +314,28 @@ impl Config {
                 reason: "must be a share between 0 and 0.5, e.g. 0.02".into(),
             });
         }
+        let detectors: Vec<String> = env
+            .get("NADIR_DETECTORS")
+            .unwrap_or_else(|| nadir_detectors::model::ALGORITHMS.join(","))
+            .split(',')
+            .map(|d| d.trim().to_string())
+            .filter(|d| !d.is_empty())
+            .collect();
+        if let Some(unknown) = detectors
+            .iter()
+            .find(|d| !nadir_detectors::model::ALGORITHMS.contains(&d.as_str()))
+            .or(detectors.is_empty().then_some(&String::new()))
+        {
+            return Err(ConfigError::Invalid {
+                var: "NADIR_DETECTORS",
+                value: unknown.clone(),
+                reason: format!(
+                    "expected a comma-separated list of {}",
+                    nadir_detectors::model::ALGORITHMS.join(", ")
+                ),
+            });
+        }
+        let scaling = parsed(env, "NADIR_SCALING", nadir_detectors::Scaling::Standard)?;
         let flow_idle_timeout = seconds(env, "NADIR_FLOW_IDLE_TIMEOUT_SECS", 120)?;
         let flow_active_timeout = seconds(env, "NADIR_FLOW_ACTIVE_TIMEOUT_SECS", 1800)?;
         if flow_idle_timeout.is_zero() || flow_active_timeout < flow_idle_timeout {
@@ -329,6 +359,8 @@ impl Config {
             reconcile_interval: seconds(env, "NADIR_RECONCILE_INTERVAL_SECS", 30)?,
             seed: parsed(env, "NADIR_SEED", 42)?,
             contamination,
+            detectors,
+            scaling,
             flow_idle_timeout,
             flow_active_timeout,
             worker_id,

@@ -18,9 +18,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Detector, DetectorError, check_finite};
 
-/// Version of the serialized model format.
-pub const FORMAT_VERSION: u32 = 1;
-
 /// Checked parameters of an Isolation Forest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsolationForestParams {
@@ -61,7 +58,6 @@ struct Tree {
 /// A fitted Isolation Forest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsolationForest {
-    format_version: u32,
     params: IsolationForestParams,
     features: usize,
     /// ψ actually used (at most the number of training rows).
@@ -111,7 +107,6 @@ impl IsolationForestParams {
             })
             .collect();
         Ok(IsolationForest {
-            format_version: FORMAT_VERSION,
             params: self.clone(),
             features: x.ncols(),
             psi,
@@ -214,19 +209,6 @@ impl IsolationForest {
     pub fn features(&self) -> usize {
         self.features
     }
-
-    pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a forest always serializes")
-    }
-
-    pub fn from_json(bytes: &[u8]) -> Result<Self, DetectorError> {
-        crate::decode_model(
-            bytes,
-            "isolation forest",
-            |m: &Self| m.format_version,
-            FORMAT_VERSION,
-        )
-    }
 }
 
 impl Detector for IsolationForest {
@@ -314,21 +296,29 @@ mod tests {
             .build()
             .unwrap();
         let b = pool.install(|| params.fit(x.view()).unwrap());
-        assert_eq!(a.to_json(), b.to_json());
+        assert_eq!(
+            serde_json::to_vec(&a).unwrap(),
+            serde_json::to_vec(&b).unwrap()
+        );
         let other = IsolationForestParams {
             seed: 10,
             ..Default::default()
         }
         .fit(x.view())
         .unwrap();
-        assert_ne!(a.to_json(), other.to_json());
+        assert_ne!(
+            serde_json::to_vec(&a).unwrap(),
+            serde_json::to_vec(&other).unwrap()
+        );
     }
 
     #[test]
     fn a_loaded_model_scores_bit_for_bit_the_same() {
         let (x, _) = clusters(400, 4, 3);
         let model = IsolationForestParams::default().fit(x.view()).unwrap();
-        let loaded = IsolationForest::from_json(&model.to_json()).unwrap();
+        let loaded =
+            serde_json::from_slice::<IsolationForest>(&serde_json::to_vec(&model).unwrap())
+                .unwrap();
         let (a, b) = (
             model.score(x.view()).unwrap(),
             loaded.score(x.view()).unwrap(),

@@ -6,20 +6,32 @@
 //! anomaly score per row, higher meaning more anomalous. Fitting is
 //! deterministic given the seed, whatever the number of threads.
 //!
+//! - [`model`]: the common interface (fit, score, threshold) over every
+//!   detector with its preprocessing, and the versioned model file.
+//! - [`prep`]: the data detectors see, and scaling and categorical
+//!   encoding fitted on training data.
 //! - [`iforest`]: Isolation Forest (Liu, Ting and Zhou, 2008).
 //! - [`lof`]: Local Outlier Factor in novelty mode (Breunig et al., 2000).
-//! - [`scale`]: feature scaling fitted on training data.
+//! - [`ocsvm`]: One-Class SVM (Schölkopf et al., 2001), exact or Nyström.
+//! - [`group`]: per-host group outliers over time (`augurs-outlier`).
 //! - [`metrics`]: ROC-AUC, average precision, thresholds.
 
+pub mod group;
 pub mod iforest;
 pub mod lof;
 pub mod metrics;
-pub mod scale;
+pub mod model;
+pub mod ocsvm;
+pub mod prep;
 
 use ndarray::{Array1, ArrayView2};
 
+pub use group::{HostGroup, HostGroupParams};
 pub use iforest::{IsolationForest, IsolationForestParams};
 pub use lof::{LocalOutlierFactor, LocalOutlierFactorParams};
+pub use model::{DetectorParams, Model, ModelSpec, ThresholdRule};
+pub use ocsvm::{OneClassSvm, OneClassSvmParams};
+pub use prep::{Activity, Categorical, Dataset, PrepSpec, Scaling};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DetectorError {
@@ -33,6 +45,13 @@ pub enum DetectorError {
     },
     #[error("the model was fitted on {expected} features, the data has {found}")]
     FeatureCount { expected: usize, found: usize },
+    #[error("the model was fitted on features {expected:?}, the data has {found:?}")]
+    FeatureNames {
+        expected: Vec<String>,
+        found: Vec<String>,
+    },
+    #[error("the data lacks {0}, which the model needs")]
+    MissingField(String),
     #[error("invalid parameter: {0}")]
     Params(String),
     #[error("model file: {0}")]
@@ -76,23 +95,4 @@ pub(crate) fn check_scoring_input(
         });
     }
     check_finite(x, "score")
-}
-
-/// Reads a model file written by `serde_json`, refusing another format
-/// version than the one this build writes.
-pub(crate) fn decode_model<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-    what: &str,
-    version_of: impl Fn(&T) -> u32,
-    expected: u32,
-) -> Result<T, DetectorError> {
-    let model: T =
-        serde_json::from_slice(bytes).map_err(|e| DetectorError::Format(e.to_string()))?;
-    let found = version_of(&model);
-    if found != expected {
-        return Err(DetectorError::Format(format!(
-            "{what} format {found} (this build reads {expected})"
-        )));
-    }
-    Ok(model)
 }

@@ -5,8 +5,8 @@
 //! reachability distance to its k nearest training points; its LOF is the
 //! mean density of those neighbours over its own. About 1 inside a cluster,
 //! well above 1 for an outlier; scikit-learn's `score_samples` is its
-//! negative. Features are standardized with the training set's mean and
-//! deviation first. Neighbours are found exactly, by a blocked search that
+//! negative. Distances are Euclidean on the features as given (the model's
+//! preprocessing scales them). Neighbours are found exactly, by a blocked search that
 //! computes distances a block of rows at a time as matrix products, in
 //! parallel; ties and duplicates are handled as scikit-learn does (a
 //! 1e-10 floor keeps densities of duplicate points finite).
@@ -16,10 +16,7 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::scale::StandardScaler;
 use crate::{Detector, DetectorError, check_finite};
-
-pub const FORMAT_VERSION: u32 = 1;
 
 /// Checked parameters of a Local Outlier Factor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,11 +42,9 @@ impl Default for LocalOutlierFactorParams {
 /// A fitted Local Outlier Factor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LocalOutlierFactor {
-    format_version: u32,
     params: LocalOutlierFactorParams,
     k: usize,
-    scaler: StandardScaler,
-    /// The (scaled) training points.
+    /// The training points.
     train: Array2<f64>,
     /// Distance of each training point to its k-th neighbour.
     k_distance: Array1<f64>,
@@ -130,8 +125,7 @@ impl LocalOutlierFactorParams {
         } else {
             x.to_owned()
         };
-        let scaler = StandardScaler::fit(x.view());
-        let train = scaler.transform(x.view());
+        let train = x;
         let k = self.neighbours.min(train.nrows().saturating_sub(1)).max(1);
         let neighbours = nearest(train.view(), train.view(), k, true);
         let k_distance: Array1<f64> = neighbours
@@ -140,10 +134,8 @@ impl LocalOutlierFactorParams {
             .collect();
         let lrd: Array1<f64> = neighbours.iter().map(|n| density(n, &k_distance)).collect();
         Ok(LocalOutlierFactor {
-            format_version: FORMAT_VERSION,
             params: self.clone(),
             k,
-            scaler,
             train,
             k_distance,
             lrd,
@@ -152,17 +144,9 @@ impl LocalOutlierFactorParams {
 }
 
 impl LocalOutlierFactor {
-    pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a fitted LOF always serializes")
-    }
-
-    pub fn from_json(bytes: &[u8]) -> Result<Self, DetectorError> {
-        crate::decode_model(
-            bytes,
-            "local outlier factor",
-            |m: &Self| m.format_version,
-            FORMAT_VERSION,
-        )
+    /// Training rows kept (at most `max_train`).
+    pub fn training_rows(&self) -> usize {
+        self.train.nrows()
     }
 
     pub fn params(&self) -> &LocalOutlierFactorParams {
@@ -177,8 +161,7 @@ impl Detector for LocalOutlierFactor {
 
     fn score(&self, x: ArrayView2<'_, f64>) -> Result<Array1<f64>, DetectorError> {
         crate::check_scoring_input(x, self.train.ncols())?;
-        let scaled = self.scaler.transform(x);
-        let neighbours = nearest(scaled.view(), self.train.view(), self.k, false);
+        let neighbours = nearest(x, self.train.view(), self.k, false);
         Ok(neighbours
             .iter()
             .map(|n| {
@@ -232,7 +215,6 @@ mod tests {
             ..Default::default()
         };
         let model = params.fit(x.view()).unwrap();
-        // (Standardization scales every distance alike: the ratio is unchanged.)
         let lof = model.score(array![[4.0]].view()).unwrap()[0];
         assert!((lof - 2.0).abs() < 1e-6, "{lof}");
     }
@@ -243,7 +225,9 @@ mod tests {
         let model = LocalOutlierFactorParams::default().fit(x.view()).unwrap();
         let scores = model.score(x.view()).unwrap();
         assert!(scores.iter().all(|s| s.is_finite()));
-        let loaded = LocalOutlierFactor::from_json(&model.to_json()).unwrap();
+        let loaded =
+            serde_json::from_slice::<LocalOutlierFactor>(&serde_json::to_vec(&model).unwrap())
+                .unwrap();
         let again = loaded.score(x.view()).unwrap();
         assert!(
             scores
@@ -267,6 +251,9 @@ mod tests {
             .build()
             .unwrap();
         let b = pool.install(|| params.fit(x.view()).unwrap());
-        assert_eq!(a.to_json(), b.to_json());
+        assert_eq!(
+            serde_json::to_vec(&a).unwrap(),
+            serde_json::to_vec(&b).unwrap()
+        );
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use nadir_common::layout::{Manifest, sha256_hex};
 use nadir_common::messages::{MinioEvent, subject};
+use nadir_detectors::Model;
 use nadir_e2e::World;
 use nadir_trafficgen::Attack;
 use serde_json::{Value, json};
@@ -12,6 +13,14 @@ use uuid::Uuid;
 
 const STAGE_TABLES: [&str; 4] = ["ingestions", "transformations", "trainings", "evaluations"];
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The delivery tests on large files fit one fast detector: scoring 300 000
+/// flows with every detector would stretch the eval window they time.
+const ONE_DETECTOR: (&str, &str) = ("NADIR_DETECTORS", "isolation_forest");
+
+/// Trainings rows of a run on flows without hosts and times: three models
+/// and the group detector's "skipped" row.
+const TRAININGS_CSV: i64 = 4;
 
 fn sample(rows: usize) -> Vec<u8> {
     nadir_flows::sample::flow_csv(rows, 11).into_bytes()
@@ -123,7 +132,10 @@ async fn a_dropped_file_flows_through_the_four_stages() {
         subject::START,
         "s3s-fs sends no events: the reconciler started the run"
     );
-    assert_eq!(rows_per_table(&world, run_id).await, [1, 1, 1, 1]);
+    assert_eq!(
+        rows_per_table(&world, run_id).await,
+        [1, 1, TRAININGS_CSV, 1]
+    );
     let statuses = world
         .query(
             "SELECT stage, status, attempts FROM stage_jobs WHERE run_id = $1 ORDER BY started_at",
@@ -174,20 +186,49 @@ async fn a_dropped_file_flows_through_the_four_stages() {
     let metrics: Value = transform.get(1);
     assert_eq!(metrics["rows"], 3000);
 
-    // Train: a model and a manifest naming the SILVER partition it was fitted on.
-    let train = &world
+    // Train: a model per detector, each with a manifest naming the SILVER
+    // partition it was fitted on; the group detector is skipped on flows
+    // without hosts and times, and says so.
+    let trainings = world
         .query(
-            "SELECT item, outputs FROM trainings WHERE run_id = $1",
+            "SELECT item, outputs, metrics FROM trainings WHERE run_id = $1 ORDER BY item",
             &[&run_id],
         )
-        .await[0];
-    assert_eq!(train.get::<_, String>(0), "isolation_forest");
-    let outputs: Value = train.get(1);
-    fetch_checked(&world, &outputs[0]).await;
-    let model_manifest: Manifest =
-        serde_json::from_slice(&fetch_checked(&world, &outputs[1]).await).unwrap();
-    assert_eq!(model_manifest.inputs[0], silver_manifest.outputs[0]);
-    assert_eq!(model_manifest.parameters["params"]["seed"], 42);
+        .await;
+    let items: Vec<String> = trainings.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        items,
+        [
+            "host_group",
+            "isolation_forest",
+            "local_outlier_factor",
+            "one_class_svm"
+        ]
+    );
+    let skipped: Value = trainings[0].get(2);
+    assert!(
+        skipped["skipped"].as_str().unwrap().contains("hosts"),
+        "{skipped}"
+    );
+    for row in &trainings[1..] {
+        let outputs: Value = row.get(1);
+        let model = Model::from_bytes(&fetch_checked(&world, &outputs[0]).await).unwrap();
+        assert_eq!(model.algorithm(), row.get::<_, String>(0));
+        let model_manifest: Manifest =
+            serde_json::from_slice(&fetch_checked(&world, &outputs[1]).await).unwrap();
+        assert_eq!(model_manifest.inputs[0], silver_manifest.outputs[0]);
+        assert_eq!(
+            model_manifest.parameters["spec"]["detector"]["params"]["seed"],
+            42
+        );
+        let metrics: Value = row.get(2);
+        assert_eq!(metrics["threshold"], model.threshold());
+    }
+    let ocsvm: Value = trainings[3].get(2);
+    assert_eq!(
+        ocsvm["fit"]["solver"], "exact",
+        "3 000 rows are solved exactly"
+    );
 
     // Eval: report and scores; the planted anomalies are found.
     let eval = &world
@@ -202,12 +243,26 @@ async fn a_dropped_file_flows_through_the_four_stages() {
     fetch_checked(&world, &outputs[2]).await;
     assert_eq!(report["rows"], 3000);
     assert_eq!(report["attacks"], 3000 / nadir_flows::sample::ANOMALY_EVERY);
-    let auc = report["detectors"][0]["roc_auc"].as_f64().unwrap();
+    let detectors = report["detectors"].as_array().unwrap();
+    assert_eq!(detectors.len(), 3);
+    let auc = |name: &str| {
+        detectors.iter().find(|d| d["algorithm"] == name).unwrap()["roc_auc"]
+            .as_f64()
+            .unwrap()
+    };
     assert!(
-        auc > 0.95,
-        "isolation forest ROC-AUC on planted anomalies: {auc}"
+        auc("isolation_forest") > 0.95,
+        "isolation forest ROC-AUC on planted anomalies: {}",
+        auc("isolation_forest")
     );
-    assert_eq!(report["selection"]["champion"], "isolation_forest");
+    // The champion is the detector with the best average precision (the
+    // first listed on a tie).
+    let ap = |d: &Value| d["average_precision"].as_f64().unwrap();
+    let best = detectors.iter().fold(
+        &detectors[0],
+        |best, d| if ap(d) > ap(best) { d } else { best },
+    );
+    assert_eq!(report["selection"]["champion"], best["algorithm"]);
 
     // pipeline.done names the report.
     let done = world.messages_for(subject::DONE, run_id).await;
@@ -224,7 +279,11 @@ async fn a_dropped_file_flows_through_the_four_stages() {
     );
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["run"]["status"], "succeeded");
-    assert_eq!(status["stages"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        status["stages"].as_array().unwrap().len(),
+        3 + TRAININGS_CSV as usize,
+        "one audit row per ingestion, transformation, training and evaluation"
+    );
 
     // Every worker counted its job and is healthy and ready.
     for worker in &workers {
@@ -276,7 +335,10 @@ async fn an_object_announced_by_an_event_and_the_reconciler_is_processed_once() 
         world.count("SELECT count(*) FROM pipeline_runs", &[]).await,
         1
     );
-    assert_eq!(rows_per_table(&world, run_id).await, [1, 1, 1, 1]);
+    assert_eq!(
+        rows_per_table(&world, run_id).await,
+        [1, 1, TRAININGS_CSV, 1]
+    );
     let item: String = world.query("SELECT item FROM ingestions", &[]).await[0].get(0);
     assert_eq!(item, key, "the event's key was URL-decoded");
     assert_eq!(world.messages_for(subject::DONE, run_id).await.len(), 1);
@@ -296,8 +358,8 @@ async fn an_object_announced_by_an_event_and_the_reconciler_is_processed_once() 
     let models = keys(&world, &world.config.buckets.models).await;
     assert_eq!(
         models.iter().filter(|k| k.ends_with("model.json")).count(),
-        1,
-        "{models:?}"
+        3,
+        "one model per fitted detector, once: {models:?}"
     );
 }
 
@@ -306,7 +368,7 @@ async fn a_worker_killed_mid_job_leaves_no_duplicates_and_the_run_completes() {
     let world = World::new("killed").await;
     let _ingest = world.spawn("ingest", &[]);
     let _transform = world.spawn("transform", &[]);
-    let _train = world.spawn("train", &[]);
+    let _train = world.spawn("train", &[ONE_DETECTOR]);
     let mut eval = world.spawn("eval", &[]);
     // Enough flows that scoring them takes a while in a debug build.
     let (_, run_id) = world.drop_raw("big.csv", sample(400_000)).await;
@@ -436,7 +498,10 @@ async fn malformed_input_fails_its_run_readably_and_the_workers_keep_serving() {
     let (_, good_run) = world.drop_raw("good.csv", sample(500)).await;
     let run = world.wait_run(good_run, RUN_TIMEOUT).await;
     assert_eq!(run.status, "succeeded", "{run:?}");
-    assert_eq!(rows_per_table(&world, good_run).await, [1, 1, 1, 1]);
+    assert_eq!(
+        rows_per_table(&world, good_run).await,
+        [1, 1, TRAININGS_CSV, 1]
+    );
     for worker in &workers {
         assert_eq!(
             worker.http_get("/healthz").await.0,
@@ -517,9 +582,12 @@ async fn nadir_start_runs_named_objects_and_waits_for_the_outcome() {
     let run_id: Uuid = stdout.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(stdout.contains(&format!("run {run_id} done")), "{stdout}");
 
-    // One run over both objects: two RAW objects, two partitions, one model
+    // One run over both objects: two RAW objects, two partitions, models
     // fitted on both, one evaluation of all 1 000 flows.
-    assert_eq!(rows_per_table(&world, run_id).await, [2, 2, 1, 1]);
+    assert_eq!(
+        rows_per_table(&world, run_id).await,
+        [2, 2, TRAININGS_CSV, 1]
+    );
     let run = world.wait_run(run_id, RUN_TIMEOUT).await;
     assert_eq!(run.trigger, subject::START);
     assert_eq!(run.report.unwrap()["summary"]["rows"], 1000);
@@ -607,7 +675,7 @@ async fn sigterm_lets_the_job_in_hand_finish_within_the_grace_period() {
     let world = World::new("graceful").await;
     let _others: Vec<_> = ["ingest", "transform", "train"]
         .iter()
-        .map(|s| world.spawn(s, &[]))
+        .map(|s| world.spawn(s, &[ONE_DETECTOR]))
         .collect();
     let mut eval = world.spawn("eval", &[("NADIR_SHUTDOWN_GRACE_SECS", "120")]);
     let run_id = run_until_eval_is_working(&world).await;
@@ -626,7 +694,7 @@ async fn sigterm_hands_the_job_back_when_the_grace_period_is_over() {
     let world = World::new("handback").await;
     let _others: Vec<_> = ["ingest", "transform", "train"]
         .iter()
-        .map(|s| world.spawn(s, &[]))
+        .map(|s| world.spawn(s, &[ONE_DETECTOR]))
         .collect();
     let mut eval = world.spawn("eval", &[("NADIR_SHUTDOWN_GRACE_SECS", "0")]);
     let run_id = run_until_eval_is_working(&world).await;
@@ -764,9 +832,41 @@ async fn a_generated_capture_with_ground_truth_becomes_labelled_flows() {
         report["attacks"], generated.attack_flows,
         "every ground-truth row labelled exactly one flow"
     );
-    let auc = report["detectors"][0]["roc_auc"].as_f64().unwrap();
+    let detectors = report["detectors"].as_array().unwrap();
+    let names: Vec<&str> = detectors
+        .iter()
+        .map(|d| d["algorithm"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "isolation_forest",
+            "local_outlier_factor",
+            "one_class_svm",
+            "host_group"
+        ]
+    );
+    // LOF is left out: flows of a scan or a flood are many and alike, so
+    // they are dense, not locally outlying (see the README's figures).
+    for d in detectors {
+        let auc = d["roc_auc"].as_f64().unwrap();
+        eprintln!("{}: ROC-AUC {auc}", d["algorithm"]);
+        if d["algorithm"] != "local_outlier_factor" {
+            assert!(
+                auc > 0.7,
+                "{} on the generated attacks: ROC-AUC {auc}",
+                d["algorithm"]
+            );
+        }
+    }
+    // The group detector singles out the scanning, brute-forcing attacker.
+    let outlying = &detectors[3]["hosts"][0]["outlying"];
     assert!(
-        auc > 0.7,
-        "isolation forest on the generated attacks: ROC-AUC {auc}"
+        outlying
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["host"] == "198.51.100.66"),
+        "{outlying}"
     );
 }

@@ -6,10 +6,12 @@
 //! - [`format`]: what a RAW object is, judged by its content, never its name.
 //! - [`table`]: a flow CSV read into a typed table of features and labels,
 //!   and the SILVER Parquet encoding of it.
+//! - [`dataset`]: a flow table as the detectors see it.
 //! - [`sample`]: a deterministic, labelled flow data set with planted
 //!   anomalies, for demos and tests.
 
 pub mod capture;
+pub mod dataset;
 pub mod format;
 pub mod labels;
 pub mod sample;

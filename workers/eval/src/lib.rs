@@ -1,8 +1,10 @@
 //! The eval stage: SILVER partitions and models in, a report and per-flow
 //! scores out, and the run's `pipeline.done`.
 //!
-//! Every model scores every flow of the run. The operating threshold flags
-//! the `NADIR_CONTAMINATION` share of highest scores. Where the flows carry
+//! Every model scores every flow of the run. Each model's operating
+//! threshold was placed on its training scores (flagging the
+//! `NADIR_CONTAMINATION` share of them); the group detector also names the
+//! hosts it singled out. Where the flows carry
 //! labels, ROC-AUC, average precision and precision/recall/F1 at the
 //! threshold say how well each detector did, and the detector with the best
 //! average precision is named champion. Writes `eval/<version>/report.json`,
@@ -15,7 +17,7 @@ use nadir_common::audit::{AuditRecord, StageKind};
 use nadir_common::layout::{self, ArtifactRef, Manifest};
 use nadir_common::messages::{EvalJob, RunDone, SCHEMA_VERSION, subject};
 use nadir_common::stage::{JobContext, Outcome, Stage, StageError, compute};
-use nadir_detectors::{Detector, IsolationForest, metrics};
+use nadir_detectors::{Model, metrics};
 use nadir_flows::FlowTable;
 use nadir_flows::table::{FLOW_ID, LABEL, write_parquet};
 use polars::prelude::*;
@@ -30,17 +32,16 @@ pub fn is_attack(label: &str) -> bool {
     !BENIGN.contains(&label.trim().to_ascii_lowercase().as_str())
 }
 
-/// Loads a model file by its algorithm name.
-pub fn load_model(
-    algorithm: &str,
-    bytes: &[u8],
-) -> Result<Box<dyn Detector + Send + Sync>, String> {
-    match algorithm {
-        "isolation_forest" => Ok(Box::new(
-            IsolationForest::from_json(bytes).map_err(|e| e.to_string())?,
-        )),
-        other => Err(format!("unknown algorithm {other:?}")),
+/// Loads a model file, checking it holds the algorithm the message names.
+pub fn load_model(algorithm: &str, bytes: &[u8]) -> Result<Model, String> {
+    let model = Model::from_bytes(bytes).map_err(|e| e.to_string())?;
+    if model.algorithm() != algorithm {
+        return Err(format!(
+            "the message names {algorithm:?} but the file holds {:?}",
+            model.algorithm()
+        ));
     }
+    Ok(model)
 }
 
 /// What evaluation computed: the scores table and the report (pure).
@@ -55,23 +56,34 @@ pub struct Evaluation {
 pub fn evaluate(
     job: &EvalJob,
     partitions: &[bytes::Bytes],
-    models: &[Box<dyn Detector + Send + Sync>],
+    models: &[Model],
     contamination: f64,
 ) -> Result<Evaluation, String> {
     let mut raw_versions: Vec<String> = Vec::new();
     let mut flow_ids: Vec<u64> = Vec::new();
     let mut labels: Vec<Option<String>> = Vec::new();
     let mut scores: Vec<Vec<f64>> = vec![Vec::new(); models.len()];
+    let mut hosts: Vec<Vec<Value>> = vec![Vec::new(); models.len()];
     let mut labelled = true;
     for (partition, bytes) in job.silver.iter().zip(partitions) {
         let table = FlowTable::from_parquet(bytes, &partition.features)
             .map_err(|e| format!("{}: {e}", partition.flows.uri()))?;
-        let x = table.feature_matrix().map_err(|e| e.to_string())?;
-        for (model, out) in models.iter().zip(scores.iter_mut()) {
-            let s = model
-                .score(x.view())
-                .map_err(|e| format!("{}: {e}", model.algorithm()))?;
-            out.extend(s.iter());
+        let data = table.dataset().map_err(|e| e.to_string())?;
+        for (i, model) in models.iter().enumerate() {
+            let failed = |e| format!("{}: {e}", model.algorithm());
+            match model.analyze_hosts(&data).map_err(failed)? {
+                Some(analysis) => {
+                    scores[i].extend(analysis.flow_scores.iter());
+                    hosts[i].push(json!({
+                        "raw_version": partition.raw_version,
+                        "source_hosts": analysis.source_hosts,
+                        "buckets": analysis.buckets,
+                        "outlying": analysis.hosts,
+                        "notes": analysis.notes,
+                    }));
+                }
+                None => scores[i].extend(model.score(&data).map_err(failed)?.iter()),
+            }
         }
         raw_versions.extend(std::iter::repeat_n(
             partition.raw_version.clone(),
@@ -100,9 +112,9 @@ pub fn evaluate(
     let mut detectors = Vec::new();
     let mut champion: Option<(String, f64)> = None;
     let mut any_flagged = vec![false; rows];
-    for (model, s) in models.iter().zip(&scores) {
+    for ((model, s), hosts) in models.iter().zip(&scores).zip(&hosts) {
         let algorithm = model.algorithm();
-        let threshold = metrics::threshold_for_contamination(s, contamination);
+        let threshold = model.threshold();
         let flagged: Vec<bool> = s.iter().map(|v| *v > threshold).collect();
         for (any, f) in any_flagged.iter_mut().zip(&flagged) {
             *any |= *f;
@@ -110,6 +122,8 @@ pub fn evaluate(
         let mut entry = json!({
             "algorithm": algorithm,
             "threshold": threshold,
+            "threshold_rule": model.metadata.threshold_rule,
+            "training_scores": model.metadata.training_scores,
             "flagged": flagged.iter().filter(|f| **f).count(),
             "score_quantiles": {
                 "p50": metrics::quantile(s, 0.5),
@@ -118,6 +132,9 @@ pub fn evaluate(
                 "max": metrics::quantile(s, 1.0),
             },
         });
+        if !hosts.is_empty() {
+            entry["hosts"] = json!(hosts);
+        }
         if labelled {
             let auc = metrics::roc_auc(s, &positive);
             let ap = metrics::average_precision(s, &positive);

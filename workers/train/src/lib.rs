@@ -1,11 +1,13 @@
 //! The train stage: SILVER partitions in, fitted models out.
 //!
-//! Fits every configured detector on the run's SILVER partitions (labels are
-//! never shown to the detectors) and stores each as
+//! Fits every configured detector (`NADIR_DETECTORS`) on the run's SILVER
+//! partitions (labels are never shown to the detectors) and stores each as
 //! `models/<algorithm>/<version>/model.json` with a manifest naming the
-//! partitions and hashes it was fitted on, its parameters and seed. This
-//! build fits an Isolation Forest; the other detectors join it here.
+//! partitions and hashes it was fitted on, its parameters, seed, features
+//! and scaling. A detector the data cannot serve (the per-host group
+//! detector on flows without hosts and times) is recorded as skipped.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
@@ -15,20 +17,20 @@ use nadir_common::messages::{
     EvalJob, SCHEMA_VERSION, SilverPartition, TrainJob, TrainedModel, subject,
 };
 use nadir_common::stage::{JobContext, Outcome, Stage, StageError, compute};
-use nadir_detectors::{Detector, IsolationForestParams};
+use nadir_detectors::model::{DetectorParams, ModelSpec, ThresholdRule};
+use nadir_detectors::{Dataset, DetectorError, PrepSpec};
 use nadir_flows::FlowTable;
-use ndarray::{Array2, Axis};
 use serde_json::json;
 
 pub struct Train;
 
-/// The feature matrix of all partitions, which must share their features.
-pub fn training_matrix(
+/// The flows of all partitions as one dataset; they must share their features.
+pub fn training_dataset(
     partitions: &[SilverPartition],
     parquet: &[bytes::Bytes],
-) -> Result<Array2<f64>, String> {
+) -> Result<Dataset, String> {
     let features = &partitions[0].features;
-    let mut matrices = Vec::new();
+    let mut parts = Vec::new();
     for (partition, bytes) in partitions.iter().zip(parquet) {
         if &partition.features != features {
             return Err(format!(
@@ -38,10 +40,9 @@ pub fn training_matrix(
         }
         let table = FlowTable::from_parquet(bytes, features)
             .map_err(|e| format!("{}: {e}", partition.flows.uri()))?;
-        matrices.push(table.feature_matrix().map_err(|e| e.to_string())?);
+        parts.push(table.dataset().map_err(|e| e.to_string())?);
     }
-    let views: Vec<_> = matrices.iter().map(|m| m.view()).collect();
-    ndarray::concatenate(Axis(0), &views).map_err(|e| e.to_string())
+    Dataset::concat(&parts).map_err(|e| e.to_string())
 }
 
 impl Stage for Train {
@@ -67,82 +68,114 @@ impl Stage for Train {
             parquet.push(services.store.get(&p.flows.bucket, &p.flows.key).await?);
         }
         let bytes_read = parquet.iter().map(|b| b.len() as u64).sum();
-        let params = IsolationForestParams {
-            seed: services.config.seed,
-            ..Default::default()
-        };
-        let started = Instant::now();
-        let (partitions, fit_params) = (job.silver.clone(), params.clone());
-        let fitted = compute(move || {
-            let x = training_matrix(&partitions, &parquet)?;
-            let model = fit_params.fit(x.view()).map_err(|e| e.to_string())?;
-            Ok::<_, String>((x.nrows(), model))
-        })
-        .await?
-        .map_err(StageError::Rejected)?;
-        let (rows, model) = fitted;
-        let seconds = started.elapsed().as_secs_f64();
-        let algorithm = model.algorithm();
-        let model_bytes = model.to_json();
-        let model_key = layout::model_key(algorithm, ctx.version);
-        let model_ref = services
-            .store
-            .put_artifact(
-                bucket,
-                model_key,
-                ctx.version,
-                model_bytes,
-                "application/json",
-            )
-            .await?;
-
-        let features = &job.silver[0].features;
-        let parameters = json!({ "algorithm": algorithm, "params": params, "features": features });
-        let metrics = json!({ "rows": rows, "fit_seconds": seconds });
+        let partitions = job.silver.clone();
+        let data = compute(move || training_dataset(&partitions, &parquet))
+            .await?
+            .map_err(StageError::Rejected)?;
+        let data = Arc::new(data);
         let inputs: Vec<ArtifactRef> = job.silver.iter().map(|p| p.flows.clone()).collect();
-        let manifest = Manifest {
-            kind: "model".into(),
-            run_id: ctx.run_id,
-            version: ctx.version.to_string(),
-            created_at: Utc::now(),
-            code_version: layout::CODE_VERSION.into(),
-            inputs: inputs.clone(),
-            outputs: vec![model_ref.clone()],
-            parameters: parameters.clone(),
-            metrics: metrics.clone(),
-        }
-        .to_json();
-        let manifest_key = layout::model_manifest_key(algorithm, ctx.version);
-        let manifest_ref = services
-            .store
-            .put_artifact(
-                bucket,
-                manifest_key,
-                ctx.version,
-                manifest,
-                "application/json",
-            )
-            .await?;
-        tracing::info!(run_id = %ctx.run_id, algorithm, rows, seconds, "model fitted");
-        Ok(Outcome {
-            records: vec![AuditRecord {
-                item: algorithm.into(),
+        let config = &services.config;
+        let mut records = Vec::new();
+        let mut models = Vec::new();
+        for algorithm in &config.detectors {
+            let spec = ModelSpec {
+                detector: DetectorParams::named(algorithm, config.seed)
+                    .map_err(|e| StageError::Rejected(e.to_string()))?,
+                prep: PrepSpec {
+                    scaling: config.scaling,
+                    ..Default::default()
+                },
+                threshold: ThresholdRule::Contamination(config.contamination),
+            };
+            let started = Instant::now();
+            let (fit_spec, fit_data) = (spec.clone(), data.clone());
+            let fitted = compute(move || fit_spec.fit(&fit_data)).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            let parameters = json!({ "spec": spec, "features": job.silver[0].features });
+            let model = match fitted {
+                Ok(model) => model,
+                Err(DetectorError::MissingField(what)) => {
+                    let reason = format!("skipped: the flows lack {what}");
+                    tracing::info!(run_id = %ctx.run_id, algorithm, %reason, "detector skipped");
+                    records.push(AuditRecord {
+                        item: algorithm.clone(),
+                        inputs: json!(inputs),
+                        outputs: json!([]),
+                        parameters,
+                        metrics: json!({ "skipped": reason }),
+                    });
+                    continue;
+                }
+                Err(e) => return Err(StageError::Rejected(format!("{algorithm}: {e}"))),
+            };
+            let model_ref = services
+                .store
+                .put_artifact(
+                    bucket,
+                    layout::model_key(algorithm, ctx.version),
+                    ctx.version,
+                    model.to_bytes(),
+                    "application/json",
+                )
+                .await?;
+            let metrics = json!({
+                "rows": data.rows(),
+                "fit_seconds": seconds,
+                "threshold": model.threshold(),
+                "training_scores": model.metadata.training_scores,
+                "fit": model.metadata.fit,
+            });
+            let manifest = Manifest {
+                kind: "model".into(),
+                run_id: ctx.run_id,
+                version: ctx.version.to_string(),
+                created_at: Utc::now(),
+                code_version: layout::CODE_VERSION.into(),
+                inputs: inputs.clone(),
+                outputs: vec![model_ref.clone()],
+                parameters: parameters.clone(),
+                metrics: metrics.clone(),
+            }
+            .to_json();
+            let manifest_ref = services
+                .store
+                .put_artifact(
+                    bucket,
+                    layout::model_manifest_key(algorithm, ctx.version),
+                    ctx.version,
+                    manifest,
+                    "application/json",
+                )
+                .await?;
+            tracing::info!(run_id = %ctx.run_id, algorithm, rows = data.rows(), seconds, "model fitted");
+            records.push(AuditRecord {
+                item: algorithm.clone(),
                 inputs: json!(inputs),
                 outputs: json!([model_ref, manifest_ref]),
                 parameters,
                 metrics,
-            }],
-            rows: rows as u64,
+            });
+            models.push(TrainedModel {
+                algorithm: algorithm.clone(),
+                model: model_ref,
+                manifest: manifest_ref,
+            });
+        }
+        if models.is_empty() {
+            return Err(StageError::Rejected(format!(
+                "none of the configured detectors ({}) could be fitted on these flows",
+                config.detectors.join(", ")
+            )));
+        }
+        Ok(Outcome {
+            records,
+            rows: data.rows() as u64,
             bytes: bytes_read,
             next: EvalJob {
                 schema: SCHEMA_VERSION,
                 run_id: ctx.run_id,
                 silver: job.silver.clone(),
-                models: vec![TrainedModel {
-                    algorithm: algorithm.into(),
-                    model: model_ref,
-                    manifest: manifest_ref,
-                }],
+                models,
             },
         })
     }
