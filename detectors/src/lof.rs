@@ -52,8 +52,9 @@ pub struct LocalOutlierFactor {
     lrd: Array1<f64>,
 }
 
-/// Rows a distance block covers: 256 × n distances in flight per thread.
-const BLOCK: usize = 256;
+/// Distances a block holds at most (32 MiB per thread); the block size
+/// depends on the training rows only, never on the number of threads.
+const BLOCK_DISTANCES: usize = 4 << 20;
 
 /// The `k` nearest rows of `train` to each row of `queries` (indices and
 /// distances, nearest first), skipping row `i` of `train` for query `i`
@@ -65,38 +66,45 @@ fn nearest(
     exclude_self: bool,
 ) -> Vec<Vec<(usize, f64)>> {
     let train_norms: Array1<f64> = train.map_axis(Axis(1), |r| r.dot(&r));
-    let starts: Vec<usize> = (0..queries.nrows()).step_by(BLOCK).collect();
+    let block = (BLOCK_DISTANCES / train.nrows().max(1)).clamp(16, 1024);
+    let starts: Vec<usize> = (0..queries.nrows()).step_by(block).collect();
     starts
         .into_par_iter()
         .flat_map_iter(|start| {
-            let end = (start + BLOCK).min(queries.nrows());
+            let end = (start + block).min(queries.nrows());
             let block = queries.slice(s![start..end, ..]);
             let products = block.dot(&train.t());
             let query_norms: Array1<f64> = block.map_axis(Axis(1), |r| r.dot(&r));
             (0..end - start)
                 .map(|i| {
-                    let mut row: Vec<(usize, f64)> = products
-                        .row(i)
-                        .iter()
-                        .enumerate()
-                        .filter(|(j, _)| !(exclude_self && *j == start + i))
-                        .map(|(j, p)| (j, (query_norms[i] + train_norms[j] - 2.0 * p).max(0.0)))
-                        .collect();
-                    let k = k.min(row.len());
-                    if k < row.len() {
-                        row.select_nth_unstable_by(k, |a, b| {
-                            a.1.total_cmp(&b.1).then(a.0.cmp(&b.0))
-                        });
-                        row.truncate(k);
+                    // The k smallest (distance², index) seen so far, sorted.
+                    let mut best: Vec<(f64, usize)> = Vec::with_capacity(k + 1);
+                    for (j, p) in products.row(i).iter().enumerate() {
+                        if exclude_self && j == start + i {
+                            continue;
+                        }
+                        let d2 = (query_norms[i] + train_norms[j] - 2.0 * p).max(0.0);
+                        if best.len() == k && d2 >= best[k - 1].0 {
+                            continue;
+                        }
+                        let at = best.partition_point(|b| b.0 <= d2);
+                        best.insert(at, (d2, j));
+                        best.truncate(k);
                     }
-                    row.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-                    row.into_iter()
-                        .map(|(j, d2)| (j, d2.sqrt()))
+                    best.into_iter()
+                        .map(|(d2, j)| (j, d2.sqrt()))
                         .collect::<Vec<_>>()
                 })
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// The mean density of a point's neighbours over its own.
+fn factor(neighbours: &[(usize, f64)], own: f64, lrd: &Array1<f64>) -> f64 {
+    let around =
+        neighbours.iter().map(|(j, _)| lrd[*j]).sum::<f64>() / neighbours.len().max(1) as f64;
+    around / own
 }
 
 /// Local reachability density from a point's neighbours.
@@ -111,6 +119,16 @@ fn density(neighbours: &[(usize, f64)], k_distance: &Array1<f64>) -> f64 {
 
 impl LocalOutlierFactorParams {
     pub fn fit(&self, x: ArrayView2<'_, f64>) -> Result<LocalOutlierFactor, DetectorError> {
+        self.fit_scored(x).map(|(model, _)| model)
+    }
+
+    /// Fits, and also returns the factor of every training row kept
+    /// (scikit-learn's `negative_outlier_factor_`, negated), from the same
+    /// neighbour search.
+    pub fn fit_scored(
+        &self,
+        x: ArrayView2<'_, f64>,
+    ) -> Result<(LocalOutlierFactor, Vec<f64>), DetectorError> {
         if self.neighbours == 0 {
             return Err(DetectorError::Params(
                 "neighbours must be at least 1".into(),
@@ -133,13 +151,19 @@ impl LocalOutlierFactorParams {
             .map(|n| n.last().map_or(0.0, |(_, d)| *d))
             .collect();
         let lrd: Array1<f64> = neighbours.iter().map(|n| density(n, &k_distance)).collect();
-        Ok(LocalOutlierFactor {
+        let factors = neighbours
+            .iter()
+            .zip(&lrd)
+            .map(|(n, own)| factor(n, *own, &lrd))
+            .collect();
+        let model = LocalOutlierFactor {
             params: self.clone(),
             k,
             train,
             k_distance,
             lrd,
-        })
+        };
+        Ok((model, factors))
     }
 }
 
@@ -164,12 +188,7 @@ impl Detector for LocalOutlierFactor {
         let neighbours = nearest(x, self.train.view(), self.k, false);
         Ok(neighbours
             .iter()
-            .map(|n| {
-                let own = density(n, &self.k_distance);
-                let around =
-                    n.iter().map(|(j, _)| self.lrd[*j]).sum::<f64>() / n.len().max(1) as f64;
-                around / own
-            })
+            .map(|n| factor(n, density(n, &self.k_distance), &self.lrd))
             .collect())
     }
 }

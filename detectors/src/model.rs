@@ -26,7 +26,8 @@ use crate::{Detector, DetectorError, metrics};
 pub const FORMAT: &str = "nadir-model";
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Training rows scored to place the threshold, at most (a seeded sample).
+/// Training rows scored to place the threshold, at most (a seeded sample;
+/// LOF uses the factors of the rows it kept, which its fit computes).
 pub const CALIBRATION_ROWS: usize = 20_000;
 
 /// Which detector, with its parameters.
@@ -191,6 +192,8 @@ impl ModelSpec {
     pub fn fit(&self, data: &Dataset) -> Result<Model, DetectorError> {
         self.threshold.check()?;
         let preprocessing = Preprocessor::fit(&self.prep, data)?;
+        // Scores of training rows the fit computed anyway (LOF's).
+        let mut training_scores: Option<Vec<f64>> = None;
         let (detector, fit) = match &self.detector {
             DetectorParams::HostGroup(p) => (
                 Fitted::HostGroup(p.fit(data.activity.as_ref())?),
@@ -204,7 +207,8 @@ impl ModelSpec {
                         serde_json::json!({}),
                     ),
                     DetectorParams::LocalOutlierFactor(p) => {
-                        let m = p.fit(x.view())?;
+                        let (m, factors) = p.fit_scored(x.view())?;
+                        training_scores = Some(factors);
                         let fit = serde_json::json!({ "training_rows_kept": m.training_rows() });
                         (Fitted::LocalOutlierFactor(m), fit)
                     }
@@ -236,35 +240,43 @@ impl ModelSpec {
             detector,
         };
         // Place the threshold on (a seeded sample of) the training scores.
-        let calibration = if data.rows() > CALIBRATION_ROWS {
-            let seed = match &self.detector {
-                DetectorParams::IsolationForest(p) => p.seed,
-                DetectorParams::LocalOutlierFactor(p) => p.seed,
-                DetectorParams::OneClassSvm(p) => p.seed,
-                DetectorParams::HostGroup(_) => 0,
-            };
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let mut rows =
-                rand::seq::index::sample(&mut rng, data.rows(), CALIBRATION_ROWS).into_vec();
-            rows.sort_unstable();
-            // The group detector compares hosts within a window: keep it whole.
-            if matches!(self.detector, DetectorParams::HostGroup(_)) {
-                None
-            } else {
-                Some(data.select(&rows))
+        let scores = match training_scores {
+            Some(scores) => scores,
+            None => {
+                let calibration = match &self.detector {
+                    // The group detector compares hosts within a window: keep it whole.
+                    DetectorParams::HostGroup(_) => None,
+                    _ if data.rows() > CALIBRATION_ROWS => {
+                        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed());
+                        let mut rows =
+                            rand::seq::index::sample(&mut rng, data.rows(), CALIBRATION_ROWS)
+                                .into_vec();
+                        rows.sort_unstable();
+                        Some(data.select(&rows))
+                    }
+                    _ => None,
+                };
+                model.score(calibration.as_ref().unwrap_or(data))?.to_vec()
             }
-        } else {
-            None
         };
-        let scores = model.score(calibration.as_ref().unwrap_or(data))?;
-        let scores = scores.as_slice().expect("scores are contiguous");
         model.metadata.calibration_rows = scores.len();
-        model.metadata.training_scores = ScoreSummary::of(scores);
+        model.metadata.training_scores = ScoreSummary::of(&scores);
         model.metadata.threshold = match self.detector {
             DetectorParams::HostGroup(_) => crate::group::THRESHOLD,
-            _ => self.threshold.threshold(scores),
+            _ => self.threshold.threshold(&scores),
         };
         Ok(model)
+    }
+}
+
+impl ModelSpec {
+    fn seed(&self) -> u64 {
+        match &self.detector {
+            DetectorParams::IsolationForest(p) => p.seed,
+            DetectorParams::LocalOutlierFactor(p) => p.seed,
+            DetectorParams::OneClassSvm(p) => p.seed,
+            DetectorParams::HostGroup(_) => 0,
+        }
     }
 }
 
