@@ -10,7 +10,7 @@
 //! Tree `i` draws from its own generator seeded by `(seed, i)`, so the forest
 //! is the same whether trees are built on one thread or many.
 
-use ndarray::{Array1, ArrayView1, ArrayView2};
+use ndarray::{Array1, ArrayView2};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -64,6 +64,9 @@ pub struct IsolationForest {
     psi: usize,
     trees: Vec<Tree>,
 }
+
+/// Rows scored together, tree by tree.
+const SCORE_BLOCK: usize = 512;
 
 /// Average path length of an unsuccessful search in a binary search tree of
 /// `n` nodes: the expected depth still to go below a leaf holding `n` rows.
@@ -142,22 +145,28 @@ fn grow(
     if depth >= max_depth || rows.len() <= 1 {
         return at;
     }
-    // Features on which these rows still differ, with their ranges.
-    let ranges: Vec<(usize, f64, f64)> = (0..x.ncols())
-        .filter_map(|f| {
-            let (lo, hi) = rows
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
-                    let v = x[[r, f]];
-                    (lo.min(v), hi.max(v))
-                });
-            (hi > lo).then_some((f, lo, hi))
-        })
-        .collect();
-    if ranges.is_empty() {
-        return at;
+    // A feature drawn uniformly among those on which these rows still
+    // differ: the first such feature of a random permutation, drawn lazily.
+    let mut order: Vec<usize> = (0..x.ncols()).collect();
+    let mut split = None;
+    for t in 0..order.len() {
+        let pick = rng.random_range(t..order.len());
+        order.swap(t, pick);
+        let f = order[t];
+        let (lo, hi) = rows
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
+                let v = x[[r, f]];
+                (lo.min(v), hi.max(v))
+            });
+        if hi > lo {
+            split = Some((f, lo, hi));
+            break;
+        }
     }
-    let (feature, lo, hi) = ranges[rng.random_range(0..ranges.len())];
+    let Some((feature, lo, hi)) = split else {
+        return at;
+    };
     let threshold = lo + rng.random::<f64>() * (hi - lo);
     let (left_rows, right_rows): (Vec<usize>, Vec<usize>) =
         rows.iter().partition(|&&r| x[[r, feature]] < threshold);
@@ -176,26 +185,87 @@ fn grow(
     at
 }
 
+/// A tree laid out for scoring: breadth first, children side by side
+/// (`left` and `left + 1`). A leaf sends every row back to itself
+/// (threshold +∞, `left` its own index), so every row can take exactly
+/// `height` steps with no branch on the node kind, and several rows can
+/// walk the tree at once.
+struct FlatTree {
+    nodes: Vec<FlatNode>,
+    /// Per node: for a leaf, its depth plus the expected depth still to
+    /// go below it (`corrections[size]`).
+    lengths: Vec<f64>,
+    height: usize,
+}
+
+#[derive(Clone, Copy)]
+struct FlatNode {
+    threshold: f64,
+    feature: u32,
+    left: u32,
+}
+
+/// Rows that walk a tree side by side.
+const LANES: usize = 8;
+
 impl Tree {
-    fn path_length(&self, row: ArrayView1<'_, f64>) -> f64 {
-        let mut at = 0usize;
-        let mut depth = 0.0;
-        loop {
+    fn flatten(&self, corrections: &[f64]) -> FlatTree {
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        let mut lengths = Vec::with_capacity(self.nodes.len());
+        let mut height = 0;
+        let mut queue = std::collections::VecDeque::from([(0usize, 0usize)]);
+        while let Some((at, depth)) = queue.pop_front() {
+            let here = nodes.len() as u32;
             match &self.nodes[at] {
-                Node::Leaf { size } => return depth + average_path_length(*size as usize),
+                Node::Leaf { size } => {
+                    nodes.push(FlatNode {
+                        threshold: f64::INFINITY,
+                        feature: 0,
+                        left: here,
+                    });
+                    lengths.push(depth as f64 + corrections[*size as usize]);
+                    height = height.max(depth);
+                }
                 Node::Split {
                     feature,
                     threshold,
                     left,
                     right,
                 } => {
-                    at = if row[*feature as usize] < *threshold {
-                        *left
-                    } else {
-                        *right
-                    } as usize;
-                    depth += 1.0;
+                    let children = here + 1 + queue.len() as u32;
+                    queue.push_back((*left as usize, depth + 1));
+                    queue.push_back((*right as usize, depth + 1));
+                    nodes.push(FlatNode {
+                        threshold: *threshold,
+                        feature: *feature,
+                        left: children,
+                    });
+                    lengths.push(0.0);
                 }
+            }
+        }
+        FlatTree {
+            nodes,
+            lengths,
+            height,
+        }
+    }
+}
+
+impl FlatTree {
+    /// Adds the path length of each of `rows` (row-major, `d` wide) to `sums`.
+    fn add_path_lengths(&self, rows: &[f64], d: usize, sums: &mut [f64]) {
+        for (lane_rows, lane_sums) in rows.chunks(LANES * d).zip(sums.chunks_mut(LANES)) {
+            let mut at = [0u32; LANES];
+            for _ in 0..self.height {
+                for (lane, node) in at.iter_mut().enumerate().take(lane_sums.len()) {
+                    let n = self.nodes[*node as usize];
+                    let value = lane_rows[lane * d + n.feature as usize];
+                    *node = n.left + (value >= n.threshold) as u32;
+                }
+            }
+            for (sum, node) in lane_sums.iter_mut().zip(at) {
+                *sum += self.lengths[node as usize];
             }
         }
     }
@@ -219,13 +289,29 @@ impl Detector for IsolationForest {
     fn score(&self, x: ArrayView2<'_, f64>) -> Result<Array1<f64>, DetectorError> {
         crate::check_scoring_input(x, self.features)?;
         let c = average_path_length(self.psi).max(f64::MIN_POSITIVE);
-        let scores: Vec<f64> = (0..x.nrows())
-            .into_par_iter()
-            .map(|i| {
-                let row = x.row(i);
-                let mean = self.trees.iter().map(|t| t.path_length(row)).sum::<f64>()
-                    / self.trees.len() as f64;
-                2f64.powf(-mean / c)
+        let corrections: Vec<f64> = (0..=self.psi).map(average_path_length).collect();
+        let flat: Vec<FlatTree> = self.trees.iter().map(|t| t.flatten(&corrections)).collect();
+        let x = x.as_standard_layout();
+        let d = x.ncols();
+        let values = x.as_slice().expect("standard layout");
+        if d == 0 {
+            let length: f64 = flat.iter().map(|t| t.lengths[0]).sum();
+            return Ok(Array1::from_elem(
+                x.nrows(),
+                2f64.powf(-(length / flat.len() as f64) / c),
+            ));
+        }
+        // Blocks of rows, every tree over the block in turn: a tree stays
+        // in cache while it serves the block. Sums run in tree order.
+        let scores: Vec<f64> = values
+            .par_chunks(SCORE_BLOCK * d)
+            .flat_map_iter(|block| {
+                let mut sums = vec![0.0; block.len() / d];
+                for tree in &flat {
+                    tree.add_path_lengths(block, d, &mut sums);
+                }
+                sums.into_iter()
+                    .map(|sum| 2f64.powf(-(sum / self.trees.len() as f64) / c))
             })
             .collect();
         Ok(Array1::from(scores))

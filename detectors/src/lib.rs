@@ -12,6 +12,7 @@
 //!   encoding fitted on training data.
 //! - [`iforest`]: Isolation Forest (Liu, Ting and Zhou, 2008).
 //! - [`lof`]: Local Outlier Factor in novelty mode (Breunig et al., 2000).
+//! - [`neighbours`]: exact k-nearest neighbours (k-d tree or blocked scan).
 //! - [`ocsvm`]: One-Class SVM (Schölkopf et al., 2001), exact or Nyström.
 //! - [`group`]: per-host group outliers over time (`augurs-outlier`).
 //! - [`metrics`]: ROC-AUC, average precision, thresholds.
@@ -21,6 +22,7 @@ pub mod iforest;
 pub mod lof;
 pub mod metrics;
 pub mod model;
+pub mod neighbours;
 pub mod ocsvm;
 pub mod prep;
 

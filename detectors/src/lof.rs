@@ -6,16 +6,15 @@
 //! mean density of those neighbours over its own. About 1 inside a cluster,
 //! well above 1 for an outlier; scikit-learn's `score_samples` is its
 //! negative. Distances are Euclidean on the features as given (the model's
-//! preprocessing scales them). Neighbours are found exactly, by a blocked search that
-//! computes distances a block of rows at a time as matrix products, in
-//! parallel; ties and duplicates are handled as scikit-learn does (a
+//! preprocessing scales them). Neighbours are found exactly (see
+//! [`crate::neighbours`]); ties and duplicates are handled as scikit-learn does (a
 //! 1e-10 floor keeps densities of duplicate points finite).
 
-use ndarray::{Array1, Array2, ArrayView2, Axis, s};
+use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rand::SeedableRng;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::neighbours::nearest;
 use crate::{Detector, DetectorError, check_finite};
 
 /// Checked parameters of a Local Outlier Factor.
@@ -50,54 +49,6 @@ pub struct LocalOutlierFactor {
     k_distance: Array1<f64>,
     /// Local reachability density of each training point.
     lrd: Array1<f64>,
-}
-
-/// Distances a block holds at most (32 MiB per thread); the block size
-/// depends on the training rows only, never on the number of threads.
-const BLOCK_DISTANCES: usize = 4 << 20;
-
-/// The `k` nearest rows of `train` to each row of `queries` (indices and
-/// distances, nearest first), skipping row `i` of `train` for query `i`
-/// when `exclude_self`.
-fn nearest(
-    queries: ArrayView2<'_, f64>,
-    train: ArrayView2<'_, f64>,
-    k: usize,
-    exclude_self: bool,
-) -> Vec<Vec<(usize, f64)>> {
-    let train_norms: Array1<f64> = train.map_axis(Axis(1), |r| r.dot(&r));
-    let block = (BLOCK_DISTANCES / train.nrows().max(1)).clamp(16, 1024);
-    let starts: Vec<usize> = (0..queries.nrows()).step_by(block).collect();
-    starts
-        .into_par_iter()
-        .flat_map_iter(|start| {
-            let end = (start + block).min(queries.nrows());
-            let block = queries.slice(s![start..end, ..]);
-            let products = block.dot(&train.t());
-            let query_norms: Array1<f64> = block.map_axis(Axis(1), |r| r.dot(&r));
-            (0..end - start)
-                .map(|i| {
-                    // The k smallest (distance², index) seen so far, sorted.
-                    let mut best: Vec<(f64, usize)> = Vec::with_capacity(k + 1);
-                    for (j, p) in products.row(i).iter().enumerate() {
-                        if exclude_self && j == start + i {
-                            continue;
-                        }
-                        let d2 = (query_norms[i] + train_norms[j] - 2.0 * p).max(0.0);
-                        if best.len() == k && d2 >= best[k - 1].0 {
-                            continue;
-                        }
-                        let at = best.partition_point(|b| b.0 <= d2);
-                        best.insert(at, (d2, j));
-                        best.truncate(k);
-                    }
-                    best.into_iter()
-                        .map(|(d2, j)| (j, d2.sqrt()))
-                        .collect::<Vec<_>>()
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// The mean density of a point's neighbours over its own.
@@ -213,7 +164,7 @@ mod tests {
         let outlier = model.score(array![[5.0, 5.0]].view()).unwrap()[0];
         assert!((0.8..1.3).contains(&inlier), "{inlier}");
         assert!(outlier > 5.0, "{outlier}");
-        let mut test = x.slice(s![..100, ..]).to_owned();
+        let mut test = x.slice(ndarray::s![..100, ..]).to_owned();
         let mut labels = vec![false; 100];
         for i in 0..5 {
             test[[i, 0]] = 3.0 + i as f64;
