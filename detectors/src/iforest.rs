@@ -377,11 +377,7 @@ mod tests {
             ..Default::default()
         };
         let a = params.fit(x.view()).unwrap();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
-        let b = pool.install(|| params.fit(x.view()).unwrap());
+        let b = crate::on_one_thread(|| params.fit(x.view()).unwrap());
         assert_eq!(
             serde_json::to_vec(&a).unwrap(),
             serde_json::to_vec(&b).unwrap()

@@ -98,3 +98,14 @@ pub(crate) fn check_scoring_input(
     }
     check_finite(x, "score")
 }
+
+/// Runs `f` on a pool of one thread: tests compare its result with the
+/// same work done on many.
+#[cfg(test)]
+pub(crate) fn on_one_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a one-thread pool")
+        .install(f)
+}

@@ -208,6 +208,46 @@ mod tests {
     }
 
     #[test]
+    fn single_rows_constant_columns_and_bad_values() {
+        let one = array![[1.0, 2.0]];
+        let model = LocalOutlierFactorParams::default().fit(one.view()).unwrap();
+        assert!(
+            model
+                .score(array![[1.0, 2.0], [9.0, 9.0]].view())
+                .unwrap()
+                .iter()
+                .all(|s| s.is_finite())
+        );
+        // A constant column does not disturb the others.
+        let x = Array2::from_shape_fn(
+            (200, 2),
+            |(i, j)| if j == 0 { 7.0 } else { (i % 20) as f64 },
+        );
+        let model = LocalOutlierFactorParams::default().fit(x.view()).unwrap();
+        let scores = model
+            .score(array![[7.0, 5.0], [7.0, 500.0]].view())
+            .unwrap();
+        assert!(scores[1] > 10.0 * scores[0], "{scores}");
+        let bad = array![[1.0, f64::NAN]];
+        assert!(matches!(
+            LocalOutlierFactorParams::default().fit(bad.view()),
+            Err(DetectorError::NonFinite {
+                row: 0,
+                feature: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            model.score(array![[f64::NEG_INFINITY, 1.0]].view()),
+            Err(DetectorError::NonFinite {
+                row: 0,
+                feature: 0,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn the_same_seed_gives_the_same_model_whatever_the_threads() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let x = Array2::from_shape_fn((3000, 4), |_| rng.random::<f64>());
@@ -216,11 +256,7 @@ mod tests {
             ..Default::default()
         };
         let a = params.fit(x.view()).unwrap();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
-        let b = pool.install(|| params.fit(x.view()).unwrap());
+        let b = crate::on_one_thread(|| params.fit(x.view()).unwrap());
         assert_eq!(
             serde_json::to_vec(&a).unwrap(),
             serde_json::to_vec(&b).unwrap()
