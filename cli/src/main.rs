@@ -551,6 +551,9 @@ fn print_status(run: &RunSummary, rows: &[StageRow]) {
                 );
             }
         }
+        if let Some(skipped) = row.metrics["skipped"].as_str() {
+            println!("          {}", shown(skipped));
+        }
         if let Some(error) = &row.error {
             println!("          error: {}", shown(error));
         }
@@ -564,13 +567,17 @@ fn print_status(run: &RunSummary, rows: &[StageRow]) {
         if let Some(detectors) = summary["detectors"].as_array() {
             for d in detectors {
                 println!(
-                    "model    {:<18} flagged {:<6} ROC-AUC {}  average precision {}",
+                    "model    {:<20} flagged {:<6} ROC-AUC {}  average precision {}",
                     d["algorithm"].as_str().unwrap_or(""),
                     d["flagged"],
                     fmt_metric(&d["roc_auc"]),
                     fmt_metric(&d["average_precision"])
                 );
             }
+        }
+        match summary["champion"].as_str() {
+            Some(champion) => println!("champion {champion} (best average precision)"),
+            None => println!("champion none (the flows carry no labels to compare on)"),
         }
     }
 }

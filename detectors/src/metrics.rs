@@ -66,11 +66,16 @@ pub fn threshold_for_contamination(scores: &[f64], contamination: f64) -> f64 {
 
 /// The `q` quantile of `values` (linear interpolation, as numpy's default).
 pub fn quantile(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
+    sorted_quantile(&sorted, q)
+}
+
+/// The `q` quantile of values already sorted in ascending order.
+pub fn sorted_quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
     let at = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
     let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
     sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo as f64)

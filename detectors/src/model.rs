@@ -111,13 +111,11 @@ impl ThresholdRule {
         }
     }
 
-    /// The threshold this rule puts on `scores`.
-    pub fn threshold(&self, scores: &[f64]) -> f64 {
+    /// The threshold this rule puts on scores sorted in ascending order.
+    pub fn threshold(&self, sorted: &[f64]) -> f64 {
         match *self {
-            ThresholdRule::Contamination(rate) => {
-                metrics::threshold_for_contamination(scores, rate)
-            }
-            ThresholdRule::Quantile(q) => metrics::quantile(scores, q),
+            ThresholdRule::Contamination(rate) => metrics::sorted_quantile(sorted, 1.0 - rate),
+            ThresholdRule::Quantile(q) => metrics::sorted_quantile(sorted, q),
         }
     }
 }
@@ -140,12 +138,13 @@ pub struct ScoreSummary {
 }
 
 impl ScoreSummary {
-    pub fn of(scores: &[f64]) -> Self {
+    /// The summary of scores sorted in ascending order.
+    pub fn of(sorted: &[f64]) -> Self {
         ScoreSummary {
-            p50: metrics::quantile(scores, 0.5),
-            p90: metrics::quantile(scores, 0.9),
-            p99: metrics::quantile(scores, 0.99),
-            max: metrics::quantile(scores, 1.0),
+            p50: metrics::sorted_quantile(sorted, 0.5),
+            p90: metrics::sorted_quantile(sorted, 0.9),
+            p99: metrics::sorted_quantile(sorted, 0.99),
+            max: metrics::sorted_quantile(sorted, 1.0),
         }
     }
 }
@@ -259,6 +258,8 @@ impl ModelSpec {
                 model.score(calibration.as_ref().unwrap_or(data))?.to_vec()
             }
         };
+        let mut scores = scores;
+        scores.sort_by(f64::total_cmp);
         model.metadata.calibration_rows = scores.len();
         model.metadata.training_scores = ScoreSummary::of(&scores);
         model.metadata.threshold = match self.detector {

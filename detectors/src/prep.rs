@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use ndarray::{Array1, Array2, Axis};
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::sorted_quantile;
 use crate::{DetectorError, check_finite};
 
 /// A categorical field, dictionary-encoded: row `i` holds `levels[codes[i]]`.
@@ -254,13 +255,6 @@ pub struct Preprocessor {
     pub center: Array1<f64>,
     pub scale: Array1<f64>,
     pub one_hot: Vec<OneHot>,
-}
-
-/// Linear-interpolated quantile of sorted values (numpy's default).
-fn sorted_quantile(sorted: &[f64], q: f64) -> f64 {
-    let at = q * (sorted.len() - 1) as f64;
-    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo as f64)
 }
 
 impl Preprocessor {

@@ -17,6 +17,7 @@ use nadir_common::audit::{AuditRecord, StageKind};
 use nadir_common::layout::{self, ArtifactRef, Manifest};
 use nadir_common::messages::{EvalJob, RunDone, SCHEMA_VERSION, subject};
 use nadir_common::stage::{JobContext, Outcome, Stage, StageError, compute};
+use nadir_detectors::model::ScoreSummary;
 use nadir_detectors::{Model, metrics};
 use nadir_flows::FlowTable;
 use nadir_flows::table::{FLOW_ID, LABEL, write_parquet};
@@ -115,6 +116,8 @@ pub fn evaluate(
     for ((model, s), hosts) in models.iter().zip(&scores).zip(&hosts) {
         let algorithm = model.algorithm();
         let threshold = model.threshold();
+        let mut sorted = s.clone();
+        sorted.sort_by(f64::total_cmp);
         let flagged: Vec<bool> = s.iter().map(|v| *v > threshold).collect();
         for (any, f) in any_flagged.iter_mut().zip(&flagged) {
             *any |= *f;
@@ -125,12 +128,7 @@ pub fn evaluate(
             "threshold_rule": model.metadata.threshold_rule,
             "training_scores": model.metadata.training_scores,
             "flagged": flagged.iter().filter(|f| **f).count(),
-            "score_quantiles": {
-                "p50": metrics::quantile(s, 0.5),
-                "p90": metrics::quantile(s, 0.9),
-                "p99": metrics::quantile(s, 0.99),
-                "max": metrics::quantile(s, 1.0),
-            },
+            "score_quantiles": ScoreSummary::of(&sorted),
         });
         if !hosts.is_empty() {
             entry["hosts"] = json!(hosts);
