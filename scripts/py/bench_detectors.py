@@ -34,7 +34,7 @@ SEED = 42
 # libraries get the same seeded sample of at most this many training rows.
 MAX_TRAIN = int(os.environ.get("NADIR_BENCH_MAX_TRAIN", "30000"))
 SPEED_ROWS = [int(n) for n in os.environ.get("NADIR_BENCH_SPEED_ROWS", "100000,1000000").split(",") if n]
-IF_SEEDS = 5
+IF_SEEDS = 20
 SKLEARN_OCSVM_TIMEOUT = int(os.environ.get("NADIR_BENCH_OCSVM_TIMEOUT", "300"))
 WORK = tempfile.mkdtemp(prefix="nadir-bench-")
 
