@@ -7,6 +7,9 @@
 //! subtree, is close to 1; ordinary points score near or below 0.5. This is
 //! the paper's definition, which scikit-learn's `score_samples` negates.
 //!
+//! With `max_features` below 1, each tree splits on a random subset of the
+//! features only (scikit-learn's feature sub-sampling).
+//!
 //! Tree `i` draws from its own generator seeded by `(seed, i)`, so the forest
 //! is the same whether trees are built on one thread or many.
 
@@ -24,6 +27,10 @@ pub struct IsolationForestParams {
     pub trees: usize,
     /// ψ, rows per tree (256 in the paper and scikit-learn).
     pub sample_size: usize,
+    /// Share of the features each tree may split on, in (0, 1]: a tree
+    /// draws `max(1, floor(share × features))` of them (scikit-learn's
+    /// `max_features`).
+    pub max_features: f64,
     pub seed: u64,
 }
 
@@ -32,6 +39,7 @@ impl Default for IsolationForestParams {
         IsolationForestParams {
             trees: 100,
             sample_size: 256,
+            max_features: 1.0,
             seed: 42,
         }
     }
@@ -91,6 +99,12 @@ impl IsolationForestParams {
                 "sample_size must be at least 2".into(),
             ));
         }
+        if !(self.max_features > 0.0 && self.max_features <= 1.0) {
+            return Err(DetectorError::Params(format!(
+                "max_features must be in (0, 1], not {}",
+                self.max_features
+            )));
+        }
         Ok(())
     }
 
@@ -106,7 +120,15 @@ impl IsolationForestParams {
                     self.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
                 );
                 let sample = rand::seq::index::sample(&mut rng, x.nrows(), psi).into_vec();
-                build_tree(x, sample, max_depth, &mut rng)
+                let features: Vec<usize> = if self.max_features < 1.0 {
+                    let count = ((self.max_features * x.ncols() as f64) as usize).max(1);
+                    let mut drawn = rand::seq::index::sample(&mut rng, x.ncols(), count).into_vec();
+                    drawn.sort_unstable();
+                    drawn
+                } else {
+                    (0..x.ncols()).collect()
+                };
+                build_tree(x, &features, sample, max_depth, &mut rng)
             })
             .collect();
         Ok(IsolationForest {
@@ -118,71 +140,86 @@ impl IsolationForestParams {
     }
 }
 
+/// A tree over the `sample` rows that splits on `features` only.
 fn build_tree(
     x: ArrayView2<'_, f64>,
+    features: &[usize],
     sample: Vec<usize>,
     max_depth: usize,
     rng: &mut ChaCha8Rng,
 ) -> Tree {
     let mut nodes = Vec::new();
-    grow(x, sample, 0, max_depth, rng, &mut nodes);
+    let grower = Grower {
+        x,
+        features,
+        max_depth,
+    };
+    grower.grow(sample, 0, rng, &mut nodes);
     Tree { nodes }
 }
 
-/// Appends the subtree for `rows` and returns its index.
-fn grow(
-    x: ArrayView2<'_, f64>,
-    rows: Vec<usize>,
-    depth: usize,
+struct Grower<'a> {
+    x: ArrayView2<'a, f64>,
+    features: &'a [usize],
     max_depth: usize,
-    rng: &mut ChaCha8Rng,
-    nodes: &mut Vec<Node>,
-) -> u32 {
-    let at = nodes.len() as u32;
-    nodes.push(Node::Leaf {
-        size: rows.len() as u32,
-    });
-    if depth >= max_depth || rows.len() <= 1 {
-        return at;
-    }
-    // A feature drawn uniformly among those on which these rows still
-    // differ: the first such feature of a random permutation, drawn lazily.
-    let mut order: Vec<usize> = (0..x.ncols()).collect();
-    let mut split = None;
-    for t in 0..order.len() {
-        let pick = rng.random_range(t..order.len());
-        order.swap(t, pick);
-        let f = order[t];
-        let (lo, hi) = rows
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
-                let v = x[[r, f]];
-                (lo.min(v), hi.max(v))
-            });
-        if hi > lo {
-            split = Some((f, lo, hi));
-            break;
+}
+
+impl Grower<'_> {
+    /// Appends the subtree for `rows` and returns its index.
+    fn grow(
+        &self,
+        rows: Vec<usize>,
+        depth: usize,
+        rng: &mut ChaCha8Rng,
+        nodes: &mut Vec<Node>,
+    ) -> u32 {
+        let (x, max_depth) = (self.x, self.max_depth);
+        let at = nodes.len() as u32;
+        nodes.push(Node::Leaf {
+            size: rows.len() as u32,
+        });
+        if depth >= max_depth || rows.len() <= 1 {
+            return at;
         }
+        // A feature drawn uniformly among those on which these rows still
+        // differ: the first such feature of a random permutation, drawn lazily.
+        let mut order: Vec<usize> = self.features.to_vec();
+        let mut split = None;
+        for t in 0..order.len() {
+            let pick = rng.random_range(t..order.len());
+            order.swap(t, pick);
+            let f = order[t];
+            let (lo, hi) = rows
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
+                    let v = x[[r, f]];
+                    (lo.min(v), hi.max(v))
+                });
+            if hi > lo {
+                split = Some((f, lo, hi));
+                break;
+            }
+        }
+        let Some((feature, lo, hi)) = split else {
+            return at;
+        };
+        let threshold = lo + rng.random::<f64>() * (hi - lo);
+        let (left_rows, right_rows): (Vec<usize>, Vec<usize>) =
+            rows.iter().partition(|&&r| x[[r, feature]] < threshold);
+        // A threshold equal to `lo` (probability ~0) would leave one side empty.
+        if left_rows.is_empty() || right_rows.is_empty() {
+            return at;
+        }
+        let left = self.grow(left_rows, depth + 1, rng, nodes);
+        let right = self.grow(right_rows, depth + 1, rng, nodes);
+        nodes[at as usize] = Node::Split {
+            feature: feature as u32,
+            threshold,
+            left,
+            right,
+        };
+        at
     }
-    let Some((feature, lo, hi)) = split else {
-        return at;
-    };
-    let threshold = lo + rng.random::<f64>() * (hi - lo);
-    let (left_rows, right_rows): (Vec<usize>, Vec<usize>) =
-        rows.iter().partition(|&&r| x[[r, feature]] < threshold);
-    // A threshold equal to `lo` (probability ~0) would leave one side empty.
-    if left_rows.is_empty() || right_rows.is_empty() {
-        return at;
-    }
-    let left = grow(x, left_rows, depth + 1, max_depth, rng, nodes);
-    let right = grow(x, right_rows, depth + 1, max_depth, rng, nodes);
-    nodes[at as usize] = Node::Split {
-        feature: feature as u32,
-        threshold,
-        left,
-        right,
-    };
-    at
 }
 
 /// A tree laid out for scoring: breadth first, children side by side
@@ -456,6 +493,38 @@ mod tests {
                 ..Default::default()
             }
             .fit(array![[1.0]].view())
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn trees_split_only_on_their_share_of_the_features() {
+        let (x, labels) = clusters(1000, 10, 4);
+        let params = IsolationForestParams {
+            max_features: 0.4,
+            ..Default::default()
+        };
+        let model = params.fit(x.view()).unwrap();
+        // floor(0.4 × 3) = 1 feature per tree.
+        for tree in &model.trees {
+            let used: std::collections::BTreeSet<u32> = tree
+                .nodes
+                .iter()
+                .filter_map(|n| match n {
+                    Node::Split { feature, .. } => Some(*feature),
+                    Node::Leaf { .. } => None,
+                })
+                .collect();
+            assert!(used.len() <= 1, "{used:?}");
+        }
+        let scores = model.score(x.view()).unwrap();
+        assert!(roc_auc(scores.as_slice().unwrap(), &labels).unwrap() > 0.99);
+        assert!(
+            IsolationForestParams {
+                max_features: 0.0,
+                ..Default::default()
+            }
+            .fit(x.view())
             .is_err()
         );
     }
