@@ -293,11 +293,15 @@ impl FlatTree {
     /// Adds the path length of each of `rows` (row-major, `d` wide) to `sums`.
     fn add_path_lengths(&self, rows: &[f64], d: usize, sums: &mut [f64]) {
         for (lane_rows, lane_sums) in rows.chunks(LANES * d).zip(sums.chunks_mut(LANES)) {
+            // A short last chunk repeats its last row in the spare lanes,
+            // so every chunk walks all lanes (the spare ones are not summed).
+            let last = lane_sums.len() - 1;
+            let starts: [usize; LANES] = std::array::from_fn(|lane| lane.min(last) * d);
             let mut at = [0u32; LANES];
             for _ in 0..self.height {
-                for (lane, node) in at.iter_mut().enumerate().take(lane_sums.len()) {
+                for (node, start) in at.iter_mut().zip(starts) {
                     let n = self.nodes[*node as usize];
-                    let value = lane_rows[lane * d + n.feature as usize];
+                    let value = lane_rows[start + n.feature as usize];
                     *node = n.left + (value >= n.threshold) as u32;
                 }
             }
