@@ -440,6 +440,33 @@ mod tests {
                 .to_string()
                 .contains("NADIR_S3_ENDPOINT")
         );
+
+        let mut e = complete();
+        e.insert("NADIR_DETECTORS".into(), "isolation_forest,knn".into());
+        let err = Config::from(&e).unwrap_err().to_string();
+        assert!(err.contains("NADIR_DETECTORS=\"knn\""), "{err}");
+        assert!(err.contains("one_class_svm"), "{err}");
+
+        let mut e = complete();
+        e.insert("NADIR_SCALING".into(), "minmax".into());
+        let err = Config::from(&e).unwrap_err().to_string();
+        assert!(err.contains("NADIR_SCALING"), "{err}");
+    }
+
+    #[test]
+    fn detectors_default_to_all_four_and_can_be_chosen() {
+        let config = Config::from(&complete()).unwrap();
+        assert_eq!(config.detectors, nadir_detectors::model::ALGORITHMS);
+        assert_eq!(config.scaling, nadir_detectors::Scaling::Standard);
+        let mut e = complete();
+        e.insert(
+            "NADIR_DETECTORS".into(),
+            " isolation_forest , host_group".into(),
+        );
+        e.insert("NADIR_SCALING".into(), "robust".into());
+        let config = Config::from(&e).unwrap();
+        assert_eq!(config.detectors, ["isolation_forest", "host_group"]);
+        assert_eq!(config.scaling, nadir_detectors::Scaling::Robust);
     }
 
     #[test]
