@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use ndarray::{Array1, Array2, Axis};
+use ndarray::{Array1, Array2, Axis, CowArray, Ix2};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::sorted_quantile;
@@ -173,7 +173,14 @@ impl Dataset {
         let pick = |v: &[u32]| indices.iter().map(|&i| v[i]).collect::<Vec<_>>();
         Dataset {
             names: self.names.clone(),
-            numeric: self.numeric.select(Axis(0), indices),
+            numeric: {
+                let d = self.numeric.ncols();
+                let mut values = Vec::with_capacity(indices.len() * d);
+                for &i in indices {
+                    values.extend(self.numeric.row(i).iter());
+                }
+                Array2::from_shape_vec((indices.len(), d), values).expect("rows × features")
+            },
             categorical: self
                 .categorical
                 .iter()
@@ -338,7 +345,12 @@ impl Preprocessor {
 
     /// The model's input matrix for `data`, which must have the numeric
     /// features and categorical fields the preprocessor was fitted on.
-    pub fn transform(&self, data: &Dataset) -> Result<Array2<f64>, DetectorError> {
+    /// Borrows the data's own matrix when there is nothing to do (no
+    /// scaling, no categories).
+    pub fn transform<'a>(
+        &self,
+        data: &'a Dataset,
+    ) -> Result<CowArray<'a, f64, Ix2>, DetectorError> {
         if data.names != self.numeric {
             return Err(DetectorError::FeatureNames {
                 expected: self.numeric.clone(),
@@ -346,9 +358,12 @@ impl Preprocessor {
             });
         }
         check_finite(data.numeric.view(), "score")?;
+        if self.one_hot.is_empty() && self.scaling == Scaling::None {
+            return Ok(CowArray::from(data.numeric.view()));
+        }
         let scaled = (&data.numeric - &self.center) / &self.scale;
         if self.one_hot.is_empty() {
-            return Ok(scaled);
+            return Ok(CowArray::from(scaled));
         }
         let width = self.numeric.len() + self.one_hot.iter().map(|o| o.levels.len()).sum::<usize>();
         let mut out = Array2::zeros((data.rows(), width));
@@ -374,7 +389,7 @@ impl Preprocessor {
             }
             at += o.levels.len();
         }
-        Ok(out)
+        Ok(CowArray::from(out))
     }
 
     /// How far each of a row's scaled numeric features lies from the
