@@ -137,6 +137,29 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A manifest made now by this build.
+    pub fn new(
+        kind: &str,
+        run_id: uuid::Uuid,
+        version: &str,
+        inputs: Vec<ArtifactRef>,
+        outputs: Vec<ArtifactRef>,
+        parameters: serde_json::Value,
+        metrics: serde_json::Value,
+    ) -> Self {
+        Manifest {
+            kind: kind.into(),
+            run_id,
+            version: version.into(),
+            created_at: Utc::now(),
+            code_version: CODE_VERSION.into(),
+            inputs,
+            outputs,
+            parameters,
+            metrics,
+        }
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("manifests always serialize")
     }

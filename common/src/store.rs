@@ -11,7 +11,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::config::S3Settings;
-use crate::layout::ArtifactRef;
+use crate::layout::{ArtifactRef, Manifest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -157,6 +157,23 @@ impl ObjectStore {
         self.put(bucket, &artifact.key, bytes.into(), content_type)
             .await?;
         Ok(artifact)
+    }
+
+    /// PUTs a manifest under `key`, versioned as the manifest says.
+    pub async fn put_manifest(
+        &self,
+        bucket: &str,
+        key: String,
+        manifest: &Manifest,
+    ) -> Result<ArtifactRef, StoreError> {
+        self.put_artifact(
+            bucket,
+            key,
+            &manifest.version,
+            manifest.to_json(),
+            "application/json",
+        )
+        .await
     }
 
     async fn get_object(

@@ -78,6 +78,11 @@ pub struct GroupAnalysis {
     pub notes: Vec<String>,
 }
 
+/// The error for flows without hosts and times.
+pub fn no_activity() -> DetectorError {
+    DetectorError::MissingField("source/destination hosts and flow start times".into())
+}
+
 impl HostGroupParams {
     pub fn check(&self) -> Result<(), DetectorError> {
         if self.bucket_secs == 0 || self.mad_threshold.is_nan() || self.mad_threshold <= 0.0 {
@@ -96,9 +101,7 @@ impl HostGroupParams {
     pub fn fit(&self, activity: Option<&Activity>) -> Result<HostGroup, DetectorError> {
         self.check()?;
         match activity {
-            None => Err(DetectorError::MissingField(
-                "source/destination hosts and flow start times".into(),
-            )),
+            None => Err(no_activity()),
             Some(a) if a.src.is_empty() => Err(DetectorError::Empty("fit")),
             Some(_) => Ok(HostGroup {
                 params: self.clone(),

@@ -343,9 +343,7 @@ impl Model {
 }
 
 fn activity(data: &Dataset) -> Result<&crate::prep::Activity, DetectorError> {
-    data.activity.as_ref().ok_or_else(|| {
-        DetectorError::MissingField("source/destination hosts and flow start times".into())
-    })
+    data.activity.as_ref().ok_or_else(crate::group::no_activity)
 }
 
 #[cfg(test)]

@@ -98,9 +98,9 @@ enum Fitted {
     },
     Nystroem {
         landmarks: Array2<f64>,
-        /// Maps kernel values against the landmarks to Nyström features.
-        projection: Array2<f64>,
-        weights: Array1<f64>,
+        /// The linear model's weights mapped back onto kernel values
+        /// against the landmarks: f(x) = K(x, landmarks) · coef.
+        coef: Array1<f64>,
         rho: f64,
     },
 }
@@ -479,8 +479,7 @@ fn nystroem(x: ArrayView2<'_, f64>, params: &OneClassSvmParams, gamma: f64) -> F
     }
     Fitted::Nystroem {
         landmarks,
-        projection,
-        weights: w_avg,
+        coef: projection.dot(&w_avg),
         rho: rho_avg,
     }
 }
@@ -491,16 +490,16 @@ impl OneClassSvm {
     }
 
     pub fn summary(&self) -> FitSummary {
-        let (rows, exact_max) = (self.params.exact_max_rows, self.params.solver);
+        let (exact_max_rows, requested) = (self.params.exact_max_rows, self.params.solver);
         match &self.fitted {
             Fitted::Exact {
                 coef, iterations, ..
             } => FitSummary {
                 solver: "exact",
                 gamma: self.gamma,
-                reason: match exact_max {
+                reason: match requested {
                     Solver::Exact => "exact solver requested".into(),
-                    _ => format!("training rows within exact_max_rows ({rows})"),
+                    _ => format!("training rows within exact_max_rows ({exact_max_rows})"),
                 },
                 support_vectors: Some(coef.len()),
                 iterations: Some(*iterations),
@@ -508,10 +507,10 @@ impl OneClassSvm {
             Fitted::Nystroem { landmarks, .. } => FitSummary {
                 solver: "nystroem",
                 gamma: self.gamma,
-                reason: match exact_max {
+                reason: match requested {
                     Solver::Nystroem => "Nyström approximation requested".into(),
                     _ => format!(
-                        "training rows above exact_max_rows ({rows}): Nyström features on {} landmarks with a linear one-class SVM by SGD",
+                        "training rows above exact_max_rows ({exact_max_rows}): Nyström features on {} landmarks with a linear one-class SVM by SGD",
                         landmarks.nrows()
                     ),
                 },
@@ -540,13 +539,12 @@ impl Detector for OneClassSvm {
             }
             Fitted::Nystroem {
                 landmarks,
-                projection,
-                weights,
+                coef,
                 rho,
             } => {
                 let sq = row_norms(landmarks.view());
-                let combined = projection.dot(weights).insert_axis(Axis(1));
-                let f = kernel_times(x, landmarks.view(), sq.view(), combined.view(), self.gamma);
+                let coef = coef.view().insert_axis(Axis(1));
+                let f = kernel_times(x, landmarks.view(), sq.view(), coef, self.gamma);
                 f.column(0).mapv(|v| rho - v)
             }
         })

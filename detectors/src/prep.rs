@@ -28,9 +28,12 @@ pub struct Categorical {
 
 impl Categorical {
     /// Dictionary-encodes one value per row.
-    pub fn from_values<'a>(name: &str, values: impl IntoIterator<Item = &'a str>) -> Self {
+    pub fn from_values(name: &str, values: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
         let mut dictionary = Dictionary::default();
-        let codes = values.into_iter().map(|v| dictionary.code(v)).collect();
+        let codes = values
+            .into_iter()
+            .map(|v| dictionary.code(v.as_ref()))
+            .collect();
         Categorical {
             name: name.to_string(),
             levels: dictionary.levels,
@@ -390,16 +393,6 @@ impl Preprocessor {
             at += o.levels.len();
         }
         Ok(CowArray::from(out))
-    }
-
-    /// How far each of a row's scaled numeric features lies from the
-    /// training centre, largest first: the features that make it unusual.
-    pub fn deviations(&self, transformed_row: ndarray::ArrayView1<'_, f64>) -> Vec<(usize, f64)> {
-        let mut d: Vec<(usize, f64)> = (0..self.numeric.len())
-            .map(|j| (j, transformed_row[j].abs()))
-            .collect();
-        d.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        d
     }
 }
 

@@ -8,6 +8,8 @@
 //! never become features: their values are unbounded and come from the
 //! capture.
 
+use std::borrow::Cow;
+
 use nadir_detectors::prep::Dictionary;
 use nadir_detectors::{Activity, Categorical, Dataset};
 use polars::prelude::*;
@@ -68,13 +70,13 @@ pub fn port_class(protocol: Option<u32>, port: u32) -> &'static str {
 }
 
 /// The name of an IP protocol number.
-pub fn protocol_name(protocol: Option<u32>) -> String {
+pub fn protocol_name(protocol: Option<u32>) -> Cow<'static, str> {
     match protocol {
         Some(6) => "tcp".into(),
         Some(17) => "udp".into(),
         Some(1) => "icmp".into(),
         Some(58) => "icmpv6".into(),
-        Some(n) => n.to_string(),
+        Some(n) => n.to_string().into(),
         None => "unknown".into(),
     }
 }
@@ -84,14 +86,15 @@ fn u32_values(frame: &DataFrame, name: &str) -> Option<Vec<Option<u32>>> {
     Some(column.u32().ok()?.iter().collect())
 }
 
-fn str_values(frame: &DataFrame, name: &str) -> Option<Vec<Option<String>>> {
+/// A text column's values coded in `dictionary` (a missing value as ""),
+/// without copying a string per row.
+fn text_codes(frame: &DataFrame, name: &str, dictionary: &mut Dictionary) -> Option<Vec<u32>> {
     let column = frame.column(name).ok()?.cast(&DataType::String).ok()?;
+    let values = column.str().ok()?;
     Some(
-        column
-            .str()
-            .ok()?
+        values
             .iter()
-            .map(|v| v.map(str::to_string))
+            .map(|v| dictionary.code(v.unwrap_or("")))
             .collect(),
     )
 }
@@ -103,10 +106,9 @@ impl FlowTable {
         let mut categorical = Vec::new();
         let protocol = u32_values(frame, "protocol");
         if let Some(protocol) = &protocol {
-            let names: Vec<String> = protocol.iter().map(|p| protocol_name(*p)).collect();
             categorical.push(Categorical::from_values(
                 "protocol",
-                names.iter().map(String::as_str),
+                protocol.iter().map(|p| protocol_name(*p)),
             ));
         }
         if let Some(ports) = u32_values(frame, "dst_port") {
@@ -117,13 +119,15 @@ impl FlowTable {
             categorical.push(Categorical::from_values("dst_port_class", classes));
         }
         for name in &self.text {
+            let mut levels = Dictionary::default();
             if CATEGORY_COLUMNS.contains(&name.to_ascii_lowercase().as_str())
-                && let Some(values) = str_values(frame, name)
+                && let Some(codes) = text_codes(frame, name, &mut levels)
             {
-                categorical.push(Categorical::from_values(
-                    name,
-                    values.iter().map(|v| v.as_deref().unwrap_or("")),
-                ));
+                categorical.push(Categorical {
+                    name: name.clone(),
+                    levels: levels.levels,
+                    codes,
+                });
             }
         }
         Ok(Dataset {
@@ -138,8 +142,9 @@ impl FlowTable {
     /// logs do; most flow CSVs have no times).
     fn activity(&self) -> Option<Activity> {
         let frame = &self.frame;
-        let src = str_values(frame, "src_ip")?;
-        let dst = str_values(frame, "dst_ip")?;
+        let mut hosts = Dictionary::default();
+        let src = text_codes(frame, "src_ip", &mut hosts)?;
+        let dst = text_codes(frame, "dst_ip", &mut hosts)?;
         let start = frame
             .column("first_seen_ns")
             .ok()?
@@ -162,15 +167,6 @@ impl FlowTable {
             .iter()
             .zip(total("bwd_bytes"))
             .map(|(f, b)| f + b)
-            .collect();
-        let mut hosts = Dictionary::default();
-        let src: Vec<u32> = src
-            .iter()
-            .map(|h| hosts.code(h.as_deref().unwrap_or("")))
-            .collect();
-        let dst: Vec<u32> = dst
-            .iter()
-            .map(|h| hosts.code(h.as_deref().unwrap_or("")))
             .collect();
         let start_ns = start.into_iter().collect::<Option<Vec<i64>>>()?;
         Some(Activity {

@@ -12,7 +12,6 @@
 
 use std::time::Instant;
 
-use chrono::Utc;
 use nadir_common::audit::{AuditRecord, StageKind};
 use nadir_common::layout::{self, ArtifactRef, Manifest};
 use nadir_common::messages::{EvalJob, RunDone, SCHEMA_VERSION, subject};
@@ -280,28 +279,18 @@ impl Stage for Eval {
         let parameters = json!({ "contamination": services.config.contamination });
         let metrics =
             json!({ "rows": evaluation.rows, "seconds": seconds, "summary": evaluation.summary });
-        let manifest = Manifest {
-            kind: "eval".into(),
-            run_id: ctx.run_id,
-            version: ctx.version.to_string(),
-            created_at: Utc::now(),
-            code_version: layout::CODE_VERSION.into(),
-            inputs: inputs.clone(),
-            outputs: vec![report_ref.clone(), scores_ref.clone()],
-            parameters: parameters.clone(),
-            metrics: metrics.clone(),
-        }
-        .to_json();
-        let manifest_key = layout::eval_manifest_key(ctx.version);
+        let manifest = Manifest::new(
+            "eval",
+            ctx.run_id,
+            ctx.version,
+            inputs.clone(),
+            vec![report_ref.clone(), scores_ref.clone()],
+            parameters.clone(),
+            metrics.clone(),
+        );
         let manifest_ref = services
             .store
-            .put_artifact(
-                bucket,
-                manifest_key,
-                ctx.version,
-                manifest,
-                "application/json",
-            )
+            .put_manifest(bucket, layout::eval_manifest_key(ctx.version), &manifest)
             .await?;
         Ok(Outcome {
             records: vec![AuditRecord {

@@ -14,7 +14,6 @@
 
 pub mod reconciler;
 
-use chrono::Utc;
 use nadir_common::audit::{AuditRecord, StageKind};
 use nadir_common::layout::{self, ArtifactRef, Manifest};
 use nadir_common::messages::{
@@ -242,28 +241,24 @@ impl Stage for Ingest {
                 sha256: sha256.clone(),
                 size,
             };
-            let manifest = Manifest {
-                kind: "raw".into(),
-                run_id: ctx.run_id,
-                version: version.clone(),
-                created_at: Utc::now(),
-                code_version: layout::CODE_VERSION.into(),
-                inputs: vec![],
-                outputs: vec![raw_ref],
-                parameters: json!({}),
-                metrics: json!({
+            let manifest = Manifest::new(
+                "raw",
+                ctx.run_id,
+                &version,
+                vec![],
+                vec![raw_ref],
+                json!({}),
+                json!({
                     "format": detected.format.name(),
                     "gzip": detected.gzip,
                     "etag": info.etag,
                     "last_modified": info.last_modified,
                     "seconds": started.elapsed().as_secs_f64(),
                 }),
-            }
-            .to_json();
-            let manifest_key = layout::raw_manifest_key(&version);
+            );
             let manifest_ref = services
                 .store
-                .put_artifact(silver, manifest_key, &version, manifest, "application/json")
+                .put_manifest(silver, layout::raw_manifest_key(&version), &manifest)
                 .await?;
             tracing::info!(run_id = %ctx.run_id, key = %info.key, %sha256, format = %detected, size, "fingerprinted");
             records.push(AuditRecord {

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
 use nadir_common::audit::{AuditRecord, StageKind};
 use nadir_common::layout::{self, ArtifactRef, Manifest};
 use nadir_common::messages::{
@@ -125,26 +124,21 @@ impl Stage for Train {
                 "training_scores": model.metadata.training_scores,
                 "fit": model.metadata.fit,
             });
-            let manifest = Manifest {
-                kind: "model".into(),
-                run_id: ctx.run_id,
-                version: ctx.version.to_string(),
-                created_at: Utc::now(),
-                code_version: layout::CODE_VERSION.into(),
-                inputs: inputs.clone(),
-                outputs: vec![model_ref.clone()],
-                parameters: parameters.clone(),
-                metrics: metrics.clone(),
-            }
-            .to_json();
+            let manifest = Manifest::new(
+                "model",
+                ctx.run_id,
+                ctx.version,
+                inputs.clone(),
+                vec![model_ref.clone()],
+                parameters.clone(),
+                metrics.clone(),
+            );
             let manifest_ref = services
                 .store
-                .put_artifact(
+                .put_manifest(
                     bucket,
                     layout::model_manifest_key(algorithm, ctx.version),
-                    ctx.version,
-                    manifest,
-                    "application/json",
+                    &manifest,
                 )
                 .await?;
             tracing::info!(run_id = %ctx.run_id, algorithm, rows = data.rows(), seconds, "model fitted");

@@ -12,7 +12,6 @@
 use std::io::Read;
 use std::time::Instant;
 
-use chrono::Utc;
 use nadir_common::audit::{AuditRecord, StageKind};
 use nadir_common::layout::{self, ArtifactRef, Manifest};
 use nadir_common::messages::{
@@ -271,30 +270,24 @@ impl Stage for Transform {
                 "read": read,
                 "seconds": started.elapsed().as_secs_f64(),
             });
-            let manifest = Manifest {
-                kind: "silver".into(),
-                run_id: ctx.run_id,
-                version: ctx.version.to_string(),
-                created_at: Utc::now(),
-                code_version: layout::CODE_VERSION.into(),
-                inputs: [raw_ref.clone(), object.manifest.clone()]
+            let manifest = Manifest::new(
+                "silver",
+                ctx.run_id,
+                ctx.version,
+                [raw_ref.clone(), object.manifest.clone()]
                     .into_iter()
                     .chain(sidecar_ref)
                     .collect(),
-                outputs: vec![flows_ref.clone()],
-                parameters: parameters.clone(),
-                metrics: metrics.clone(),
-            }
-            .to_json();
-            let manifest_key = layout::silver_manifest_key(&object.version, ctx.version);
+                vec![flows_ref.clone()],
+                parameters.clone(),
+                metrics.clone(),
+            );
             let manifest_ref = services
                 .store
-                .put_artifact(
+                .put_manifest(
                     &buckets.silver,
-                    manifest_key,
-                    ctx.version,
-                    manifest,
-                    "application/json",
+                    layout::silver_manifest_key(&object.version, ctx.version),
+                    &manifest,
                 )
                 .await?;
             rows += table.rows;
