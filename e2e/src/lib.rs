@@ -255,12 +255,23 @@ impl World {
     }
 }
 
+/// A port no one listens on and this process has not handed out before:
+/// a worker binds its port only after it starts, so the kernel may offer
+/// the same free port to two spawns in a row.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static ISSUED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut issued = ISSUED.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !issued.contains(&port) {
+            issued.push(port);
+            return port;
+        }
+    }
 }
 
 /// A worker process; killed when dropped.
