@@ -224,11 +224,14 @@ impl Grower<'_> {
 
 /// A tree laid out for scoring: breadth first, children side by side
 /// (`left` and `left + 1`). A leaf sends every row back to itself
-/// (threshold +∞, `left` its own index), so every row can take exactly
-/// `height` steps with no branch on the node kind, and several rows can
-/// walk the tree at once.
+/// (threshold NaN, which no value reaches, and `left` its own index), so
+/// every row can take exactly `height` steps with no branch on the node
+/// kind, and several rows can walk the tree at once.
 struct FlatTree {
     nodes: Vec<FlatNode>,
+    /// The largest `column` of any node: a block must hold
+    /// `last_column + SCORE_BLOCK` values.
+    last_column: usize,
     /// Per node: for a leaf, its depth plus the expected depth still to
     /// go below it (`corrections[size]`).
     lengths: Vec<f64>,
@@ -238,7 +241,9 @@ struct FlatTree {
 #[derive(Clone, Copy)]
 struct FlatNode {
     threshold: f64,
-    feature: u32,
+    /// Where the node's feature starts in a column-major block:
+    /// `feature * SCORE_BLOCK`.
+    column: u32,
     left: u32,
 }
 
@@ -256,8 +261,8 @@ impl Tree {
             match &self.nodes[at] {
                 Node::Leaf { size } => {
                     nodes.push(FlatNode {
-                        threshold: f64::INFINITY,
-                        feature: 0,
+                        threshold: f64::NAN,
+                        column: 0,
                         left: here,
                     });
                     lengths.push(depth as f64 + corrections[*size as usize]);
@@ -274,14 +279,24 @@ impl Tree {
                     queue.push_back((*right as usize, depth + 1));
                     nodes.push(FlatNode {
                         threshold: *threshold,
-                        feature: *feature,
+                        column: feature * SCORE_BLOCK as u32,
                         left: children,
                     });
                     lengths.push(0.0);
                 }
             }
         }
+        // What the unchecked reads in `add_path_lengths` rely on.
+        // A row moves to `left`, or to `left + 1` past a threshold that is
+        // not NaN.
+        assert!(
+            nodes
+                .iter()
+                .all(|n| { n.left as usize + usize::from(!n.threshold.is_nan()) < nodes.len() }),
+            "every step stays inside the tree"
+        );
         FlatTree {
+            last_column: nodes.iter().map(|n| n.column as usize).max().unwrap_or(0),
             nodes,
             lengths,
             height,
@@ -290,24 +305,45 @@ impl Tree {
 }
 
 impl FlatTree {
-    /// Adds the path length of each of `rows` (row-major, `d` wide) to `sums`.
-    fn add_path_lengths(&self, rows: &[f64], d: usize, sums: &mut [f64]) {
-        for (lane_rows, lane_sums) in rows.chunks(LANES * d).zip(sums.chunks_mut(LANES)) {
-            // A short last chunk repeats its last row in the spare lanes,
-            // so every chunk walks all lanes (the spare ones are not summed).
-            let last = lane_sums.len() - 1;
-            let starts: [usize; LANES] = std::array::from_fn(|lane| lane.min(last) * d);
+    /// Adds the path length of each row of a block to `sums`. The block is
+    /// column-major (`block[feature * SCORE_BLOCK + row]`, see
+    /// [`column_major`]), so the rows walking side by side are neighbours
+    /// and a lane finds its value at a fixed distance from the node's column.
+    ///
+    /// This walk is where Isolation Forest spends its scoring time, so it
+    /// reads without bounds checks; the two asserts make that sound.
+    fn add_path_lengths(&self, block: &[f64], sums: &mut [f64; SCORE_BLOCK]) {
+        assert!(block.len() >= self.last_column + SCORE_BLOCK);
+        assert_eq!(SCORE_BLOCK % LANES, 0);
+        for (group, group_sums) in sums.chunks_exact_mut(LANES).enumerate() {
+            let rows = &block[group * LANES..];
             let mut at = [0u32; LANES];
             for _ in 0..self.height {
-                for (node, start) in at.iter_mut().zip(starts) {
-                    let n = self.nodes[*node as usize];
-                    let value = lane_rows[start + n.feature as usize];
+                for (lane, node) in at.iter_mut().enumerate() {
+                    // SAFETY: `*node` starts at the root and every step
+                    // stays inside the tree (asserted in `flatten`);
+                    // `column + group * LANES + lane` is below
+                    // `last_column + SCORE_BLOCK` (asserted above).
+                    let n = unsafe { *self.nodes.get_unchecked(*node as usize) };
+                    let value = unsafe { *rows.get_unchecked(n.column as usize + lane) };
                     *node = n.left + (value >= n.threshold) as u32;
                 }
             }
-            for (sum, node) in lane_sums.iter_mut().zip(at) {
+            for (sum, node) in group_sums.iter_mut().zip(at) {
                 *sum += self.lengths[node as usize];
             }
+        }
+    }
+}
+
+/// Copies up to `SCORE_BLOCK` rows (row-major, `d` wide) into `block`,
+/// column-major; rows past the end repeat the last row, so every lane of
+/// every group walks a real row (their sums are not used).
+fn column_major(rows: &[f64], d: usize, block: &mut [f64]) {
+    let n = rows.len() / d;
+    for (f, column) in block.chunks_exact_mut(SCORE_BLOCK).enumerate() {
+        for (r, value) in column.iter_mut().enumerate() {
+            *value = rows[r.min(n - 1) * d + f];
         }
     }
 }
@@ -331,7 +367,11 @@ impl Detector for IsolationForest {
         crate::check_scoring_input(x, self.features)?;
         let c = average_path_length(self.psi).max(f64::MIN_POSITIVE);
         let corrections: Vec<f64> = (0..=self.psi).map(average_path_length).collect();
-        let flat: Vec<FlatTree> = self.trees.iter().map(|t| t.flatten(&corrections)).collect();
+        let flat: Vec<FlatTree> = self
+            .trees
+            .par_iter()
+            .map(|t| t.flatten(&corrections))
+            .collect();
         let x = x.as_standard_layout();
         let d = x.ncols();
         let values = x.as_slice().expect("standard layout");
@@ -346,12 +386,16 @@ impl Detector for IsolationForest {
         // in cache while it serves the block. Sums run in tree order.
         let scores: Vec<f64> = values
             .par_chunks(SCORE_BLOCK * d)
-            .flat_map_iter(|block| {
-                let mut sums = vec![0.0; block.len() / d];
+            .flat_map_iter(|rows| {
+                let mut block = vec![0.0; SCORE_BLOCK * d];
+                column_major(rows, d, &mut block);
+                let mut sums = [0.0; SCORE_BLOCK];
                 for tree in &flat {
-                    tree.add_path_lengths(block, d, &mut sums);
+                    tree.add_path_lengths(&block, &mut sums);
                 }
+                let n = rows.len() / d;
                 sums.into_iter()
+                    .take(n)
                     .map(|sum| 2f64.powf(-(sum / self.trees.len() as f64) / c))
             })
             .collect();
@@ -447,6 +491,45 @@ mod tests {
             loaded.score(x.view()).unwrap(),
         );
         assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+    }
+
+    /// The path length of `row` in `tree`, walked the plain way.
+    fn path_length(tree: &Tree, row: ndarray::ArrayView1<'_, f64>) -> f64 {
+        let (mut at, mut depth) = (0, 0);
+        loop {
+            match tree.nodes[at] {
+                Node::Leaf { size } => {
+                    return depth as f64 + average_path_length(size as usize);
+                }
+                Node::Split {
+                    feature,
+                    threshold,
+                    left,
+                    right,
+                } => {
+                    at = if row[feature as usize] >= threshold {
+                        right
+                    } else {
+                        left
+                    } as usize;
+                    depth += 1;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn blocked_walk_matches_a_plain_walk_of_every_tree() {
+        // Not a multiple of the lanes nor of the block: the last block is short.
+        let (x, _) = clusters(SCORE_BLOCK * 2 + LANES * 3 + 5, 7, 4);
+        let model = IsolationForestParams::default().fit(x.view()).unwrap();
+        let scores = model.score(x.view()).unwrap();
+        let c = average_path_length(model.psi);
+        for (row, score) in x.rows().into_iter().zip(&scores) {
+            let sum: f64 = model.trees.iter().map(|t| path_length(t, row)).sum();
+            let expected = 2f64.powf(-(sum / model.trees.len() as f64) / c);
+            assert_eq!(expected.to_bits(), score.to_bits());
+        }
     }
 
     #[test]
