@@ -16,6 +16,7 @@ use futures::StreamExt;
 use nadir_common::audit::{self, RunSummary, StageRow};
 use nadir_common::bus::{ALL_CONSUMERS, Bus};
 use nadir_common::messages::{Message, RunDead, RunDone, StartRun, object_run_id, subject};
+use nadir_common::registry;
 use nadir_common::store::ObjectStore;
 use nadir_common::{Config, telemetry};
 use uuid::Uuid;
@@ -115,6 +116,29 @@ enum Command {
         #[arg(long)]
         attacks: Option<String>,
     },
+    /// List the model registry: every trained model, the champion, and the
+    /// champion's history.
+    Models {
+        #[arg(long, default_value_t = 30)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a registered model the champion by hand (audited).
+    Promote {
+        /// e.g. isolation_forest
+        algorithm: String,
+        /// The model's version, as `nadir models` lists it.
+        version: String,
+        /// Why (kept in the champion's history).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Give the champion back to the model it replaced (audited).
+    Rollback {
+        #[arg(long)]
+        reason: String,
+    },
     /// Write the generated, labelled demo flow CSV (no services needed).
     Sample {
         #[arg(short, long)]
@@ -200,6 +224,44 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else {
                 print_runs(&runs);
+            }
+        }
+        Command::Models { limit, json } => {
+            let db = audit::pool(&config.database_url, 1)?;
+            let detail = |e: audit::AuditError| anyhow::anyhow!(e.detail());
+            let models = registry::models(&db, limit).await.map_err(detail)?;
+            let history = registry::history(&db, limit).await.map_err(detail)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "models": models, "champion_history": history })
+                    )?
+                );
+            } else {
+                print_models(&models, &history);
+            }
+        }
+        Command::Promote {
+            algorithm,
+            version,
+            reason,
+        } => {
+            let db = audit::pool(&config.database_url, 1)?;
+            registry::promote(&db, &algorithm, &version, &reason, &actor()).await?;
+            println!("{algorithm} ({version}) is now the champion");
+        }
+        Command::Rollback { reason } => {
+            let db = audit::pool(&config.database_url, 1)?;
+            registry::rollback(&db, &reason, &actor()).await?;
+            let champion = registry::champion(&db)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.detail()))?;
+            if let Some(c) = champion {
+                println!(
+                    "rolled back: {} ({}) is the champion again",
+                    c.algorithm, c.version
+                );
             }
         }
         Command::Status { run_id, json } => {
@@ -564,21 +626,86 @@ fn print_status(run: &RunSummary, rows: &[StageRow]) {
             "flows    {}  flagged {}",
             summary["rows"], summary["flagged"]
         );
+        println!();
+        println!(
+            "{:<34} {:>8} {:>8} {:>10}",
+            "model", "flagged", "ROC-AUC", "avg prec"
+        );
         if let Some(detectors) = summary["detectors"].as_array() {
             for d in detectors {
                 println!(
-                    "model    {:<20} flagged {:<6} ROC-AUC {}  average precision {}",
-                    d["algorithm"].as_str().unwrap_or(""),
+                    "{:<34} {:>8} {:>8} {:>10}",
+                    d["name"].as_str().or(d["algorithm"].as_str()).unwrap_or(""),
                     d["flagged"],
                     fmt_metric(&d["roc_auc"]),
                     fmt_metric(&d["average_precision"])
                 );
             }
         }
-        match summary["champion"].as_str() {
-            Some(champion) => println!("champion {champion} (best average precision)"),
-            None => println!("champion none (the flows carry no labels to compare on)"),
+        println!();
+        let champion = match (
+            summary["champion"].as_str(),
+            summary["champion_version"].as_str(),
+        ) {
+            (Some(a), Some(v)) => format!("{a} ({v})"),
+            (Some(a), None) => a.to_string(),
+            _ => "none".into(),
+        };
+        println!(
+            "decision {}: champion {champion}",
+            summary["decision"].as_str().unwrap_or("-")
+        );
+        if let Some(reason) = summary["reason"].as_str() {
+            println!("         {reason}");
         }
+    }
+}
+
+/// Who changes the registry by hand: `cli:<user>@<host>`.
+fn actor() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    format!("cli:{user}@{host}")
+}
+
+fn print_models(models: &[registry::RegisteredModel], history: &[registry::ChampionChange]) {
+    let champion = history
+        .first()
+        .map(|c| (c.algorithm.as_str(), c.version.as_str()));
+    println!(
+        "{:<2} {:<20} {:<26} {:<20} {:>8} {:>9}",
+        "", "algorithm", "version", "trained", "rows", "fit s"
+    );
+    for m in models {
+        let mark = if champion == Some((m.algorithm.as_str(), m.version.as_str())) {
+            "*"
+        } else {
+            ""
+        };
+        println!(
+            "{:<2} {:<20} {:<26} {:<20} {:>8} {:>9}",
+            mark,
+            shown(&m.algorithm),
+            shown(&m.version),
+            m.trained_at.format("%Y-%m-%d %H:%M:%S"),
+            m.metrics["rows"],
+            fmt_metric(&m.metrics["fit_seconds"])
+        );
+    }
+    println!();
+    if history.is_empty() {
+        println!("no champion yet (a labelled run promotes one, or `nadir promote`)");
+    }
+    for c in history {
+        println!(
+            "{}  {:<8} {} ({})  by {}: {}",
+            c.at.format("%Y-%m-%d %H:%M:%S"),
+            c.action,
+            shown(&c.algorithm),
+            shown(&c.version),
+            shown(&c.actor),
+            shown(&c.reason)
+        );
     }
 }
 

@@ -89,8 +89,14 @@ impl StageKind {
 
 /// The migrations, in order. Applied once each, under an advisory lock so
 /// that workers starting together do not race.
-const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "audit trail", include_str!("migrations/0001_audit.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "audit trail", include_str!("migrations/0001_audit.sql")),
+    (
+        2,
+        "model registry and feedback",
+        include_str!("migrations/0002_registry.sql"),
+    ),
+];
 
 /// Lock id for migrations (any constant shared by all nadir processes).
 const MIGRATION_LOCK: i64 = 0x6e61_6469_725f_6d67;
@@ -285,6 +291,7 @@ pub enum Finish<'a> {
         next_subject: &'a str,
         next_message: &'a Value,
         run_report: Option<&'a Value>,
+        registry: &'a [crate::registry::RegistryChange],
     },
     /// The job will not be retried: the error goes on a failure row, the job
     /// and the run.
@@ -320,6 +327,7 @@ pub async fn finish(
             next_subject,
             next_message,
             run_report,
+            registry,
         } => {
             for r in records {
                 tx.execute(
@@ -341,6 +349,7 @@ pub async fn finish(
                 )
                 .await?;
             }
+            crate::registry::apply(&tx, key.run_id, worker, registry).await?;
             tx.execute(
                 "UPDATE stage_jobs SET status = 'succeeded', finished_at = now(), error = NULL,
                         next_subject = $4, next_message = $5
@@ -591,4 +600,48 @@ pub async fn stage_rows(pool: &Pool, run_id: Uuid) -> Result<Vec<StageRow>, Audi
         }));
     }
     Ok(out)
+}
+
+/// The newest SILVER partitions the transform stage produced (the latest
+/// transformation of each RAW version), newest first: at most `limit`,
+/// and only those finished in the last `span_hours` when given.
+pub async fn silver_partitions(
+    pool: &Pool,
+    limit: Option<i64>,
+    span_hours: Option<f64>,
+) -> Result<Vec<crate::messages::SilverPartition>, AuditError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT item, outputs, parameters -> 'features', (metrics ->> 'rows')::bigint
+               FROM (SELECT DISTINCT ON (item) item, outputs, parameters, metrics, finished_at
+                       FROM transformations
+                      WHERE status = 'succeeded'
+                        AND ($2::float8 IS NULL OR finished_at >= now() - make_interval(secs => $2::float8 * 3600))
+                      ORDER BY item, finished_at DESC) latest
+              ORDER BY finished_at DESC, item
+              LIMIT $1",
+            &[&limit, &span_hours],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let outputs: Value = r.get(1);
+            let features: Value = r.get(2);
+            fn parse<T: serde::de::DeserializeOwned>(
+                what: &str,
+                v: Value,
+            ) -> Result<T, AuditError> {
+                serde_json::from_value(v)
+                    .map_err(|e| AuditError::Config(format!("transformations.{what}: {e}")))
+            }
+            Ok(crate::messages::SilverPartition {
+                raw_version: r.get(0),
+                features: parse("parameters.features", features)?,
+                flows: parse("outputs[0]", outputs[0].clone())?,
+                manifest: parse("outputs[1]", outputs[1].clone())?,
+                rows: r.get::<_, i64>(3) as u64,
+            })
+        })
+        .collect()
 }

@@ -52,6 +52,23 @@ fn required(env: &dyn Env, var: &'static str, hint: &'static str) -> Result<Stri
     env.get(var).ok_or(ConfigError::Missing { var, hint })
 }
 
+/// A setting with no default: `None` when unset.
+fn optional<T>(env: &dyn Env, var: &'static str) -> Result<Option<T>, ConfigError>
+where
+    T: std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    env.get(var)
+        .map(|v| {
+            v.trim().parse::<T>().map_err(|e| ConfigError::Invalid {
+                var,
+                value: v.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
+}
+
 fn parsed<T>(env: &dyn Env, var: &'static str, default: T) -> Result<T, ConfigError>
 where
     T: FromStr,
@@ -140,17 +157,10 @@ pub struct Delivery {
     pub shutdown_grace: Duration,
 }
 
-/// Everything a long-running nadir process needs to start.
-#[derive(Clone)]
-pub struct Config {
-    pub nats_url: String,
-    pub s3: S3Settings,
-    pub database_url: String,
-    pub metrics_addr: SocketAddr,
-    pub buckets: Buckets,
-    pub delivery: Delivery,
-    /// How often the ingest reconciler lists `raw`; zero turns it off.
-    pub reconcile_interval: Duration,
+/// How flows are made and detectors fitted and judged: the settings the
+/// workers and `nadir analyze` share (no service is needed to read them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
     /// Seed of every random choice a stage makes (model fitting).
     pub seed: u64,
     /// Share of flows the operating threshold flags as anomalous.
@@ -163,6 +173,24 @@ pub struct Config {
     pub flow_idle_timeout: Duration,
     /// Flow meter: time after its first packet that cuts a long flow.
     pub flow_active_timeout: Duration,
+    /// The default training window and hold-out (`pipeline.start` may
+    /// override each field).
+    pub window: crate::messages::TrainingWindow,
+}
+
+/// Everything a long-running nadir process needs to start.
+#[derive(Clone)]
+pub struct Config {
+    pub nats_url: String,
+    pub s3: S3Settings,
+    pub database_url: String,
+    pub metrics_addr: SocketAddr,
+    pub buckets: Buckets,
+    pub delivery: Delivery,
+    /// How often the ingest reconciler lists `raw`; zero turns it off.
+    pub reconcile_interval: Duration,
+    /// How flows are made and models fitted and judged.
+    pub analysis: Analysis,
     /// Name of this process in audit rows and logs.
     pub worker_id: String,
 }
@@ -177,12 +205,7 @@ impl fmt::Debug for Config {
             .field("buckets", &self.buckets)
             .field("delivery", &self.delivery)
             .field("reconcile_interval", &self.reconcile_interval)
-            .field("seed", &self.seed)
-            .field("contamination", &self.contamination)
-            .field("detectors", &self.detectors)
-            .field("scaling", &self.scaling)
-            .field("flow_idle_timeout", &self.flow_idle_timeout)
-            .field("flow_active_timeout", &self.flow_active_timeout)
+            .field("analysis", &self.analysis)
             .field("worker_id", &self.worker_id)
             .finish()
     }
@@ -306,6 +329,28 @@ impl Config {
                 reason: "must be at least 1".into(),
             });
         }
+        let worker_id = env.get("NADIR_WORKER_ID").unwrap_or_else(default_worker_id);
+        Ok(Config {
+            nats_url,
+            s3,
+            database_url,
+            metrics_addr,
+            buckets,
+            delivery,
+            reconcile_interval: seconds(env, "NADIR_RECONCILE_INTERVAL_SECS", 30)?,
+            analysis: Analysis::from(env)?,
+            worker_id,
+        })
+    }
+}
+
+impl Analysis {
+    /// Reads the analysis settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from(&ProcessEnv)
+    }
+
+    pub fn from(env: &dyn Env) -> Result<Self, ConfigError> {
         let contamination: f64 = parsed(env, "NADIR_CONTAMINATION", 0.02)?;
         if !(contamination > 0.0 && contamination < 0.5) {
             return Err(ConfigError::Invalid {
@@ -348,22 +393,26 @@ impl Config {
                 ),
             });
         }
-        let worker_id = env.get("NADIR_WORKER_ID").unwrap_or_else(default_worker_id);
-        Ok(Config {
-            nats_url,
-            s3,
-            database_url,
-            metrics_addr,
-            buckets,
-            delivery,
-            reconcile_interval: seconds(env, "NADIR_RECONCILE_INTERVAL_SECS", 30)?,
+        let window = crate::messages::TrainingWindow {
+            partitions: optional(env, "NADIR_TRAIN_PARTITIONS")?,
+            span_hours: optional(env, "NADIR_TRAIN_SPAN_HOURS")?,
+            holdout: optional(env, "NADIR_HOLDOUT")?,
+        };
+        if let Err(e) = window.check() {
+            return Err(ConfigError::Invalid {
+                var: "NADIR_TRAIN_PARTITIONS / NADIR_TRAIN_SPAN_HOURS / NADIR_HOLDOUT",
+                value: format!("{window:?}"),
+                reason: e.to_string(),
+            });
+        }
+        Ok(Analysis {
+            window,
             seed: parsed(env, "NADIR_SEED", 42)?,
             contamination,
             detectors,
             scaling,
             flow_idle_timeout,
             flow_active_timeout,
-            worker_id,
         })
     }
 }
@@ -456,8 +505,11 @@ mod tests {
     #[test]
     fn detectors_default_to_all_four_and_can_be_chosen() {
         let config = Config::from(&complete()).unwrap();
-        assert_eq!(config.detectors, nadir_detectors::model::ALGORITHMS);
-        assert_eq!(config.scaling, nadir_detectors::Scaling::Standard);
+        assert_eq!(
+            config.analysis.detectors,
+            nadir_detectors::model::ALGORITHMS
+        );
+        assert_eq!(config.analysis.scaling, nadir_detectors::Scaling::Standard);
         let mut e = complete();
         e.insert(
             "NADIR_DETECTORS".into(),
@@ -465,8 +517,11 @@ mod tests {
         );
         e.insert("NADIR_SCALING".into(), "robust".into());
         let config = Config::from(&e).unwrap();
-        assert_eq!(config.detectors, ["isolation_forest", "host_group"]);
-        assert_eq!(config.scaling, nadir_detectors::Scaling::Robust);
+        assert_eq!(
+            config.analysis.detectors,
+            ["isolation_forest", "host_group"]
+        );
+        assert_eq!(config.analysis.scaling, nadir_detectors::Scaling::Robust);
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! - [`messages`]: the JetStream subjects and message types (the wire contract).
 //! - [`layout`]: buckets, artifact keys, versions and manifests (the storage contract).
 //! - [`audit`]: the PostgreSQL audit trail, its migrations and statements.
+//! - [`registry`]: trained models, the champion and its history, feedback.
 //! - [`store`]: the S3 client.
+//! - [`memory`]: heap accounting for the peak memory of a fit.
 //! - [`bus`]: JetStream streams, durable consumers, de-duplicated publishing.
 //! - [`stage`]: the stage runtime: pull, dedupe, in-progress acks, audit,
 //!   publish, ack, retries, `pipeline.dead`.
@@ -21,7 +23,9 @@ pub mod audit;
 pub mod bus;
 pub mod config;
 pub mod layout;
+pub mod memory;
 pub mod messages;
+pub mod registry;
 pub mod services;
 pub mod shutdown;
 pub mod stage;

@@ -96,8 +96,64 @@ pub struct StartRun {
     /// Who asked: `cli`, `reconciler`, `job`, ...
     #[serde(default)]
     pub requested_by: Option<String>,
+    /// What to train on and evaluate on; unset fields take the workers'
+    /// configuration.
+    #[serde(default)]
+    pub training: Option<TrainingWindow>,
 }
 message!(StartRun, "pipeline.start message");
+
+/// The training window and hold-out of a run (`pipeline.start`'s optional
+/// training configuration, or `NADIR_TRAIN_*` / `NADIR_HOLDOUT`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingWindow {
+    /// Train on the last N SILVER partitions with the run's features (the
+    /// run's own included).
+    #[serde(default)]
+    pub partitions: Option<u32>,
+    /// Train on the partitions transformed in the last this many hours.
+    #[serde(default)]
+    pub span_hours: Option<f64>,
+    /// Keep this share of the flows (chosen by a hash of partition and
+    /// flow id) out of training, and evaluate on those flows only.
+    #[serde(default)]
+    pub holdout: Option<f64>,
+}
+
+impl TrainingWindow {
+    /// This window, its unset fields taken from `defaults`.
+    pub fn or(&self, defaults: &TrainingWindow) -> TrainingWindow {
+        TrainingWindow {
+            partitions: self.partitions.or(defaults.partitions),
+            span_hours: self.span_hours.or(defaults.span_hours),
+            holdout: self.holdout.or(defaults.holdout),
+        }
+    }
+
+    pub fn check(&self) -> Result<(), MessageError> {
+        if self.partitions == Some(0) {
+            return Err(MessageError::Invalid(
+                "training.partitions must be at least 1".into(),
+            ));
+        }
+        if let Some(h) = self.span_hours
+            && !(h > 0.0 && h.is_finite())
+        {
+            return Err(MessageError::Invalid(format!(
+                "training.span_hours must be positive, not {h}"
+            )));
+        }
+        if let Some(h) = self.holdout
+            && !(h > 0.0 && h < 1.0)
+        {
+            return Err(MessageError::Invalid(format!(
+                "training.holdout must be a share between 0 and 1, not {h}"
+            )));
+        }
+        Ok(())
+    }
+}
 
 impl StartRun {
     pub fn new(keys: Vec<String>, prefix: Option<String>, requested_by: &str) -> Self {
@@ -107,6 +163,7 @@ impl StartRun {
             keys,
             prefix,
             requested_by: Some(requested_by.to_string()),
+            training: None,
         }
     }
 }
@@ -132,6 +189,8 @@ pub struct TransformJob {
     pub schema: u32,
     pub run_id: Uuid,
     pub raw: Vec<RawObject>,
+    #[serde(default)]
+    pub training: Option<TrainingWindow>,
 }
 message!(TransformJob, "pipeline.transform message");
 
@@ -152,7 +211,10 @@ pub struct SilverPartition {
 pub struct TrainJob {
     pub schema: u32,
     pub run_id: Uuid,
+    /// The run's own partitions.
     pub silver: Vec<SilverPartition>,
+    #[serde(default)]
+    pub training: Option<TrainingWindow>,
 }
 message!(TrainJob, "pipeline.train message");
 
@@ -170,8 +232,16 @@ pub struct TrainedModel {
 pub struct EvalJob {
     pub schema: u32,
     pub run_id: Uuid,
+    /// The run's own partitions: what is evaluated.
     pub silver: Vec<SilverPartition>,
     pub models: Vec<TrainedModel>,
+    /// The partitions the models were fitted on (the training window).
+    #[serde(default)]
+    pub training_silver: Vec<SilverPartition>,
+    /// The share of the run's flows held out of training; only those are
+    /// evaluated.
+    #[serde(default)]
+    pub holdout: Option<f64>,
 }
 message!(EvalJob, "pipeline.eval message");
 

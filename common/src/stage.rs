@@ -32,6 +32,7 @@ use uuid::Uuid;
 use crate::audit::{self, AuditRecord, Finish, JobKey, StageKind};
 use crate::bus::ConsumerSpec;
 use crate::messages::{Message, MessageError, RunDead, SCHEMA_VERSION, subject};
+use crate::registry::RegistryChange;
 use crate::services::Services;
 use crate::shutdown::Shutdown;
 
@@ -66,6 +67,13 @@ impl From<crate::store::StoreError> for StageError {
     }
 }
 
+impl From<crate::audit::AuditError> for StageError {
+    /// PostgreSQL failing under a job is worth a retry.
+    fn from(e: crate::audit::AuditError) -> Self {
+        StageError::Transient(format!("PostgreSQL: {e}"))
+    }
+}
+
 /// Runs CPU-bound work off the async threads, so in-progress acks and
 /// health checks keep flowing while a model fits.
 pub async fn compute<T: Send + 'static>(
@@ -93,6 +101,8 @@ pub struct Outcome<N> {
     /// Rows (flows) and bytes read, for the metrics.
     pub rows: u64,
     pub bytes: u64,
+    /// Registry changes, committed with the audit rows.
+    pub registry: Vec<RegistryChange>,
 }
 
 /// What a stage job may use.
@@ -474,6 +484,7 @@ impl<S: Stage> Runtime<S> {
                         next_subject: S::NEXT_SUBJECT,
                         next_message: &next,
                         run_report: report.as_ref(),
+                        registry: &outcome.registry,
                     },
                 )
                 .await

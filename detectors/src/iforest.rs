@@ -13,7 +13,7 @@
 //! Tree `i` draws from its own generator seeded by `(seed, i)`, so the forest
 //! is the same whether trees are built on one thread or many.
 
-use ndarray::{Array1, ArrayView2};
+use ndarray::{Array1, ArrayView1, ArrayView2};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -351,6 +351,46 @@ fn column_major(rows: &[f64], d: usize, block: &mut [f64]) {
 impl IsolationForest {
     pub fn params(&self) -> &IsolationForestParams {
         &self.params
+    }
+
+    /// How much each feature did to isolate `row`: every split on a
+    /// feature along the row's path in a tree adds 1 / (that path's
+    /// length), so features that isolate the row early weigh most. The
+    /// weights sum to 1.
+    pub fn path_weights(&self, row: ArrayView1<'_, f64>) -> Vec<f64> {
+        let mut weights = vec![0.0; self.features];
+        let mut used = Vec::new();
+        for tree in &self.trees {
+            used.clear();
+            let mut at = 0;
+            let size = loop {
+                match tree.nodes[at] {
+                    Node::Leaf { size } => break size,
+                    Node::Split {
+                        feature,
+                        threshold,
+                        left,
+                        right,
+                    } => {
+                        used.push(feature as usize);
+                        at = if row[feature as usize] >= threshold {
+                            right
+                        } else {
+                            left
+                        } as usize;
+                    }
+                }
+            };
+            let length = used.len() as f64 + average_path_length(size as usize);
+            for &f in &used {
+                weights[f] += 1.0 / length.max(1.0);
+            }
+        }
+        let total: f64 = weights.iter().sum();
+        if total > 0.0 {
+            weights.iter_mut().for_each(|w| *w /= total);
+        }
+        weights
     }
 
     pub fn features(&self) -> usize {

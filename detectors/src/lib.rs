@@ -15,7 +15,9 @@
 //! - [`neighbours`]: exact k-nearest neighbours (k-d tree or blocked scan).
 //! - [`ocsvm`]: One-Class SVM (Schölkopf et al., 2001), exact or Nyström.
 //! - [`group`]: per-host group outliers over time (`augurs-outlier`).
-//! - [`metrics`]: ROC-AUC, average precision, thresholds.
+//! - [`metrics`]: ROC-AUC, average precision, ranking and agreement
+//!   metrics, thresholds.
+//! - [`profile`]: the training data per feature, for explanations and drift.
 
 pub mod group;
 pub mod iforest;
@@ -25,6 +27,7 @@ pub mod model;
 pub mod neighbours;
 pub mod ocsvm;
 pub mod prep;
+pub mod profile;
 
 use ndarray::{Array1, ArrayView2};
 

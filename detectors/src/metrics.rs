@@ -102,6 +102,117 @@ pub fn precision_recall_f1(scores: &[f64], positive: &[bool], threshold: f64) ->
     (precision, recall, f1)
 }
 
+/// Precision among the `k` highest scores (ties broken by row order);
+/// `None` when `k` is 0.
+pub fn precision_at_k(scores: &[f64], positive: &[bool], k: usize) -> Option<f64> {
+    assert_eq!(scores.len(), positive.len());
+    let k = k.min(scores.len());
+    if k == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    Some(order[..k].iter().filter(|&&i| positive[i]).count() as f64 / k as f64)
+}
+
+/// Recall when the threshold is placed so that at most `fpr` of the
+/// negatives score above it; `None` when a class is absent.
+pub fn recall_at_fpr(scores: &[f64], positive: &[bool], fpr: f64) -> Option<f64> {
+    assert_eq!(scores.len(), positive.len());
+    let mut negatives: Vec<f64> = scores
+        .iter()
+        .zip(positive)
+        .filter(|(_, p)| !**p)
+        .map(|(s, _)| *s)
+        .collect();
+    let positives = positive.iter().filter(|p| **p).count();
+    if negatives.is_empty() || positives == 0 {
+        return None;
+    }
+    negatives.sort_by(|a, b| b.total_cmp(a));
+    let allowed = (fpr.clamp(0.0, 1.0) * negatives.len() as f64).floor() as usize;
+    // Flag scores above the first negative that may not be flagged.
+    let threshold = negatives.get(allowed).copied().unwrap_or(f64::NEG_INFINITY);
+    let caught = scores
+        .iter()
+        .zip(positive)
+        .filter(|(s, p)| **p && **s > threshold)
+        .count();
+    Some(caught as f64 / positives as f64)
+}
+
+/// Counts of `values` in `bins` equal-width bins over their range.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Histogram {
+    /// `bins + 1` edges, lowest first.
+    pub edges: Vec<f64>,
+    pub counts: Vec<u64>,
+}
+
+impl Histogram {
+    pub fn of(values: &[f64], bins: usize) -> Histogram {
+        let bins = bins.max(1);
+        let (lo, hi) = values
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(*v), hi.max(*v))
+            });
+        if values.is_empty() {
+            return Histogram {
+                edges: Vec::new(),
+                counts: Vec::new(),
+            };
+        }
+        let width = (hi - lo) / bins as f64;
+        let edges = (0..=bins).map(|i| lo + width * i as f64).collect();
+        let mut counts = vec![0; bins];
+        for v in values {
+            let at = if width > 0.0 {
+                (((v - lo) / width) as usize).min(bins - 1)
+            } else {
+                0
+            };
+            counts[at] += 1;
+        }
+        Histogram { edges, counts }
+    }
+}
+
+/// Ranks from 1, ties sharing their average rank.
+fn ranks(values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut ranks = vec![0.0; values.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && values[order[j + 1]] == values[order[i]] {
+            j += 1;
+        }
+        for &k in &order[i..=j] {
+            ranks[k] = (i + j) as f64 / 2.0 + 1.0;
+        }
+        i = j + 1;
+    }
+    ranks
+}
+
+/// Spearman's rank correlation of two score lists (how far two detectors
+/// agree on what is most unusual); `None` when either is constant.
+pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
+    assert_eq!(a.len(), b.len());
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = ra.len() as f64;
+    let mean = (n + 1.0) / 2.0;
+    let (mut cov, mut va, mut vb) = (0.0, 0.0, 0.0);
+    for (x, y) in ra.iter().zip(&rb) {
+        cov += (x - mean) * (y - mean);
+        va += (x - mean) * (x - mean);
+        vb += (y - mean) * (y - mean);
+    }
+    (va > 0.0 && vb > 0.0).then(|| cov / (va * vb).sqrt())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +244,30 @@ mod tests {
         let positive: Vec<bool> = (0..100).map(|i| i >= 95).collect();
         let (p, r, f1) = precision_recall_f1(&scores, &positive, 94.05);
         assert_eq!((p, r, f1), (1.0, 1.0, 1.0));
+    }
+
+    #[test]
+    fn ranking_metrics_match_known_values() {
+        let scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4];
+        let positive = [true, false, true, false, false, false];
+        assert_eq!(precision_at_k(&scores, &positive, 2), Some(0.5));
+        assert_eq!(precision_at_k(&scores, &positive, 3), Some(2.0 / 3.0));
+        assert_eq!(precision_at_k(&scores, &positive, 0), None);
+        // No false positive allowed among 4 negatives: above 0.8 only.
+        assert_eq!(recall_at_fpr(&scores, &positive, 0.01), Some(0.5));
+        // One of four allowed (25 %): above 0.6.
+        assert_eq!(recall_at_fpr(&scores, &positive, 0.25), Some(1.0));
+        assert_eq!(recall_at_fpr(&scores, &[false; 6], 0.01), None);
+    }
+
+    #[test]
+    fn spearman_and_histogram() {
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]), Some(1.0));
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), Some(-1.0));
+        assert_eq!(spearman(&[1.0, 1.0], &[1.0, 2.0]), None);
+        let h = Histogram::of(&[0.0, 0.1, 0.5, 1.0], 2);
+        assert_eq!(h.edges, vec![0.0, 0.5, 1.0]);
+        assert_eq!(h.counts, vec![2, 2]);
+        assert_eq!(Histogram::of(&[3.0, 3.0], 4).counts, vec![2, 0, 0, 0]);
     }
 }

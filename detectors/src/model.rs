@@ -21,6 +21,7 @@ use crate::iforest::{IsolationForest, IsolationForestParams};
 use crate::lof::{LocalOutlierFactor, LocalOutlierFactorParams};
 use crate::ocsvm::{OneClassSvm, OneClassSvmParams};
 use crate::prep::{Dataset, PrepSpec, Preprocessor};
+use crate::profile::FeatureProfile;
 use crate::{Detector, DetectorError, metrics};
 
 pub const FORMAT: &str = "nadir-model";
@@ -166,6 +167,22 @@ pub struct Metadata {
     pub training_scores: ScoreSummary,
     /// Detector-specific facts of the fit (the One-Class SVM's solver...).
     pub fit: serde_json::Value,
+    /// The training data's numeric features, for explanations and drift.
+    #[serde(default)]
+    pub profile: Vec<FeatureProfile>,
+}
+
+/// One feature's part in a flow's score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    pub feature: String,
+    /// The flow's value.
+    pub value: f64,
+    /// The training data's median.
+    pub typical: f64,
+    /// Isolation Forest: the feature's share of the isolation paths;
+    /// others: the distance from the median in robust standard deviations.
+    pub weight: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -234,6 +251,7 @@ impl ModelSpec {
                 calibration_rows: 0,
                 training_scores: ScoreSummary::of(&[]),
                 fit,
+                profile: crate::profile::profile(&data.names, data.numeric.view()),
             },
             preprocessing,
             detector,
@@ -302,6 +320,53 @@ impl Model {
             Fitted::OneClassSvm(m) => m.score(x.view()),
             Fitted::HostGroup(_) => unreachable!("returned above"),
         }
+    }
+
+    /// The features that weighed most in the scores of `rows` of `data`,
+    /// at most `top` each, heaviest first (numeric features; none for the
+    /// group detector, whose findings are per host). Isolation Forest
+    /// reads its isolation paths; the other detectors rank how far each
+    /// value stands from the training median.
+    pub fn explain(
+        &self,
+        data: &Dataset,
+        rows: &[usize],
+        top: usize,
+    ) -> Result<Vec<Vec<Contribution>>, DetectorError> {
+        if matches!(self.detector, Fitted::HostGroup(_)) || self.metadata.profile.is_empty() {
+            return Ok(vec![Vec::new(); rows.len()]);
+        }
+        let picked = data.select(rows);
+        let x = self.preprocessing.transform(&picked)?;
+        let profile = &self.metadata.profile;
+        Ok((0..rows.len())
+            .map(|i| {
+                let values = picked.numeric.row(i);
+                let weights: Vec<f64> = match &self.detector {
+                    Fitted::IsolationForest(m) => m.path_weights(x.row(i)),
+                    _ => profile
+                        .iter()
+                        .zip(values)
+                        .map(|(p, v)| p.deviation(*v))
+                        .collect(),
+                };
+                let mut contributions: Vec<Contribution> = profile
+                    .iter()
+                    .zip(values)
+                    .zip(weights)
+                    .filter(|(_, w)| *w > 0.0)
+                    .map(|((p, v), weight)| Contribution {
+                        feature: p.name.clone(),
+                        value: *v,
+                        typical: p.median,
+                        weight,
+                    })
+                    .collect();
+                contributions.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+                contributions.truncate(top);
+                contributions
+            })
+            .collect())
     }
 
     /// The group detector's per-host findings; `None` for other detectors.

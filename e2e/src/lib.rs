@@ -172,9 +172,14 @@ impl World {
 
     /// All four workers.
     pub fn spawn_all(&self) -> Vec<Worker> {
+        self.spawn_all_with(&[])
+    }
+
+    /// All four workers, with extra environment.
+    pub fn spawn_all_with(&self, extra: &[(&str, &str)]) -> Vec<Worker> {
         ["ingest", "transform", "train", "eval"]
             .iter()
-            .map(|s| self.spawn(s, &[]))
+            .map(|s| self.spawn(s, extra))
             .collect()
     }
 

@@ -262,7 +262,67 @@ async fn a_dropped_file_flows_through_the_four_stages() {
         &detectors[0],
         |best, d| if ap(d) > ap(best) { d } else { best },
     );
-    assert_eq!(report["selection"]["champion"], best["algorithm"]);
+    assert_eq!(report["selection"]["action"], "promote");
+    assert_eq!(report["selection"]["champion"][0], best["algorithm"]);
+    for d in detectors {
+        assert!(d["precision_at_k"]["value"].as_f64().is_some(), "{d}");
+        assert!(d["recall_at_1pct_fpr"].as_f64().is_some(), "{d}");
+        assert_eq!(
+            d["histogram"]["counts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_u64().unwrap())
+                .sum::<u64>(),
+            3000
+        );
+    }
+    assert_eq!(
+        report["agreement"].as_array().unwrap().len(),
+        3,
+        "three pairs of detectors"
+    );
+    assert!(!report["drift"].as_array().unwrap().is_empty());
+
+    // The scores: every flow once, the flagged ones explained.
+    let scores =
+        nadir_flows::table::read_parquet(&fetch_checked(&world, &outputs[1]).await).unwrap();
+    assert_eq!(scores.height(), 3000);
+    let flagged = scores.column("flagged").unwrap().bool().unwrap();
+    let explanation = scores.column("explanation").unwrap().str().unwrap();
+    for (f, e) in flagged.iter().zip(explanation.iter()) {
+        assert_eq!(
+            f.unwrap(),
+            e.is_some(),
+            "exactly the flagged flows are explained"
+        );
+        if let Some(e) = e {
+            let e: Value = serde_json::from_str(e).unwrap();
+            let first = e.as_object().unwrap().values().next().unwrap();
+            assert!(
+                first[0]["feature"].is_string() && first[0]["typical"].is_number(),
+                "{e}"
+            );
+        }
+    }
+
+    // The registry: three models, the best promoted by this run.
+    let registered = world
+        .query("SELECT algorithm FROM models ORDER BY algorithm", &[])
+        .await;
+    assert_eq!(registered.len(), 3);
+    let champion = world
+        .query(
+            "SELECT algorithm, action, run_id FROM champion_history",
+            &[],
+        )
+        .await;
+    assert_eq!(champion.len(), 1);
+    assert_eq!(
+        champion[0].get::<_, String>(0),
+        best["algorithm"].as_str().unwrap()
+    );
+    assert_eq!(champion[0].get::<_, Uuid>(2), run_id);
 
     // pipeline.done names the report.
     let done = world.messages_for(subject::DONE, run_id).await;
@@ -869,4 +929,121 @@ async fn a_generated_capture_with_ground_truth_becomes_labelled_flows() {
             .any(|h| h["host"] == "198.51.100.66"),
         "{outlying}"
     );
+}
+
+#[tokio::test]
+async fn the_champion_is_kept_against_an_equal_challenger_and_changed_only_by_hand() {
+    let world = World::new("registry").await;
+    let _workers = world.spawn_all_with(&[("NADIR_DETECTORS", "isolation_forest,one_class_svm")]);
+    let data = sample(1500);
+    let (_, first) = world.drop_raw("a/flows.csv", data.clone()).await;
+    assert_eq!(world.wait_run(first, RUN_TIMEOUT).await.status, "succeeded");
+    // The same flows again: the same seed fits the same models, which are
+    // no better than the champion, so it stays.
+    let (_, second) = world.drop_raw("b/flows.csv", data).await;
+    assert_eq!(
+        world.wait_run(second, RUN_TIMEOUT).await.status,
+        "succeeded"
+    );
+
+    let report = |run: Uuid| {
+        let world = &world;
+        async move {
+            let row = &world
+                .query("SELECT outputs FROM evaluations WHERE run_id = $1", &[&run])
+                .await[0];
+            let outputs: Value = row.get(0);
+            serde_json::from_slice::<Value>(&fetch_checked(world, &outputs[0]).await).unwrap()
+        }
+    };
+    let (r1, r2) = (report(first).await, report(second).await);
+    assert_eq!(r1["selection"]["action"], "promote");
+    let champion = r1["selection"]["champion"].clone();
+    assert_eq!(r2["selection"]["action"], "keep", "{}", r2["selection"]);
+    assert_eq!(r2["selection"]["champion"], champion);
+    // The champion scored the second run's flows beside the challengers,
+    // with the same figures as its twin.
+    let detectors = r2["detectors"].as_array().unwrap();
+    assert_eq!(detectors.len(), 3);
+    let champ = detectors.iter().find(|d| d["role"] == "champion").unwrap();
+    let twin = detectors
+        .iter()
+        .find(|d| d["role"] == "challenger" && d["algorithm"] == champ["algorithm"])
+        .unwrap();
+    assert_eq!(champ["average_precision"], twin["average_precision"]);
+    assert_eq!(champ["version"], champion[1]);
+
+    // By hand: promote the other model of the second run, then roll back.
+    let other = detectors
+        .iter()
+        .find(|d| d["role"] == "challenger" && d["algorithm"] != champ["algorithm"])
+        .unwrap();
+    let (algorithm, version) = (
+        other["algorithm"].as_str().unwrap(),
+        other["version"].as_str().unwrap(),
+    );
+    let promoted = world.cli(&["promote", algorithm, version, "--reason", "analyst review"]);
+    assert!(
+        promoted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&promoted.stderr)
+    );
+    let again = world.cli(&["promote", algorithm, version, "--reason", "twice"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already the champion"));
+    let unknown = world.cli(&[
+        "promote",
+        "isolation_forest",
+        "19700101T000000Z-00000000",
+        "--reason",
+        "x",
+    ]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no model"));
+    let rolled = world.cli(&["rollback", "--reason", "false positives"]);
+    assert!(
+        rolled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rolled.stderr)
+    );
+
+    let listed = world.cli(&["models", "--json"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        listed["models"].as_array().unwrap().len(),
+        4,
+        "two models per run"
+    );
+    let history: Vec<(String, String)> = listed["champion_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["action"].as_str().unwrap().into(),
+                c["algorithm"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let first_champion = champion[0].as_str().unwrap().to_string();
+    assert_eq!(
+        history,
+        [
+            ("rollback".to_string(), first_champion.clone()),
+            ("manual".to_string(), algorithm.to_string()),
+            ("promote".to_string(), first_champion),
+        ]
+    );
+    assert_eq!(listed["champion_history"][1]["reason"], "analyst review");
+    assert!(
+        listed["champion_history"][1]["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("cli:")
+    );
+
+    // `nadir status` shows the comparison and the decision.
+    let status = world.cli(&["status", &second.to_string()]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("decision keep"), "{text}");
+    assert!(text.contains("champion_"), "{text}");
 }

@@ -215,6 +215,20 @@ impl FlowTable {
         Some(values.iter().map(|v| v.map(str::to_string)).collect())
     }
 
+    /// The rows where `keep` is true, in order.
+    pub fn filter(&self, keep: &[bool]) -> Result<FlowTable, FlowError> {
+        let mask = BooleanChunked::from_slice("keep".into(), keep);
+        Ok(FlowTable {
+            frame: self
+                .frame
+                .filter(&mask)
+                .map_err(|e| FlowError::Parquet(e.to_string()))?,
+            features: self.features.clone(),
+            labelled: self.labelled,
+            text: self.text.clone(),
+        })
+    }
+
     /// The `flow_id` column.
     pub fn flow_ids(&self) -> Vec<u64> {
         self.frame
@@ -223,6 +237,23 @@ impl FlowTable {
             .and_then(|c| c.u64().ok().map(|v| v.into_no_null_iter().collect()))
             .unwrap_or_else(|| (0..self.rows() as u64).collect())
     }
+}
+
+/// Whether a flow is in the held-out share of its partition: a fixed hash
+/// of the partition's RAW version and the flow id, so training and
+/// evaluation (and any rerun) agree on the split without storing it.
+pub fn held_out(raw_version: &str, flow_id: u64, share: f64) -> bool {
+    // FNV-1a over the version, then splitmix64 with the flow id.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in raw_version.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut z = h ^ flow_id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let uniform = (z >> 11) as f64 / (1u64 << 53) as f64;
+    uniform < share
 }
 
 /// Parquet bytes of any frame, zstd-compressed.
@@ -625,5 +656,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("non-finite") && err.contains("\"b\""), "{err}");
+    }
+
+    #[test]
+    fn the_held_out_share_is_stable_and_about_the_share_asked() {
+        let held = (0..10_000)
+            .filter(|i| held_out("20261125T000000Z-abcd", *i, 0.2))
+            .count();
+        assert!((1_800..2_200).contains(&held), "{held}");
+        assert!((0..1000).all(|i| held_out("v", i, 0.3) == held_out("v", i, 0.3)));
+        assert_ne!(
+            (0..64).map(|i| held_out("a", i, 0.5)).collect::<Vec<_>>(),
+            (0..64).map(|i| held_out("b", i, 0.5)).collect::<Vec<_>>()
+        );
     }
 }

@@ -10,16 +10,18 @@
 //! average precision is named champion. Writes `eval/<version>/report.json`,
 //! `eval/<version>/scores.parquet` and their manifest.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use nadir_common::audit::{AuditRecord, StageKind};
 use nadir_common::layout::{self, ArtifactRef, Manifest};
 use nadir_common::messages::{EvalJob, RunDone, SCHEMA_VERSION, subject};
+use nadir_common::registry::{self, RegistryChange};
 use nadir_common::stage::{JobContext, Outcome, Stage, StageError, compute};
 use nadir_detectors::model::ScoreSummary;
-use nadir_detectors::{Model, metrics};
+use nadir_detectors::{Dataset, Model, metrics};
 use nadir_flows::FlowTable;
-use nadir_flows::table::{FLOW_ID, LABEL, write_parquet};
+use nadir_flows::table::{FLOW_ID, LABEL, held_out, write_parquet};
 use polars::prelude::*;
 use serde_json::{Value, json};
 
@@ -44,36 +46,186 @@ pub fn load_model(algorithm: &str, bytes: &[u8]) -> Result<Model, String> {
     Ok(model)
 }
 
+/// A model that scores the run's flows: one of this run's challengers, or
+/// the champion they are compared with.
+pub struct Scorer<'a> {
+    pub model: &'a Model,
+    /// The registry version (the train job's version).
+    pub version: String,
+    pub champion: bool,
+}
+
+impl Scorer<'_> {
+    /// The name of its score column and report entry.
+    pub fn name(&self) -> String {
+        if self.champion {
+            format!("champion_{}", self.model.algorithm())
+        } else {
+            self.model.algorithm().to_string()
+        }
+    }
+}
+
 /// What evaluation computed: the scores table and the report (pure).
 pub struct Evaluation {
     pub scores: DataFrame,
     pub report: Value,
     pub summary: Value,
     pub rows: u64,
+    pub decision: Decision,
+}
+
+/// Flow columns copied into `scores.parquet` when the partitions have them.
+const IDENTITY: [&str; 14] = [
+    "first_seen_ns",
+    "last_seen_ns",
+    "src_ip",
+    "src_port",
+    "dst_ip",
+    "dst_port",
+    "protocol",
+    "fwd_packets",
+    "bwd_packets",
+    "fwd_bytes",
+    "bwd_bytes",
+    "dns_query",
+    "tls_sni",
+    "http_host",
+];
+
+/// Contributions kept per flagged flow and detector.
+const EXPLAINED_FEATURES: usize = 3;
+/// Bins of the score histograms.
+const HISTOGRAM_BINS: usize = 20;
+/// Rows the rank agreement is computed on at most (evenly spaced beyond).
+const AGREEMENT_ROWS: usize = 100_000;
+/// The false-positive rate recall is reported at.
+const RECALL_FPR: f64 = 0.01;
+
+/// The champion decision of a run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Decision {
+    /// `promote`, `keep` or `none`.
+    pub action: &'static str,
+    /// The champion after this run: (algorithm, version).
+    pub champion: Option<(String, String)>,
+    pub reason: String,
+    /// The champion before this run, when it is replaced.
+    pub replaces: Option<(String, String)>,
+}
+
+/// The selection rule: with labels, the challenger with the best average
+/// precision (the first in the configured order on a tie) is promoted if
+/// there is no champion or it beats the champion's average precision on
+/// the same flows; a challenger never replaces a better or equal champion.
+/// Without labels the champion stays.
+pub fn select(
+    challengers: &[(String, String, Option<f64>)],
+    champion: Option<(&str, &str, Option<f64>)>,
+) -> Decision {
+    let best = challengers
+        .iter()
+        .filter_map(|(a, v, ap)| ap.map(|ap| (a, v, ap)))
+        .fold(None::<(&String, &String, f64)>, |best, c| match best {
+            Some(b) if b.2 >= c.2 => Some(b),
+            _ => Some(c),
+        });
+    let current = champion.map(|(a, v, _)| (a.to_string(), v.to_string()));
+    let Some((algorithm, version, ap)) = best else {
+        return Decision {
+            action: if current.is_some() { "keep" } else { "none" },
+            reason: match &current {
+                Some(_) => "no labelled flows in this run: the champion stays".into(),
+                None => "no labelled flows in this run and no champion yet: promote one with `nadir promote`".into(),
+            },
+            champion: current,
+            replaces: None,
+        };
+    };
+    match champion {
+        Some((a, v, Some(champion_ap))) if champion_ap >= ap => Decision {
+            action: "keep",
+            champion: current,
+            reason: format!(
+                "the champion {a} ({v}) has average precision {champion_ap:.4} on this run's flows; the best challenger, {algorithm}, has {ap:.4}"
+            ),
+            replaces: None,
+        },
+        Some((a, v, champion_ap)) => Decision {
+            action: "promote",
+            champion: Some((algorithm.clone(), version.clone())),
+            reason: match champion_ap {
+                Some(c) => format!(
+                    "{algorithm} has average precision {ap:.4} on this run's flows, above the champion {a} ({v}) at {c:.4}"
+                ),
+                None => format!(
+                    "{algorithm} has average precision {ap:.4}; the champion {a} ({v}) could not be scored on these flows"
+                ),
+            },
+            replaces: current,
+        },
+        None => Decision {
+            action: "promote",
+            champion: Some((algorithm.clone(), version.clone())),
+            reason: format!(
+                "no champion yet; {algorithm} has the best average precision on this run's flows ({ap:.4})"
+            ),
+            replaces: None,
+        },
+    }
+}
+
+/// A detector's metrics against labels (the labelled rows only).
+fn labelled_metrics(scores: &[f64], positive: &[bool], threshold: f64) -> Value {
+    let attacks = positive.iter().filter(|p| **p).count();
+    let (precision, recall, f1) = metrics::precision_recall_f1(scores, positive, threshold);
+    json!({
+        "roc_auc": metrics::roc_auc(scores, positive),
+        "average_precision": metrics::average_precision(scores, positive),
+        "precision_at_k": { "k": attacks, "value": metrics::precision_at_k(scores, positive, attacks) },
+        "recall_at_1pct_fpr": metrics::recall_at_fpr(scores, positive, RECALL_FPR),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+    })
 }
 
 /// Scores every partition with every model and compares the models.
+/// `feedback` holds analysts' verdicts by (RAW version, flow id); they
+/// label the flows their partition has no label for.
 pub fn evaluate(
     job: &EvalJob,
     partitions: &[bytes::Bytes],
-    models: &[Model],
+    scorers: &[Scorer<'_>],
+    feedback: &HashMap<(String, u64), bool>,
     contamination: f64,
 ) -> Result<Evaluation, String> {
     let mut raw_versions: Vec<String> = Vec::new();
     let mut flow_ids: Vec<u64> = Vec::new();
     let mut labels: Vec<Option<String>> = Vec::new();
-    let mut scores: Vec<Vec<f64>> = vec![Vec::new(); models.len()];
-    let mut hosts: Vec<Vec<Value>> = vec![Vec::new(); models.len()];
-    let mut labelled = true;
+    let mut scores: Vec<Vec<f64>> = vec![Vec::new(); scorers.len()];
+    let mut hosts: Vec<Vec<Value>> = vec![Vec::new(); scorers.len()];
+    let mut explanations: Vec<Option<String>> = Vec::new();
+    let mut identity: Option<DataFrame> = None;
+    let mut numeric: Vec<Dataset> = Vec::new();
     for (partition, bytes) in job.silver.iter().zip(partitions) {
-        let table = FlowTable::from_parquet(bytes, &partition.features)
+        let mut table = FlowTable::from_parquet(bytes, &partition.features)
             .map_err(|e| format!("{}: {e}", partition.flows.uri()))?;
+        if let Some(share) = job.holdout {
+            let keep: Vec<bool> = table
+                .flow_ids()
+                .iter()
+                .map(|id| held_out(&partition.raw_version, *id, share))
+                .collect();
+            table = table.filter(&keep).map_err(|e| e.to_string())?;
+        }
         let data = table.dataset().map_err(|e| e.to_string())?;
-        for (i, model) in models.iter().enumerate() {
-            let failed = |e| format!("{}: {e}", model.algorithm());
-            match model.analyze_hosts(&data).map_err(failed)? {
+        let mut flagged_by: Vec<Vec<usize>> = vec![Vec::new(); table.rows()];
+        for (i, scorer) in scorers.iter().enumerate() {
+            let model = scorer.model;
+            let failed = |e| format!("{}: {e}", scorer.name());
+            let partition_scores = match model.analyze_hosts(&data).map_err(failed)? {
                 Some(analysis) => {
-                    scores[i].extend(analysis.flow_scores.iter());
                     hosts[i].push(json!({
                         "raw_version": partition.raw_version,
                         "source_hosts": analysis.source_hosts,
@@ -81,120 +233,329 @@ pub fn evaluate(
                         "outlying": analysis.hosts,
                         "notes": analysis.notes,
                     }));
+                    analysis.flow_scores
                 }
-                None => scores[i].extend(model.score(&data).map_err(failed)?.iter()),
+                None => model.score(&data).map_err(failed)?,
+            };
+            for (row, s) in partition_scores.iter().enumerate() {
+                if *s > model.threshold() {
+                    flagged_by[row].push(i);
+                }
             }
+            scores[i].extend(partition_scores.iter());
+        }
+        // Why each flagged flow was flagged, by every model that flagged it.
+        let mut why: Vec<serde_json::Map<String, Value>> =
+            vec![serde_json::Map::new(); table.rows()];
+        for (i, scorer) in scorers.iter().enumerate() {
+            let rows: Vec<usize> = (0..table.rows())
+                .filter(|r| flagged_by[*r].contains(&i))
+                .collect();
+            let explained = scorer
+                .model
+                .explain(&data, &rows, EXPLAINED_FEATURES)
+                .map_err(|e| format!("{}: {e}", scorer.name()))?;
+            for (row, contributions) in rows.into_iter().zip(explained) {
+                if !contributions.is_empty() {
+                    why[row].insert(scorer.name(), json!(contributions));
+                }
+            }
+        }
+        explanations.extend(
+            why.into_iter()
+                .map(|w| (!w.is_empty()).then(|| Value::Object(w).to_string())),
+        );
+        let present: Vec<&str> = IDENTITY
+            .iter()
+            .copied()
+            .filter(|c| table.frame.column(c).is_ok())
+            .collect();
+        let part = table.frame.select(present).map_err(|e| e.to_string())?;
+        identity = Some(match identity {
+            None => part,
+            Some(mut all) => {
+                // Keep the columns every partition has.
+                let shared: Vec<String> = all
+                    .get_column_names()
+                    .into_iter()
+                    .filter(|c| part.column(c).is_ok())
+                    .map(|c| c.to_string())
+                    .collect();
+                all = all.select(shared.clone()).map_err(|e| e.to_string())?;
+                all.vstack_mut(&part.select(shared).map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+                all
+            }
+        });
+        let ids = table.flow_ids();
+        let partition_labels = table.labels();
+        for (row, id) in ids.iter().enumerate() {
+            let label = partition_labels
+                .as_ref()
+                .and_then(|l| l[row].clone())
+                .or_else(|| {
+                    feedback
+                        .get(&(partition.raw_version.clone(), *id))
+                        .map(|attack| {
+                            if *attack {
+                                "attack (analyst)"
+                            } else {
+                                "benign (analyst)"
+                            }
+                            .to_string()
+                        })
+                });
+            labels.push(label);
         }
         raw_versions.extend(std::iter::repeat_n(
             partition.raw_version.clone(),
             table.rows(),
         ));
-        flow_ids.extend(table.flow_ids());
-        match table.labels() {
-            Some(l) => labels.extend(l),
-            None => {
-                labelled = false;
-                labels.extend(std::iter::repeat_n(None, table.rows()));
-            }
-        }
+        flow_ids.extend(ids);
+        numeric.push(Dataset::numeric(data.names.clone(), data.numeric));
     }
     let rows = flow_ids.len();
-    let positive: Vec<bool> = labels
+    let labelled_rows: Vec<usize> = (0..rows).filter(|r| labels[*r].is_some()).collect();
+    let positive: Vec<bool> = labelled_rows
         .iter()
-        .map(|l| l.as_deref().is_some_and(is_attack))
+        .map(|r| labels[*r].as_deref().is_some_and(is_attack))
         .collect();
-    labelled &= labels.iter().all(Option::is_some);
+    let labelled = !labelled_rows.is_empty();
+    let attack_types: std::collections::BTreeSet<&str> = labelled_rows
+        .iter()
+        .filter_map(|r| labels[*r].as_deref().filter(|l| is_attack(l)))
+        .collect();
 
     let mut columns = vec![
         Column::new("raw_version".into(), &raw_versions),
         Column::new(FLOW_ID.into(), &flow_ids),
     ];
+    if let Some(identity) = identity {
+        columns.extend(identity.columns().iter().cloned());
+    }
     let mut detectors = Vec::new();
-    let mut champion: Option<(String, f64)> = None;
     let mut any_flagged = vec![false; rows];
-    for ((model, s), hosts) in models.iter().zip(&scores).zip(&hosts) {
-        let algorithm = model.algorithm();
+    for ((scorer, s), hosts) in scorers.iter().zip(&scores).zip(&hosts) {
+        let model = scorer.model;
         let threshold = model.threshold();
         let mut sorted = s.clone();
         sorted.sort_by(f64::total_cmp);
         let flagged: Vec<bool> = s.iter().map(|v| *v > threshold).collect();
-        for (any, f) in any_flagged.iter_mut().zip(&flagged) {
-            *any |= *f;
+        if !scorer.champion {
+            for (any, f) in any_flagged.iter_mut().zip(&flagged) {
+                *any |= *f;
+            }
         }
         let mut entry = json!({
-            "algorithm": algorithm,
+            "name": scorer.name(),
+            "algorithm": model.algorithm(),
+            "version": scorer.version,
+            "role": if scorer.champion { "champion" } else { "challenger" },
             "threshold": threshold,
             "threshold_rule": model.metadata.threshold_rule,
             "training_scores": model.metadata.training_scores,
             "flagged": flagged.iter().filter(|f| **f).count(),
             "score_quantiles": ScoreSummary::of(&sorted),
+            "histogram": metrics::Histogram::of(s, HISTOGRAM_BINS),
         });
         if !hosts.is_empty() {
             entry["hosts"] = json!(hosts);
         }
         if labelled {
-            let auc = metrics::roc_auc(s, &positive);
-            let ap = metrics::average_precision(s, &positive);
-            let (precision, recall, f1) = metrics::precision_recall_f1(s, &positive, threshold);
-            entry["roc_auc"] = json!(auc);
-            entry["average_precision"] = json!(ap);
-            entry["precision"] = json!(precision);
-            entry["recall"] = json!(recall);
-            entry["f1"] = json!(f1);
-            if let Some(ap) = ap
-                && champion.as_ref().is_none_or(|(_, best)| ap > *best)
-            {
-                champion = Some((algorithm.to_string(), ap));
+            let on_labelled: Vec<f64> = labelled_rows.iter().map(|r| s[*r]).collect();
+            let mut m = labelled_metrics(&on_labelled, &positive, threshold);
+            // Each attack type against the benign flows.
+            let by_type: serde_json::Map<String, Value> = attack_types
+                .iter()
+                .map(|t| {
+                    let (mut sc, mut pos) = (Vec::new(), Vec::new());
+                    for (k, r) in labelled_rows.iter().enumerate() {
+                        let label = labels[*r].as_deref().unwrap_or_default();
+                        if !positive[k] || label == *t {
+                            sc.push(s[*r]);
+                            pos.push(positive[k]);
+                        }
+                    }
+                    let flows = pos.iter().filter(|p| **p).count();
+                    let caught = sc
+                        .iter()
+                        .zip(&pos)
+                        .filter(|(v, p)| **p && **v > threshold)
+                        .count();
+                    (
+                        t.to_string(),
+                        json!({
+                            "flows": flows,
+                            "flagged": caught,
+                            "recall": caught as f64 / flows.max(1) as f64,
+                            "roc_auc": metrics::roc_auc(&sc, &pos),
+                            "average_precision": metrics::average_precision(&sc, &pos),
+                        }),
+                    )
+                })
+                .collect();
+            m["by_attack_type"] = Value::Object(by_type);
+            if let (Value::Object(entry), Value::Object(m)) = (&mut entry, m) {
+                entry.extend(m);
             }
         }
         detectors.push(entry);
-        columns.push(Column::new(format!("score_{algorithm}").into(), s));
+        columns.push(Column::new(format!("score_{}", scorer.name()).into(), s));
+        columns.push(Column::new(
+            format!("flagged_{}", scorer.name()).into(),
+            &flagged,
+        ));
     }
     columns.push(Column::new("flagged".into(), &any_flagged));
-    if labelled {
-        columns.push(Column::new(LABEL.into(), &labels));
+    columns.push(Column::new(LABEL.into(), &labels));
+    columns.push(Column::new("explanation".into(), &explanations));
+    let scores_frame = DataFrame::new(rows, columns).map_err(|e| e.to_string())?;
+
+    // How far the detectors agree on what is most unusual.
+    let step = rows.div_ceil(AGREEMENT_ROWS).max(1);
+    let sampled: Vec<Vec<f64>> = scores
+        .iter()
+        .map(|s| s.iter().step_by(step).copied().collect())
+        .collect();
+    let mut agreement = Vec::new();
+    for i in 0..scorers.len() {
+        for j in i + 1..scorers.len() {
+            agreement.push(json!({
+                "a": scorers[i].name(),
+                "b": scorers[j].name(),
+                "spearman": metrics::spearman(&sampled[i], &sampled[j]),
+            }));
+        }
     }
-    let scores = DataFrame::new(rows, columns).map_err(|e| e.to_string())?;
+
+    // How far the evaluated flows moved from the training flows.
+    let evaluated = Dataset::concat(&numeric).map_err(|e| e.to_string())?;
+    let drift: Vec<Value> = scorers
+        .iter()
+        .find(|s| !s.champion && !s.model.metadata.profile.is_empty())
+        .map(|s| {
+            let mut drift: Vec<Value> = s
+                .model
+                .metadata
+                .profile
+                .iter()
+                .filter_map(|p| {
+                    let j = evaluated.names.iter().position(|n| *n == p.name)?;
+                    Some(json!({
+                        "feature": p.name,
+                        "psi": p.stability_index(evaluated.numeric.column(j)),
+                        "training_median": p.median,
+                    }))
+                })
+                .collect();
+            let psi = |v: &Value| v["psi"].as_f64().unwrap_or(f64::NAN);
+            drift.sort_by(|a, b| psi(b).total_cmp(&psi(a)));
+            drift
+        })
+        .unwrap_or_default();
+
+    let challengers: Vec<(String, String, Option<f64>)> = scorers
+        .iter()
+        .zip(&detectors)
+        .filter(|(s, _)| !s.champion)
+        .map(|(s, d)| {
+            (
+                s.model.algorithm().to_string(),
+                s.version.clone(),
+                d.get("average_precision").and_then(Value::as_f64),
+            )
+        })
+        .collect();
+    let champion = scorers
+        .iter()
+        .zip(&detectors)
+        .find(|(s, _)| s.champion)
+        .map(|(s, d)| {
+            (
+                s.model.algorithm(),
+                s.version.as_str(),
+                d.get("average_precision").and_then(Value::as_f64),
+            )
+        });
+    let decision = select(&challengers, champion);
     let flagged = any_flagged.iter().filter(|f| **f).count();
     let attacks = positive.iter().filter(|p| **p).count();
-    let selection = match &champion {
-        Some((algorithm, ap)) => json!({
-            "champion": algorithm,
-            "reason": format!("best average precision on this run's labelled flows ({ap:.4})"),
-        }),
-        None => json!({
-            "champion": Value::Null,
-            "reason": "no labels in this run's flows: nothing to compare the detectors on",
-        }),
-    };
     let report = json!({
         "run_id": job.run_id,
         "rows": rows,
         "partitions": job.silver.iter().map(|p| json!({"raw_version": p.raw_version, "flows": p.flows, "rows": p.rows})).collect::<Vec<_>>(),
         "contamination": contamination,
+        "training_partitions": job.training_silver.iter().map(|p| json!({"raw_version": p.raw_version, "flows": p.flows, "rows": p.rows})).collect::<Vec<_>>(),
+        "holdout": job.holdout,
         "labelled": labelled,
+        "labelled_rows": labelled_rows.len(),
         "attacks": if labelled { json!(attacks) } else { Value::Null },
+        "attack_types": attack_types,
         "flagged": flagged,
         "detectors": detectors,
-        "selection": selection,
+        "agreement": agreement,
+        "drift": drift,
+        "selection": decision,
     });
     let summary = json!({
         "rows": rows,
         "flagged": flagged,
-        "champion": champion.as_ref().map(|(a, _)| a.clone()),
+        "champion": decision.champion.as_ref().map(|(a, _)| a.clone()),
+        "champion_version": decision.champion.as_ref().map(|(_, v)| v.clone()),
+        "decision": decision.action,
+        "reason": decision.reason,
         "detectors": report["detectors"].as_array().unwrap().iter().map(|d| json!({
-            "algorithm": d["algorithm"],
+            "name": d["name"],
             "roc_auc": d.get("roc_auc"),
             "average_precision": d.get("average_precision"),
             "flagged": d["flagged"],
         })).collect::<Vec<_>>(),
     });
     Ok(Evaluation {
-        scores,
+        scores: scores_frame,
         report,
         summary,
         rows: rows as u64,
+        decision,
     })
+}
+
+/// Fetches a model file, checks its hash and that it holds `algorithm`.
+async fn fetch_model(
+    services: &nadir_common::services::Services,
+    algorithm: &str,
+    file: &ArtifactRef,
+) -> Result<Model, StageError> {
+    let bytes = services.store.get(&file.bucket, &file.key).await?;
+    if layout::sha256_hex(&bytes) != file.sha256 {
+        return Err(StageError::Rejected(format!(
+            "{}: model file does not match its recorded sha256",
+            file.uri()
+        )));
+    }
+    load_model(algorithm, &bytes).map_err(|e| StageError::Rejected(format!("{}: {e}", file.uri())))
+}
+
+/// The registry change a decision makes, with the report's metrics as evidence.
+fn promotion(decision: &Decision, report: &Value) -> Vec<RegistryChange> {
+    match (&decision.action, &decision.champion) {
+        (&"promote", Some((algorithm, version))) => vec![RegistryChange::Promote {
+            algorithm: algorithm.clone(),
+            version: version.clone(),
+            compared_with: decision.replaces.clone(),
+            reason: decision.reason.clone(),
+            metrics: json!({
+                "report": report["version"],
+                "detectors": report["detectors"].as_array().map(|ds| ds.iter().map(|d| json!({
+                    "name": d["name"],
+                    "version": d["version"],
+                    "roc_auc": d.get("roc_auc"),
+                    "average_precision": d.get("average_precision"),
+                })).collect::<Vec<_>>()),
+            }),
+        }],
+        _ => Vec::new(),
+    }
 }
 
 impl Stage for Eval {
@@ -221,23 +582,38 @@ impl Stage for Eval {
         }
         let mut models = Vec::new();
         for m in &job.models {
-            let bytes = services.store.get(&m.model.bucket, &m.model.key).await?;
-            if layout::sha256_hex(&bytes) != m.model.sha256 {
-                return Err(StageError::Rejected(format!(
-                    "{}: model file does not match its recorded sha256",
-                    m.model.uri()
-                )));
-            }
-            models.push(
-                load_model(&m.algorithm, &bytes)
-                    .map_err(|e| StageError::Rejected(format!("{}: {e}", m.model.uri())))?,
-            );
+            models.push(fetch_model(services, &m.algorithm, &m.model).await?);
         }
+        // The champion scores the same flows, to be compared on equal terms.
+        let champion = registry::champion(&services.db).await?;
+        let champion_model = match &champion {
+            Some(c) => Some(fetch_model(services, &c.algorithm, &c.model).await?),
+            None => None,
+        };
+        let raw_versions: Vec<String> = job.silver.iter().map(|p| p.raw_version.clone()).collect();
+        let feedback = registry::feedback(&services.db, &raw_versions).await?;
         let bytes_read = partitions.iter().map(|b| b.len() as u64).sum();
         let started = Instant::now();
-        let (owned_job, contamination) = (job.clone(), services.config.contamination);
+        let (owned_job, contamination) = (job.clone(), services.config.analysis.contamination);
+        let champion_version = champion.as_ref().map(|c| c.version.clone());
         let evaluation = compute(move || {
-            let mut e = evaluate(&owned_job, &partitions, &models, contamination)?;
+            let mut scorers: Vec<Scorer> = models
+                .iter()
+                .zip(&owned_job.models)
+                .map(|(model, m)| Scorer {
+                    model,
+                    version: m.model.version.clone(),
+                    champion: false,
+                })
+                .collect();
+            if let (Some(model), Some(version)) = (&champion_model, champion_version) {
+                scorers.push(Scorer {
+                    model,
+                    version,
+                    champion: true,
+                });
+            }
+            let mut e = evaluate(&owned_job, &partitions, &scorers, &feedback, contamination)?;
             let parquet = write_parquet(&mut e.scores).map_err(|e| e.to_string())?;
             Ok::<_, String>((e, parquet))
         })
@@ -276,7 +652,7 @@ impl Stage for Eval {
 
         let mut inputs: Vec<ArtifactRef> = job.silver.iter().map(|p| p.flows.clone()).collect();
         inputs.extend(job.models.iter().map(|m| m.model.clone()));
-        let parameters = json!({ "contamination": services.config.contamination });
+        let parameters = json!({ "contamination": services.config.analysis.contamination });
         let metrics =
             json!({ "rows": evaluation.rows, "seconds": seconds, "summary": evaluation.summary });
         let manifest = Manifest::new(
@@ -302,6 +678,7 @@ impl Stage for Eval {
             }],
             rows: evaluation.rows,
             bytes: bytes_read,
+            registry: promotion(&evaluation.decision, &report),
             next: RunDone {
                 schema: SCHEMA_VERSION,
                 run_id: ctx.run_id,

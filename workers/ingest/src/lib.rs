@@ -17,8 +17,8 @@ pub mod reconciler;
 use nadir_common::audit::{AuditRecord, StageKind};
 use nadir_common::layout::{self, ArtifactRef, Manifest};
 use nadir_common::messages::{
-    MessageError, MinioEvent, RawObject, SCHEMA_VERSION, StartRun, TransformJob, object_run_id,
-    subject,
+    MessageError, MinioEvent, RawObject, SCHEMA_VERSION, StartRun, TrainingWindow, TransformJob,
+    object_run_id, subject,
 };
 use nadir_common::stage::{Job, JobContext, Outcome, Stage, StageError, compute};
 use std::io::Read;
@@ -54,6 +54,9 @@ pub struct IngestRequest {
     pub requested_by: String,
     #[serde(flatten)]
     pub selection: Selection,
+    /// The run's training configuration, passed on to train.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingWindow>,
 }
 
 impl Job for IngestRequest {
@@ -99,6 +102,7 @@ pub fn decode_event(raw_bucket: &str, payload: &[u8]) -> Result<Vec<IngestReques
                 key: o.key,
                 etag: o.etag,
             },
+            training: None,
         })
         .collect())
 }
@@ -112,6 +116,9 @@ pub fn decode_start(payload: &[u8]) -> Result<Vec<IngestRequest>, MessageError> 
             "pipeline.start names both keys and a prefix; give one".into(),
         ));
     }
+    if let Some(training) = &start.training {
+        training.check()?;
+    }
     let selection = match (start.keys, start.prefix) {
         (keys, _) if !keys.is_empty() => Selection::Keys { keys },
         (_, Some(prefix)) => Selection::Prefix { prefix },
@@ -123,6 +130,7 @@ pub fn decode_start(payload: &[u8]) -> Result<Vec<IngestRequest>, MessageError> 
             .requested_by
             .unwrap_or_else(|| "pipeline.start".into()),
         selection,
+        training: start.training,
     }])
 }
 
@@ -282,10 +290,12 @@ impl Stage for Ingest {
             records,
             rows: fingerprinted.len() as u64,
             bytes: bytes_read,
+            registry: Vec::new(),
             next: TransformJob {
                 schema: SCHEMA_VERSION,
                 run_id: ctx.run_id,
                 raw: fingerprinted,
+                training: request.training.clone(),
             },
         })
     }

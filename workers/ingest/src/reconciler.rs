@@ -36,6 +36,7 @@ pub async fn reconcile_once(services: &Services) -> anyhow::Result<usize> {
             keys: vec![object.key.clone()],
             prefix: None,
             requested_by: Some("reconciler".into()),
+            training: None,
         };
         services
             .bus

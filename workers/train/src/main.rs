@@ -8,6 +8,9 @@ use nadir_common::services::run_worker;
 use nadir_common::stage::{self, Source};
 use nadir_train::Train;
 
+#[global_allocator]
+static ALLOC: nadir_common::memory::Counting = nadir_common::memory::Counting;
+
 fn main() -> anyhow::Result<()> {
     run_worker("nadir-train", |worker| async move {
         let sources = vec![Source::messages(TRAIN)];

@@ -206,8 +206,8 @@ impl Stage for Transform {
             });
             let owned = object.clone();
             let meter = MeterConfig {
-                idle_timeout_ns: services.config.flow_idle_timeout.as_nanos() as i64,
-                active_timeout_ns: services.config.flow_active_timeout.as_nanos() as i64,
+                idle_timeout_ns: services.config.analysis.flow_idle_timeout.as_nanos() as i64,
+                active_timeout_ns: services.config.analysis.flow_active_timeout.as_nanos() as i64,
                 ..MeterConfig::default()
             };
             let result = if is_capture(&object.format) {
@@ -310,10 +310,12 @@ impl Stage for Transform {
             records,
             rows,
             bytes: bytes_read,
+            registry: Vec::new(),
             next: TrainJob {
                 schema: SCHEMA_VERSION,
                 run_id: ctx.run_id,
                 silver: partitions,
+                training: job.training.clone(),
             },
         })
     }

@@ -1,0 +1,342 @@
+//! The model registry in PostgreSQL: every trained model, the champion (the
+//! model that goes to production), and every change of champion with who
+//! made it and why. Stages change it inside the transaction that finishes
+//! their job ([`RegistryChange`]), so a redelivered job never registers or
+//! promotes twice; `nadir promote` and `nadir rollback` change it by hand.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::{GenericClient, Pool};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::audit::AuditError;
+use crate::layout::ArtifactRef;
+
+/// A model as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisteredModel {
+    pub algorithm: String,
+    pub version: String,
+    pub run_id: Uuid,
+    pub model: ArtifactRef,
+    pub manifest: ArtifactRef,
+    pub metrics: Value,
+    pub trained_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One row of the champion's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChampionChange {
+    pub algorithm: String,
+    pub version: String,
+    pub action: String,
+    pub run_id: Option<Uuid>,
+    pub previous: Option<(String, String)>,
+    pub reason: String,
+    pub metrics: Value,
+    pub actor: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What a stage job changes in the registry, applied with its audit rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RegistryChange {
+    /// The train stage: a model now exists.
+    Register {
+        algorithm: String,
+        model: ArtifactRef,
+        manifest: ArtifactRef,
+        metrics: Value,
+    },
+    /// The eval stage: this run's evaluation promotes a model, provided the
+    /// champion is still the one it was compared with.
+    Promote {
+        algorithm: String,
+        version: String,
+        compared_with: Option<(String, String)>,
+        reason: String,
+        metrics: Value,
+    },
+}
+
+/// Applies a job's registry changes (inside its finishing transaction).
+pub(crate) async fn apply(
+    tx: &impl GenericClient,
+    run_id: Uuid,
+    worker: &str,
+    changes: &[RegistryChange],
+) -> Result<(), AuditError> {
+    for change in changes {
+        match change {
+            RegistryChange::Register {
+                algorithm,
+                model,
+                manifest,
+                metrics,
+            } => {
+                tx.execute(
+                    "INSERT INTO models (algorithm, version, run_id, model, manifest, metrics)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (algorithm, version) DO NOTHING",
+                    &[
+                        algorithm,
+                        &model.version,
+                        &run_id,
+                        &serde_json::to_value(model).expect("refs serialize"),
+                        &serde_json::to_value(manifest).expect("refs serialize"),
+                        metrics,
+                    ],
+                )
+                .await?;
+            }
+            RegistryChange::Promote {
+                algorithm,
+                version,
+                compared_with,
+                reason,
+                metrics,
+            } => {
+                let (previous_algorithm, previous_version) = compared_with.clone().unzip();
+                // Only if the champion has not changed since the comparison.
+                tx.execute("LOCK TABLE champion_history IN EXCLUSIVE MODE", &[])
+                    .await?;
+                tx.execute(
+                    "INSERT INTO champion_history
+                         (algorithm, version, action, run_id, previous_algorithm, previous_version,
+                          reason, metrics, actor)
+                     SELECT $1, $2, 'promote', $3, $4, $5, $6, $7, $8
+                      WHERE (SELECT (algorithm, version) FROM champion_history ORDER BY id DESC LIMIT 1)
+                            IS NOT DISTINCT FROM ($4::text, $5::text)
+                            OR ($4::text IS NULL AND NOT EXISTS (SELECT 1 FROM champion_history))
+                     ON CONFLICT (run_id) WHERE run_id IS NOT NULL DO NOTHING",
+                    &[
+                        algorithm,
+                        version,
+                        &run_id,
+                        &previous_algorithm,
+                        &previous_version,
+                        reason,
+                        metrics,
+                        &worker,
+                    ],
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn registered(row: &tokio_postgres::Row) -> Result<RegisteredModel, AuditError> {
+    let artifact = |column: &str| -> Result<ArtifactRef, AuditError> {
+        serde_json::from_value(row.get::<_, Value>(column))
+            .map_err(|e| AuditError::Config(format!("models.{column}: {e}")))
+    };
+    Ok(RegisteredModel {
+        algorithm: row.get("algorithm"),
+        version: row.get("version"),
+        run_id: row.get("run_id"),
+        model: artifact("model")?,
+        manifest: artifact("manifest")?,
+        metrics: row.get("metrics"),
+        trained_at: row.get("trained_at"),
+    })
+}
+
+/// Every registered model, newest first.
+pub async fn models(pool: &Pool, limit: i64) -> Result<Vec<RegisteredModel>, AuditError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT algorithm, version, run_id, model, manifest, metrics, trained_at
+               FROM models ORDER BY trained_at DESC, algorithm LIMIT $1",
+            &[&limit],
+        )
+        .await?;
+    rows.iter().map(registered).collect()
+}
+
+/// One registered model.
+pub async fn model(
+    pool: &Pool,
+    algorithm: &str,
+    version: &str,
+) -> Result<Option<RegisteredModel>, AuditError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT algorithm, version, run_id, model, manifest, metrics, trained_at
+               FROM models WHERE algorithm = $1 AND version = $2",
+            &[&algorithm, &version],
+        )
+        .await?;
+    row.as_ref().map(registered).transpose()
+}
+
+/// The champion's history, newest first.
+pub async fn history(pool: &Pool, limit: i64) -> Result<Vec<ChampionChange>, AuditError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT algorithm, version, action, run_id, previous_algorithm, previous_version,
+                    reason, metrics, actor, at
+               FROM champion_history ORDER BY id DESC LIMIT $1",
+            &[&limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| ChampionChange {
+            algorithm: row.get("algorithm"),
+            version: row.get("version"),
+            action: row.get("action"),
+            run_id: row.get("run_id"),
+            previous: row
+                .get::<_, Option<String>>("previous_algorithm")
+                .zip(row.get::<_, Option<String>>("previous_version")),
+            reason: row.get("reason"),
+            metrics: row.get("metrics"),
+            actor: row.get("actor"),
+            at: row.get("at"),
+        })
+        .collect())
+}
+
+/// The current champion, if any model was ever promoted.
+pub async fn champion(pool: &Pool) -> Result<Option<RegisteredModel>, AuditError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT m.algorithm, m.version, m.run_id, m.model, m.manifest, m.metrics, m.trained_at
+               FROM models m
+               JOIN (SELECT algorithm, version FROM champion_history ORDER BY id DESC LIMIT 1) c
+                 ON (m.algorithm, m.version) = (c.algorithm, c.version)",
+            &[],
+        )
+        .await?;
+    row.as_ref().map(registered).transpose()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PromoteError {
+    #[error("no model {0} version {1} in the registry (see `nadir models`)")]
+    Unknown(String, String),
+    #[error("{0} version {1} is already the champion")]
+    AlreadyChampion(String, String),
+    #[error("there is no earlier champion to roll back to")]
+    NothingToRollBack,
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+/// Makes a registered model champion by hand (`nadir promote`).
+pub async fn promote(
+    pool: &Pool,
+    algorithm: &str,
+    version: &str,
+    reason: &str,
+    actor: &str,
+) -> Result<(), PromoteError> {
+    change_by_hand(pool, Some((algorithm, version)), "manual", reason, actor).await
+}
+
+/// Gives the champion back to the one before it (`nadir rollback`).
+pub async fn rollback(pool: &Pool, reason: &str, actor: &str) -> Result<(), PromoteError> {
+    change_by_hand(pool, None, "rollback", reason, actor).await
+}
+
+async fn change_by_hand(
+    pool: &Pool,
+    to: Option<(&str, &str)>,
+    action: &str,
+    reason: &str,
+    actor: &str,
+) -> Result<(), PromoteError> {
+    let mut client = pool.get().await.map_err(AuditError::from)?;
+    let tx = client.transaction().await.map_err(AuditError::from)?;
+    // One hand change at a time; a worker's conditional promotion sees it.
+    tx.execute("LOCK TABLE champion_history IN EXCLUSIVE MODE", &[])
+        .await
+        .map_err(AuditError::from)?;
+    let current = tx
+        .query_opt(
+            "SELECT algorithm, version, previous_algorithm, previous_version
+               FROM champion_history ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(AuditError::from)?;
+    let current: Option<(String, String, Option<String>, Option<String>)> =
+        current.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)));
+    let target = match to {
+        Some((a, v)) => (a.to_string(), v.to_string()),
+        None => match &current {
+            Some((_, _, Some(a), Some(v))) => (a.clone(), v.clone()),
+            _ => return Err(PromoteError::NothingToRollBack),
+        },
+    };
+    if let Some((a, v, _, _)) = &current
+        && (a, v) == (&target.0, &target.1)
+    {
+        return Err(PromoteError::AlreadyChampion(target.0, target.1));
+    }
+    let exists = tx
+        .query_opt(
+            "SELECT 1 FROM models WHERE algorithm = $1 AND version = $2",
+            &[&target.0, &target.1],
+        )
+        .await
+        .map_err(AuditError::from)?
+        .is_some();
+    if !exists {
+        return Err(PromoteError::Unknown(target.0, target.1));
+    }
+    let (previous_algorithm, previous_version) = current.map(|(a, v, _, _)| (a, v)).unzip();
+    tx.execute(
+        "INSERT INTO champion_history
+             (algorithm, version, action, previous_algorithm, previous_version, reason, metrics, actor)
+         VALUES ($1, $2, $3, $4, $5, $6, '{}'::jsonb, $7)",
+        &[
+            &target.0,
+            &target.1,
+            &action,
+            &previous_algorithm,
+            &previous_version,
+            &reason,
+            &actor,
+        ],
+    )
+    .await
+    .map_err(AuditError::from)?;
+    tx.commit().await.map_err(AuditError::from)?;
+    Ok(())
+}
+
+/// Analysts' latest verdict on each flow of the given partitions
+/// (`true` = a real attack), as labels for an evaluation.
+pub async fn feedback(
+    pool: &Pool,
+    raw_versions: &[String],
+) -> Result<HashMap<(String, u64), bool>, AuditError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT DISTINCT ON (raw_version, flow_id) raw_version, flow_id, verdict
+               FROM feedback WHERE raw_version = ANY($1)
+              ORDER BY raw_version, flow_id, id DESC",
+            &[&raw_versions],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let flow_id: i64 = r.get(1);
+            (
+                (r.get::<_, String>(0), flow_id as u64),
+                r.get::<_, String>(2) == "true_positive",
+            )
+        })
+        .collect())
+}
