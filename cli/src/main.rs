@@ -7,6 +7,8 @@
 //! writes the generated demo data set. Every command but `sample` reads the
 //! same `NADIR_*` settings as the workers.
 
+mod analyze;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -116,6 +118,28 @@ enum Command {
         #[arg(long)]
         attacks: Option<String>,
     },
+    /// Run transform, train and eval on local files with no service (the
+    /// workers' own code), writing SILVER, models and the report under
+    /// DIR, and print the comparison table. Captures (pcap, pcapng, gzip;
+    /// a `<file>.labels.csv` beside one is its ground truth), Zeek
+    /// conn.logs, flow CSVs and flows Parquet. Settings from the same
+    /// `NADIR_*` variables as the workers (detectors, scaling, seed,
+    /// contamination, flow timeouts, hold-out).
+    Analyze {
+        /// Files to learn from and judge (both, unless --train/--eval).
+        inputs: Vec<PathBuf>,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The baseline to learn from (default: every input).
+        #[arg(long, num_args = 1..)]
+        train: Vec<PathBuf>,
+        /// The data to judge (default: every input).
+        #[arg(long, num_args = 1..)]
+        eval: Vec<PathBuf>,
+        /// Print the report as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the model registry: every trained model, the champion, and the
     /// champion's history.
     Models {
@@ -149,6 +173,9 @@ enum Command {
         seed: u64,
     },
 }
+
+#[global_allocator]
+static ALLOC: nadir_common::memory::Counting = nadir_common::memory::Counting;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -189,12 +216,44 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     {
         return flows(capture, output, *idle_timeout, *active_timeout);
     }
+    if let Command::Analyze {
+        inputs,
+        output,
+        train,
+        eval,
+        json,
+    } = &cli.command
+    {
+        let settings = nadir_common::config::Analysis::from_env()?;
+        let result = analyze::analyze(inputs, train, eval, output, &settings)?;
+        if *json {
+            println!("{}", serde_json::to_string_pretty(&result["report"])?);
+        } else {
+            let summary = &result["summary"];
+            println!(
+                "flows {}  flagged {}  (artifacts in {})",
+                summary["rows"],
+                summary["flagged"],
+                output.display()
+            );
+            println!();
+            analyze::print_comparison(summary);
+            if let Some(reason) = summary["reason"].as_str() {
+                println!();
+                println!("{reason}");
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if std::env::var_os("RUST_LOG").is_some() {
         telemetry::init_logging();
     }
     let config = Config::from_env()?;
     match cli.command {
-        Command::Sample { .. } | Command::Flows { .. } | Command::GenCapture { .. } => {
+        Command::Sample { .. }
+        | Command::Flows { .. }
+        | Command::GenCapture { .. }
+        | Command::Analyze { .. } => {
             unreachable!("handled without services")
         }
         Command::Setup { reset_streams } => setup(&config, reset_streams).await?,
@@ -627,21 +686,7 @@ fn print_status(run: &RunSummary, rows: &[StageRow]) {
             summary["rows"], summary["flagged"]
         );
         println!();
-        println!(
-            "{:<34} {:>8} {:>8} {:>10}",
-            "model", "flagged", "ROC-AUC", "avg prec"
-        );
-        if let Some(detectors) = summary["detectors"].as_array() {
-            for d in detectors {
-                println!(
-                    "{:<34} {:>8} {:>8} {:>10}",
-                    d["name"].as_str().or(d["algorithm"].as_str()).unwrap_or(""),
-                    d["flagged"],
-                    fmt_metric(&d["roc_auc"]),
-                    fmt_metric(&d["average_precision"])
-                );
-            }
-        }
+        analyze::print_comparison(summary);
         println!();
         let champion = match (
             summary["champion"].as_str(),
@@ -689,7 +734,7 @@ fn print_models(models: &[registry::RegisteredModel], history: &[registry::Champ
             shown(&m.version),
             m.trained_at.format("%Y-%m-%d %H:%M:%S"),
             m.metrics["rows"],
-            fmt_metric(&m.metrics["fit_seconds"])
+            analyze::fmt_metric(&m.metrics["fit_seconds"])
         );
     }
     println!();
@@ -707,10 +752,4 @@ fn print_models(models: &[registry::RegisteredModel], history: &[registry::Champ
             shown(&c.reason)
         );
     }
-}
-
-fn fmt_metric(v: &serde_json::Value) -> String {
-    v.as_f64()
-        .map(|x| format!("{x:.4}"))
-        .unwrap_or_else(|| "-".into())
 }

@@ -137,6 +137,33 @@ pub fn transform_zeek(
     Transformed::from_table(table, metrics)
 }
 
+/// Any RAW object held in memory (a capture, a Zeek log, a flow CSV) to
+/// SILVER, by the format ingest detected. Pure: no I/O. (The worker streams
+/// captures from S3 instead; `nadir analyze` reads local files with this.)
+pub fn transform_object(
+    object: &RawObject,
+    bytes: &[u8],
+    labels: Option<&[u8]>,
+    meter: MeterConfig,
+) -> Result<Transformed, String> {
+    if is_capture(&object.format) {
+        transform_capture(object, bytes, labels, meter)
+    } else if is_zeek(&object.format) {
+        transform_zeek(object, bytes, labels)
+    } else {
+        transform_csv(object, bytes)
+    }
+}
+
+/// The flow meter's settings from the configuration.
+pub fn meter_config(analysis: &nadir_common::config::Analysis) -> MeterConfig {
+    MeterConfig {
+        idle_timeout_ns: analysis.flow_idle_timeout.as_nanos() as i64,
+        active_timeout_ns: analysis.flow_active_timeout.as_nanos() as i64,
+        ..MeterConfig::default()
+    }
+}
+
 /// The object's bytes, gunzipped if ingest found them compressed.
 fn inflate<'a>(object: &RawObject, bytes: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, String> {
     if object.format.ends_with("+gzip") {
@@ -205,11 +232,7 @@ impl Stage for Transform {
                 }
             });
             let owned = object.clone();
-            let meter = MeterConfig {
-                idle_timeout_ns: services.config.analysis.flow_idle_timeout.as_nanos() as i64,
-                active_timeout_ns: services.config.analysis.flow_active_timeout.as_nanos() as i64,
-                ..MeterConfig::default()
-            };
+            let meter = meter_config(&services.config.analysis);
             let result = if is_capture(&object.format) {
                 // Streamed: a capture is never held in memory whole.
                 let stream = blocking_reader(services.store.open(&buckets.raw, &object.key).await?);
@@ -222,11 +245,7 @@ impl Stage for Transform {
                 let bytes = services.store.get(&buckets.raw, &object.key).await?;
                 compute(move || {
                     let labels = sidecar.as_ref().map(|(_, l)| &l[..]);
-                    if is_zeek(&owned.format) {
-                        transform_zeek(&owned, &bytes, labels)
-                    } else {
-                        transform_csv(&owned, &bytes)
-                    }
+                    transform_object(&owned, &bytes, labels, meter)
                 })
                 .await?
             };
