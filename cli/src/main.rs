@@ -8,6 +8,7 @@
 //! same `NADIR_*` settings as the workers.
 
 mod analyze;
+mod reproduce;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -140,6 +141,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replay a finished run from its recorded inputs and configuration
+    /// and check that every SILVER partition, model, score file and report
+    /// comes out identical; print what differs (exit 1) if anything does.
+    Reproduce { run_id: Uuid },
     /// List the model registry: every trained model, the champion, and the
     /// champion's history.
     Models {
@@ -283,6 +288,11 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else {
                 print_runs(&runs);
+            }
+        }
+        Command::Reproduce { run_id } => {
+            if !reproduce::reproduce(&config, run_id).await? {
+                return Ok(ExitCode::FAILURE);
             }
         }
         Command::Models { limit, json } => {

@@ -645,3 +645,22 @@ pub async fn silver_partitions(
         })
         .collect()
 }
+
+/// The message a run's succeeded job of `stage` worked from (what
+/// `nadir reproduce` replays).
+pub async fn job_request(
+    pool: &Pool,
+    run_id: Uuid,
+    stage: StageKind,
+) -> Result<Option<Value>, AuditError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT request FROM stage_jobs
+              WHERE run_id = $1 AND stage = $2 AND status = 'succeeded'
+              ORDER BY finished_at DESC LIMIT 1",
+            &[&run_id, &stage.name()],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}

@@ -315,18 +315,20 @@ async fn change_by_hand(
 }
 
 /// Analysts' latest verdict on each flow of the given partitions
-/// (`true` = a real attack), as labels for an evaluation.
+/// (`true` = a real attack), as labels for an evaluation; with `until`,
+/// as it stood then (to replay an evaluation).
 pub async fn feedback(
     pool: &Pool,
     raw_versions: &[String],
+    until: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<HashMap<(String, u64), bool>, AuditError> {
     let client = pool.get().await?;
     let rows = client
         .query(
             "SELECT DISTINCT ON (raw_version, flow_id) raw_version, flow_id, verdict
-               FROM feedback WHERE raw_version = ANY($1)
+               FROM feedback WHERE raw_version = ANY($1) AND ($2::timestamptz IS NULL OR at <= $2)
               ORDER BY raw_version, flow_id, id DESC",
-            &[&raw_versions],
+            &[&raw_versions, &until],
         )
         .await?;
     Ok(rows

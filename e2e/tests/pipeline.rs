@@ -324,6 +324,28 @@ async fn a_dropped_file_flows_through_the_four_stages() {
     );
     assert_eq!(champion[0].get::<_, Uuid>(2), run_id);
 
+    // A changed recorded parameter no longer reproduces, and says where.
+    world
+        .query(
+            "UPDATE trainings SET parameters = jsonb_set(parameters, '{spec,detector,params,seed}', '7')
+              WHERE run_id = $1 AND item = 'isolation_forest'",
+            &[&run_id],
+        )
+        .await;
+    let replay = world.cli(&["reproduce", &run_id.to_string()]);
+    let text = String::from_utf8_lossy(&replay.stdout);
+    assert!(!replay.status.success(), "{text}");
+    let model_line = text
+        .lines()
+        .find(|l| l.contains("isolation_forest/"))
+        .unwrap();
+    assert!(model_line.starts_with("DIFFERS    model s3://"), "{text}");
+    assert!(
+        text.contains("identical  model") && text.contains("local_outlier_factor/"),
+        "{text}"
+    );
+    assert!(text.contains("identical  SILVER"), "{text}");
+
     // pipeline.done names the report.
     let done = world.messages_for(subject::DONE, run_id).await;
     assert_eq!(done.len(), 1);
@@ -826,6 +848,10 @@ async fn a_generated_capture_with_ground_truth_becomes_labelled_flows() {
     };
     let (mut pcap, mut truth) = (Vec::new(), Vec::new());
     let generated = nadir_trafficgen::generate(&config, &mut pcap, &mut truth).unwrap();
+    let local = std::env::temp_dir().join(format!("nadir-analyze-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::write(local.join("day1.pcap"), &pcap).unwrap();
+    std::fs::write(local.join("day1.pcap.labels.csv"), &truth).unwrap();
     // Ground truth first, as `nadir upload` does, then the capture.
     world.drop_raw("sensor/day1.pcap.labels.csv", truth).await;
     let (_, run_id) = world.drop_raw("sensor/day1.pcap", pcap).await;
@@ -929,6 +955,65 @@ async fn a_generated_capture_with_ground_truth_becomes_labelled_flows() {
             .any(|h| h["host"] == "198.51.100.66"),
         "{outlying}"
     );
+    // Per attack type, every generated attack is reported.
+    let by_type = detectors[0]["by_attack_type"].as_object().unwrap();
+    assert_eq!(by_type.len(), 5, "{by_type:?}");
+    eprintln!(
+        "champion {} with average precision {}",
+        report["selection"]["champion"],
+        detectors
+            .iter()
+            .map(|d| d["average_precision"].as_f64().unwrap())
+            .fold(0.0, f64::max)
+    );
+
+    // The run replays bit for bit from what the audit trail recorded.
+    let reproduced = world.cli(&["reproduce", &run_id.to_string()]);
+    let text = String::from_utf8_lossy(&reproduced.stdout);
+    assert!(
+        reproduced.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&reproduced.stderr)
+    );
+    assert!(
+        text.contains("identical  SILVER")
+            && text.contains("identical  model")
+            && text.contains("identical  scores"),
+        "{text}"
+    );
+
+    // `nadir analyze` on the same files runs the same code: same figures.
+    let out = local.join("out");
+    let analyzed = world.cli(&[
+        "analyze",
+        local.join("day1.pcap").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        analyzed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&analyzed.stderr)
+    );
+    let local_report: Value = serde_json::from_slice(&analyzed.stdout).unwrap();
+    assert_eq!(local_report["rows"], report["rows"]);
+    for (a, b) in local_report["detectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(detectors)
+    {
+        assert_eq!(a["algorithm"], b["algorithm"]);
+        assert_eq!(a["roc_auc"], b["roc_auc"]);
+        assert_eq!(a["average_precision"], b["average_precision"]);
+        assert_eq!(a["threshold"], b["threshold"]);
+    }
+    assert!(
+        out.join("eval/scores.parquet").exists()
+            && out.join("models/isolation_forest/model.json").exists()
+    );
+    std::fs::remove_dir_all(&local).unwrap();
 }
 
 #[tokio::test]

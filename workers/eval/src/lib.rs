@@ -591,7 +591,7 @@ impl Stage for Eval {
             None => None,
         };
         let raw_versions: Vec<String> = job.silver.iter().map(|p| p.raw_version.clone()).collect();
-        let feedback = registry::feedback(&services.db, &raw_versions).await?;
+        let feedback = registry::feedback(&services.db, &raw_versions, None).await?;
         let bytes_read = partitions.iter().map(|b| b.len() as u64).sum();
         let started = Instant::now();
         let (owned_job, contamination) = (job.clone(), services.config.analysis.contamination);

@@ -1,0 +1,274 @@
+//! `nadir reproduce RUN_ID`: replays a finished run from what the audit
+//! trail recorded (the messages each stage worked from, the parameters of
+//! every model, the artifacts' hashes) with the workers' own functions, and
+//! checks that every SILVER partition, model file, score file and report
+//! comes out identical. Prints each check, and what differs.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, anyhow, bail};
+use nadir_common::Config;
+use nadir_common::audit::{self, StageKind};
+use nadir_common::layout::{self, ArtifactRef, Manifest};
+use nadir_common::messages::{EvalJob, TransformJob};
+use nadir_common::registry;
+use nadir_common::store::ObjectStore;
+use nadir_detectors::{Model, ModelSpec};
+use nadir_eval::{Scorer, evaluate};
+use nadir_flowmeter::MeterConfig;
+use nadir_flows::table::write_parquet;
+use nadir_train::{Fitted, fit, training_dataset};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// One comparison: what was checked, and the difference if any.
+struct Check {
+    what: String,
+    difference: Option<String>,
+}
+
+impl Check {
+    fn hashes(what: String, recorded: &str, now: &str) -> Check {
+        Check {
+            what,
+            difference: (recorded != now)
+                .then(|| format!("recorded sha256 {recorded}, reproduced {now}")),
+        }
+    }
+}
+
+/// Replays the run; returns whether everything matched.
+pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
+    let db = audit::pool(&config.database_url, 2)?;
+    let store = ObjectStore::new(&config.s3);
+    let detail = |e: audit::AuditError| anyhow!(e.detail());
+    let run = audit::run(&db, run_id)
+        .await
+        .map_err(detail)?
+        .ok_or_else(|| anyhow!("no run {run_id} in the audit trail"))?;
+    if run.status != "succeeded" {
+        bail!(
+            "run {run_id} is {}; only a succeeded run can be reproduced",
+            run.status
+        );
+    }
+    let rows = audit::stage_rows(&db, run_id).await.map_err(detail)?;
+    let request = |stage| {
+        let db = &db;
+        async move {
+            audit::job_request(db, run_id, stage)
+                .await
+                .map_err(|e| anyhow!(e.detail()))?
+                .ok_or_else(|| anyhow!("the run has no succeeded {} job", stage.name()))
+        }
+    };
+    let mut checks = Vec::new();
+
+    // Transform: each RAW object to SILVER again.
+    let transform: TransformJob = serde_json::from_value(request(StageKind::Transform).await?)
+        .context("the recorded pipeline.transform message")?;
+    for row in rows.iter().filter(|r| r.stage == StageKind::Transform) {
+        let object = transform
+            .raw
+            .iter()
+            .find(|o| o.version == row.item)
+            .ok_or_else(|| anyhow!("no RAW object {} in the transform message", row.item))?;
+        let recorded: ArtifactRef = serde_json::from_value(row.outputs[0].clone())?;
+        let manifest: Manifest = serde_json::from_slice(&fetch(&store, &row.outputs[1]).await?)?;
+        let sidecar = match manifest
+            .inputs
+            .iter()
+            .find(|i| i.key.ends_with(nadir_flows::labels::SIDECAR_SUFFIX))
+        {
+            Some(s) => Some(store.get(&s.bucket, &s.key).await?),
+            None => None,
+        };
+        let bytes = store.get(&config.buckets.raw, &object.key).await?;
+        let seconds = |k: &str| row.parameters[k].as_i64().unwrap_or_default() * 1_000_000_000;
+        let meter = MeterConfig {
+            idle_timeout_ns: seconds("flow_idle_timeout_s"),
+            active_timeout_ns: seconds("flow_active_timeout_s"),
+            ..MeterConfig::default()
+        };
+        let now = nadir_transform::transform_object(object, &bytes, sidecar.as_deref(), meter)
+            .map_err(|e| anyhow!("{}: {e}", object.key))?;
+        checks.push(Check::hashes(
+            format!("SILVER {}", recorded.uri()),
+            &recorded.sha256,
+            &layout::sha256_hex(&now.parquet),
+        ));
+    }
+
+    // Train: every model again, from its recorded spec and window.
+    let eval: EvalJob = serde_json::from_value(request(StageKind::Eval).await?)
+        .context("the recorded pipeline.eval message")?;
+    let training = if eval.training_silver.is_empty() {
+        eval.silver.clone()
+    } else {
+        eval.training_silver.clone()
+    };
+    let mut parquet = Vec::new();
+    for p in &training {
+        parquet.push(store.get(&p.flows.bucket, &p.flows.key).await?);
+    }
+    let data = training_dataset(&training, &parquet, eval.holdout).map_err(anyhow::Error::msg)?;
+    let mut refit: HashMap<String, Model> = HashMap::new();
+    for row in rows.iter().filter(|r| r.stage == StageKind::Train) {
+        let Some(recorded) = row.outputs.get(0) else {
+            continue; // a detector recorded as skipped
+        };
+        let recorded: ArtifactRef = serde_json::from_value(recorded.clone())?;
+        let spec: ModelSpec = serde_json::from_value(row.parameters["spec"].clone())
+            .with_context(|| format!("the recorded spec of {}", row.item))?;
+        let model = match fit(&spec, &data).map_err(anyhow::Error::msg)? {
+            Fitted::Model { model, .. } => *model,
+            Fitted::Skipped(reason) => bail!("{}: {reason}", row.item),
+        };
+        checks.push(Check::hashes(
+            format!("model {}", recorded.uri()),
+            &recorded.sha256,
+            &layout::sha256_hex(&model.to_bytes()),
+        ));
+        refit.insert(row.item.clone(), model);
+    }
+
+    // Eval: the same scorers (the refitted models, and the champion of the
+    // day from the registry) on the same flows, with the feedback as it
+    // stood when the evaluation started.
+    let row = rows
+        .iter()
+        .find(|r| r.stage == StageKind::Eval)
+        .ok_or_else(|| anyhow!("the run has no evaluation row"))?;
+    let recorded_report: Value = serde_json::from_slice(&fetch(&store, &row.outputs[0]).await?)?;
+    let recorded_scores: ArtifactRef = serde_json::from_value(row.outputs[1].clone())?;
+    let mut champion = None;
+    if let Some(c) = recorded_report["detectors"]
+        .as_array()
+        .and_then(|ds| ds.iter().find(|d| d["role"] == "champion"))
+    {
+        let (algorithm, version) = (
+            c["algorithm"].as_str().unwrap_or(""),
+            c["version"].as_str().unwrap_or(""),
+        );
+        let entry = registry::model(&db, algorithm, version)
+            .await
+            .map_err(detail)?
+            .ok_or_else(|| {
+                anyhow!("the champion {algorithm} ({version}) is gone from the registry")
+            })?;
+        let bytes = store.get(&entry.model.bucket, &entry.model.key).await?;
+        champion = Some((Model::from_bytes(&bytes)?, version.to_string()));
+    }
+    let mut scorers = Vec::new();
+    for m in &eval.models {
+        let model = refit
+            .get(&m.algorithm)
+            .ok_or_else(|| anyhow!("{} was evaluated but not trained in this run", m.algorithm))?;
+        scorers.push(Scorer {
+            model,
+            version: m.model.version.clone(),
+            champion: false,
+        });
+    }
+    if let Some((model, version)) = &champion {
+        scorers.push(Scorer {
+            model,
+            version: version.clone(),
+            champion: true,
+        });
+    }
+    let mut partitions = Vec::new();
+    for p in &eval.silver {
+        partitions.push(store.get(&p.flows.bucket, &p.flows.key).await?);
+    }
+    let raw_versions: Vec<String> = eval.silver.iter().map(|p| p.raw_version.clone()).collect();
+    let feedback = registry::feedback(&db, &raw_versions, Some(row.started_at))
+        .await
+        .map_err(detail)?;
+    let contamination = row.parameters["contamination"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("the evaluation row records no contamination"))?;
+    let mut evaluation = evaluate(&eval, &partitions, &scorers, &feedback, contamination)
+        .map_err(anyhow::Error::msg)?;
+    let scores = write_parquet(&mut evaluation.scores)?;
+    let scores_sha = layout::sha256_hex(&scores);
+    checks.push(Check::hashes(
+        format!("scores {}", recorded_scores.uri()),
+        &recorded_scores.sha256,
+        &scores_sha,
+    ));
+    let mut report = evaluation.report;
+    report["version"] = recorded_report["version"].clone();
+    report["scores"] = serde_json::to_value(ArtifactRef {
+        sha256: scores_sha,
+        size: scores.len() as u64,
+        ..recorded_scores.clone()
+    })?;
+    let mut recorded_report = recorded_report;
+    for r in [&mut report, &mut recorded_report] {
+        if let Value::Object(o) = r {
+            o.remove("seconds"); // a timing, not a result
+        }
+    }
+    let mut differences = Vec::new();
+    diff("", &recorded_report, &report, &mut differences);
+    checks.push(Check {
+        what: "report: every metric, threshold, decision".into(),
+        difference: (!differences.is_empty()).then(|| differences.join("; ")),
+    });
+
+    let mut identical = true;
+    for c in &checks {
+        match &c.difference {
+            None => println!("identical  {}", c.what),
+            Some(d) => {
+                identical = false;
+                println!("DIFFERS    {}: {d}", c.what);
+            }
+        }
+    }
+    println!();
+    if identical {
+        println!(
+            "run {run_id} reproduced: {} artifacts identical",
+            checks.len()
+        );
+    } else {
+        println!("run {run_id} did not reproduce");
+    }
+    Ok(identical)
+}
+
+async fn fetch(store: &ObjectStore, artifact: &Value) -> anyhow::Result<bytes::Bytes> {
+    let artifact: ArtifactRef = serde_json::from_value(artifact.clone())?;
+    Ok(store.get(&artifact.bucket, &artifact.key).await?)
+}
+
+/// The JSON paths where `a` and `b` differ (at most 20).
+fn diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+    if out.len() >= 20 {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, v) in x {
+                diff(
+                    &format!("{path}.{k}"),
+                    v,
+                    y.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+            for k in y.keys().filter(|k| !x.contains_key(*k)) {
+                out.push(format!("{path}.{k}: not recorded, reproduced {}", y[k]));
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (v, w)) in x.iter().zip(y).enumerate() {
+                diff(&format!("{path}[{i}]"), v, w, out);
+            }
+        }
+        _ if a != b => out.push(format!("{path}: recorded {a}, reproduced {b}")),
+        _ => {}
+    }
+}
