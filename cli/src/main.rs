@@ -18,7 +18,9 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use nadir_common::audit::{self, RunSummary, StageRow};
 use nadir_common::bus::{ALL_CONSUMERS, Bus};
-use nadir_common::messages::{Message, RunDead, RunDone, StartRun, object_run_id, subject};
+use nadir_common::messages::{
+    Message, RunDead, RunDone, StartRun, TrainingWindow, object_run_id, subject,
+};
 use nadir_common::registry;
 use nadir_common::store::ObjectStore;
 use nadir_common::{Config, telemetry};
@@ -63,6 +65,17 @@ enum Command {
         wait: bool,
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// Train on the last N SILVER partitions with the run's features
+        /// (the run's own included).
+        #[arg(long)]
+        train_partitions: Option<u32>,
+        /// Train on the partitions transformed in the last this many hours.
+        #[arg(long)]
+        train_span_hours: Option<f64>,
+        /// Hold this share of the run's flows out of training and evaluate
+        /// on them only.
+        #[arg(long)]
+        holdout: Option<f64>,
     },
     /// Wait until a run reaches `pipeline.done` or `pipeline.dead`; exit 1 if it failed.
     Wait {
@@ -268,9 +281,21 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             prefix,
             wait,
             timeout,
+            train_partitions,
+            train_span_hours,
+            holdout,
         } => {
+            let mut start = StartRun::new(keys, prefix, "cli");
+            let window = TrainingWindow {
+                partitions: train_partitions,
+                span_hours: train_span_hours,
+                holdout,
+            };
+            if window != TrainingWindow::default() {
+                window.check()?;
+                start.training = Some(window);
+            }
             let bus = Bus::connect(&config.nats_url, "nadir-cli").await?;
-            let start = StartRun::new(keys, prefix, "cli");
             bus.publish(subject::START, &start.run_id.to_string(), start.encode())
                 .await?;
             println!("run {} requested on {}", start.run_id, subject::START);

@@ -23,7 +23,11 @@ const ONE_DETECTOR: (&str, &str) = ("NADIR_DETECTORS", "isolation_forest");
 const TRAININGS_CSV: i64 = 4;
 
 fn sample(rows: usize) -> Vec<u8> {
-    nadir_flows::sample::flow_csv(rows, 11).into_bytes()
+    flow_csv_seeded(rows, 11)
+}
+
+fn flow_csv_seeded(rows: usize, seed: u64) -> Vec<u8> {
+    nadir_flows::sample::flow_csv(rows, seed).into_bytes()
 }
 
 async fn rows_per_table(world: &World, run_id: Uuid) -> Vec<i64> {
@@ -1131,4 +1135,110 @@ async fn the_champion_is_kept_against_an_equal_challenger_and_changed_only_by_ha
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("decision keep"), "{text}");
     assert!(text.contains("champion_"), "{text}");
+}
+
+#[tokio::test]
+async fn a_start_message_sets_the_training_window_and_the_hold_out() {
+    let world = World::new("window").await;
+    let _workers = world.spawn_all_with(&[("NADIR_DETECTORS", "isolation_forest")]);
+    let (_, first) = world.drop_raw("w/monday.csv", sample(1200)).await;
+    assert_eq!(world.wait_run(first, RUN_TIMEOUT).await.status, "succeeded");
+    let (_, second) = world
+        .drop_raw("w/tuesday.csv", flow_csv_seeded(1200, 9))
+        .await;
+    assert_eq!(
+        world.wait_run(second, RUN_TIMEOUT).await.status,
+        "succeeded"
+    );
+
+    let started = world.cli(&[
+        "start",
+        "w/tuesday.csv",
+        "--train-partitions",
+        "2",
+        "--holdout",
+        "0.25",
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    let out = String::from_utf8_lossy(&started.stdout).to_string();
+    assert!(
+        started.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let run_id: Uuid = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no run id in {out:?}"));
+
+    let training: Value = world
+        .query(
+            "SELECT parameters FROM trainings WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0]
+        .get(0);
+    let partitions = training["training_partitions"].as_array().unwrap();
+    assert_eq!(
+        partitions.len(),
+        2,
+        "its own partition and Monday's: {training}"
+    );
+    assert_eq!(training["window"]["holdout"], 0.25);
+    let row = &world
+        .query(
+            "SELECT outputs FROM evaluations WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0];
+    let outputs: Value = row.get(0);
+    let report: Value = serde_json::from_slice(&fetch_checked(&world, &outputs[0]).await).unwrap();
+    assert_eq!(report["training_partitions"].as_array().unwrap().len(), 2);
+    assert_eq!(report["holdout"], 0.25);
+    // Only the held-out quarter of Tuesday's flows is judged.
+    let rows = report["rows"].as_u64().unwrap();
+    assert!((200..400).contains(&rows), "{rows} of 1200 flows evaluated");
+    let model: Value = world
+        .query(
+            "SELECT metrics FROM trainings WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0]
+        .get(0);
+    let trained = model["rows"].as_u64().unwrap();
+    assert_eq!(
+        trained + rows,
+        2400 - held_out_of_monday(&world, &report).await,
+        "{model}"
+    );
+
+    // A bad window is refused before anything runs.
+    let refused = world.cli(&["start", "w/tuesday.csv", "--holdout", "1.5"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("holdout"));
+}
+
+/// How many of Monday's flows the run held out (the same hash decides).
+async fn held_out_of_monday(world: &World, report: &Value) -> u64 {
+    let monday = report["training_partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["raw_version"] != report["partitions"][0]["raw_version"])
+        .unwrap()
+        .clone();
+    let table =
+        nadir_flows::table::read_parquet(&fetch_checked(world, &monday["flows"]).await).unwrap();
+    let version = monday["raw_version"].as_str().unwrap();
+    table
+        .column("flow_id")
+        .unwrap()
+        .u64()
+        .unwrap()
+        .into_no_null_iter()
+        .filter(|id| nadir_flows::table::held_out(version, *id, 0.25))
+        .count() as u64
 }
