@@ -180,6 +180,10 @@ enum Command {
     Rollback {
         #[arg(long)]
         reason: String,
+        /// The feature set whose champion to roll back (as `nadir models`
+        /// shows it); default: the one whose champion changed last.
+        #[arg(long)]
+        feature_set: Option<String>,
     },
     /// Write the generated, labelled demo flow CSV (no services needed).
     Sample {
@@ -345,18 +349,16 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             registry::promote(&db, &algorithm, &version, &reason, &actor()).await?;
             println!("{algorithm} ({version}) is now the champion");
         }
-        Command::Rollback { reason } => {
+        Command::Rollback {
+            reason,
+            feature_set,
+        } => {
             let db = audit::pool(&config.database_url, 1)?;
-            registry::rollback(&db, &reason, &actor()).await?;
-            let champion = registry::champion(&db)
-                .await
-                .map_err(|e| anyhow::anyhow!(e.detail()))?;
-            if let Some(c) = champion {
-                println!(
-                    "rolled back: {} ({}) is the champion again",
-                    c.algorithm, c.version
-                );
-            }
+            let c = registry::rollback(&db, feature_set.as_deref(), &reason, &actor()).await?;
+            println!(
+                "rolled back: {} ({}) is the champion of feature set {} again",
+                c.algorithm, c.version, c.feature_set
+            );
         }
         Command::Status { run_id, json } => {
             let db = audit::pool(&config.database_url, 1)?;
@@ -749,24 +751,32 @@ fn actor() -> String {
 }
 
 fn print_models(models: &[registry::RegisteredModel], history: &[registry::ChampionChange]) {
-    let champion = history
-        .first()
-        .map(|c| (c.algorithm.as_str(), c.version.as_str()));
+    // Each feature set's champion: its newest history row.
+    let mut champions: Vec<(&str, &str, &str)> = Vec::new();
+    for c in history {
+        if !champions.iter().any(|(set, _, _)| *set == c.feature_set) {
+            champions.push((&c.feature_set, &c.algorithm, &c.version));
+        }
+    }
     println!(
-        "{:<2} {:<20} {:<26} {:<20} {:>8} {:>9}",
-        "", "algorithm", "version", "trained", "rows", "fit s"
+        "{:<2} {:<20} {:<26} {:<16} {:<20} {:>8} {:>9}",
+        "", "algorithm", "version", "feature set", "trained", "rows", "fit s"
     );
     for m in models {
-        let mark = if champion == Some((m.algorithm.as_str(), m.version.as_str())) {
+        let mark = if champions
+            .iter()
+            .any(|(_, a, v)| (*a, *v) == (m.algorithm.as_str(), m.version.as_str()))
+        {
             "*"
         } else {
             ""
         };
         println!(
-            "{:<2} {:<20} {:<26} {:<20} {:>8} {:>9}",
+            "{:<2} {:<20} {:<26} {:<16} {:<20} {:>8} {:>9}",
             mark,
             shown(&m.algorithm),
             shown(&m.version),
+            shown(&m.feature_set),
             m.trained_at.format("%Y-%m-%d %H:%M:%S"),
             m.metrics["rows"],
             analyze::fmt_metric(&m.metrics["fit_seconds"])
@@ -778,8 +788,9 @@ fn print_models(models: &[registry::RegisteredModel], history: &[registry::Champ
     }
     for c in history {
         println!(
-            "{}  {:<8} {} ({})  by {}: {}",
+            "{}  {}  {:<8} {} ({})  by {}: {}",
             c.at.format("%Y-%m-%d %H:%M:%S"),
+            shown(&c.feature_set),
             c.action,
             shown(&c.algorithm),
             shown(&c.version),

@@ -204,6 +204,9 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
         size: scores.len() as u64,
         ..recorded_scores.clone()
     })?;
+    if let Some(note) = recorded_report.get("champion_not_scored") {
+        report["champion_not_scored"] = note.clone();
+    }
     let mut recorded_report = recorded_report;
     for r in [&mut report, &mut recorded_report] {
         if let Value::Object(o) = r {

@@ -52,6 +52,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The feature set of flows: the head of the sha256 of their feature names
+/// in order. Models are comparable only within one feature set.
+pub fn feature_set(features: &[String]) -> String {
+    sha256_hex(features.join("\n").as_bytes())[..16].to_string()
+}
+
 /// A version: `20261123T235959Z` plus eight hex digits of a hash of what the
 /// version is of, so two versions made in the same second never collide.
 pub fn version(at: DateTime<Utc>, of: &str) -> String {

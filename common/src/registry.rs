@@ -20,6 +20,7 @@ pub struct RegisteredModel {
     pub algorithm: String,
     pub version: String,
     pub run_id: Uuid,
+    pub feature_set: String,
     pub model: ArtifactRef,
     pub manifest: ArtifactRef,
     pub metrics: Value,
@@ -29,6 +30,7 @@ pub struct RegisteredModel {
 /// One row of the champion's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChampionChange {
+    pub feature_set: String,
     pub algorithm: String,
     pub version: String,
     pub action: String,
@@ -46,6 +48,7 @@ pub enum RegistryChange {
     /// The train stage: a model now exists.
     Register {
         algorithm: String,
+        feature_set: String,
         model: ArtifactRef,
         manifest: ArtifactRef,
         metrics: Value,
@@ -53,6 +56,7 @@ pub enum RegistryChange {
     /// The eval stage: this run's evaluation promotes a model, provided the
     /// champion is still the one it was compared with.
     Promote {
+        feature_set: String,
         algorithm: String,
         version: String,
         compared_with: Option<(String, String)>,
@@ -72,13 +76,14 @@ pub(crate) async fn apply(
         match change {
             RegistryChange::Register {
                 algorithm,
+                feature_set,
                 model,
                 manifest,
                 metrics,
             } => {
                 tx.execute(
-                    "INSERT INTO models (algorithm, version, run_id, model, manifest, metrics)
-                     VALUES ($1, $2, $3, $4, $5, $6)
+                    "INSERT INTO models (algorithm, version, run_id, model, manifest, metrics, feature_set)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
                      ON CONFLICT (algorithm, version) DO NOTHING",
                     &[
                         algorithm,
@@ -87,11 +92,13 @@ pub(crate) async fn apply(
                         &serde_json::to_value(model).expect("refs serialize"),
                         &serde_json::to_value(manifest).expect("refs serialize"),
                         metrics,
+                        feature_set,
                     ],
                 )
                 .await?;
             }
             RegistryChange::Promote {
+                feature_set,
                 algorithm,
                 version,
                 compared_with,
@@ -105,11 +112,13 @@ pub(crate) async fn apply(
                 tx.execute(
                     "INSERT INTO champion_history
                          (algorithm, version, action, run_id, previous_algorithm, previous_version,
-                          reason, metrics, actor)
-                     SELECT $1, $2, 'promote', $3, $4, $5, $6, $7, $8
-                      WHERE (SELECT (algorithm, version) FROM champion_history ORDER BY id DESC LIMIT 1)
+                          reason, metrics, actor, feature_set)
+                     SELECT $1, $2, 'promote', $3, $4, $5, $6, $7, $8, $9
+                      WHERE (SELECT (algorithm, version) FROM champion_history
+                              WHERE feature_set = $9 ORDER BY id DESC LIMIT 1)
                             IS NOT DISTINCT FROM ($4::text, $5::text)
-                            OR ($4::text IS NULL AND NOT EXISTS (SELECT 1 FROM champion_history))
+                            OR ($4::text IS NULL
+                                AND NOT EXISTS (SELECT 1 FROM champion_history WHERE feature_set = $9))
                      ON CONFLICT (run_id) WHERE run_id IS NOT NULL DO NOTHING",
                     &[
                         algorithm,
@@ -120,6 +129,7 @@ pub(crate) async fn apply(
                         reason,
                         metrics,
                         &worker,
+                        feature_set,
                     ],
                 )
                 .await?;
@@ -138,6 +148,7 @@ fn registered(row: &tokio_postgres::Row) -> Result<RegisteredModel, AuditError> 
         algorithm: row.get("algorithm"),
         version: row.get("version"),
         run_id: row.get("run_id"),
+        feature_set: row.get("feature_set"),
         model: artifact("model")?,
         manifest: artifact("manifest")?,
         metrics: row.get("metrics"),
@@ -150,7 +161,7 @@ pub async fn models(pool: &Pool, limit: i64) -> Result<Vec<RegisteredModel>, Aud
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT algorithm, version, run_id, model, manifest, metrics, trained_at
+            "SELECT algorithm, version, run_id, feature_set, model, manifest, metrics, trained_at
                FROM models ORDER BY trained_at DESC, algorithm LIMIT $1",
             &[&limit],
         )
@@ -167,7 +178,7 @@ pub async fn model(
     let client = pool.get().await?;
     let row = client
         .query_opt(
-            "SELECT algorithm, version, run_id, model, manifest, metrics, trained_at
+            "SELECT algorithm, version, run_id, feature_set, model, manifest, metrics, trained_at
                FROM models WHERE algorithm = $1 AND version = $2",
             &[&algorithm, &version],
         )
@@ -180,8 +191,8 @@ pub async fn history(pool: &Pool, limit: i64) -> Result<Vec<ChampionChange>, Aud
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT algorithm, version, action, run_id, previous_algorithm, previous_version,
-                    reason, metrics, actor, at
+            "SELECT feature_set, algorithm, version, action, run_id, previous_algorithm,
+                    previous_version, reason, metrics, actor, at
                FROM champion_history ORDER BY id DESC LIMIT $1",
             &[&limit],
         )
@@ -189,6 +200,7 @@ pub async fn history(pool: &Pool, limit: i64) -> Result<Vec<ChampionChange>, Aud
     Ok(rows
         .iter()
         .map(|row| ChampionChange {
+            feature_set: row.get("feature_set"),
             algorithm: row.get("algorithm"),
             version: row.get("version"),
             action: row.get("action"),
@@ -204,16 +216,21 @@ pub async fn history(pool: &Pool, limit: i64) -> Result<Vec<ChampionChange>, Aud
         .collect())
 }
 
-/// The current champion, if any model was ever promoted.
-pub async fn champion(pool: &Pool) -> Result<Option<RegisteredModel>, AuditError> {
+/// The current champion of a feature set, if one was ever promoted.
+pub async fn champion(
+    pool: &Pool,
+    feature_set: &str,
+) -> Result<Option<RegisteredModel>, AuditError> {
     let client = pool.get().await?;
     let row = client
         .query_opt(
-            "SELECT m.algorithm, m.version, m.run_id, m.model, m.manifest, m.metrics, m.trained_at
+            "SELECT m.algorithm, m.version, m.run_id, m.feature_set, m.model, m.manifest, m.metrics,
+                    m.trained_at
                FROM models m
-               JOIN (SELECT algorithm, version FROM champion_history ORDER BY id DESC LIMIT 1) c
+               JOIN (SELECT algorithm, version FROM champion_history
+                      WHERE feature_set = $1 ORDER BY id DESC LIMIT 1) c
                  ON (m.algorithm, m.version) = (c.algorithm, c.version)",
-            &[],
+            &[&feature_set],
         )
         .await?;
     row.as_ref().map(registered).transpose()
@@ -227,11 +244,14 @@ pub enum PromoteError {
     AlreadyChampion(String, String),
     #[error("there is no earlier champion to roll back to")]
     NothingToRollBack,
+    #[error("no champion has been named yet")]
+    NoChampion,
     #[error(transparent)]
     Audit(#[from] AuditError),
 }
 
-/// Makes a registered model champion by hand (`nadir promote`).
+/// Makes a registered model the champion of its feature set by hand
+/// (`nadir promote`).
 pub async fn promote(
     pool: &Pool,
     algorithm: &str,
@@ -239,32 +259,85 @@ pub async fn promote(
     reason: &str,
     actor: &str,
 ) -> Result<(), PromoteError> {
-    change_by_hand(pool, Some((algorithm, version)), "manual", reason, actor).await
+    change_by_hand(
+        pool,
+        Some((algorithm, version)),
+        None,
+        "manual",
+        reason,
+        actor,
+    )
+    .await
 }
 
-/// Gives the champion back to the one before it (`nadir rollback`).
-pub async fn rollback(pool: &Pool, reason: &str, actor: &str) -> Result<(), PromoteError> {
-    change_by_hand(pool, None, "rollback", reason, actor).await
+/// Gives a feature set's champion back to the one before it (`nadir
+/// rollback`); without a feature set, the one whose champion changed last.
+pub async fn rollback(
+    pool: &Pool,
+    feature_set: Option<&str>,
+    reason: &str,
+    actor: &str,
+) -> Result<RegisteredModel, PromoteError> {
+    change_by_hand(pool, None, feature_set, "rollback", reason, actor).await?;
+    let set: String = pool
+        .get()
+        .await
+        .map_err(AuditError::from)?
+        .query_one(
+            "SELECT feature_set FROM champion_history WHERE ($1::text IS NULL OR feature_set = $1)
+              ORDER BY id DESC LIMIT 1",
+            &[&feature_set],
+        )
+        .await
+        .map_err(AuditError::from)?
+        .get(0);
+    champion(pool, &set).await?.ok_or(PromoteError::NoChampion)
 }
 
 async fn change_by_hand(
     pool: &Pool,
     to: Option<(&str, &str)>,
+    feature_set: Option<&str>,
     action: &str,
     reason: &str,
     actor: &str,
 ) -> Result<(), PromoteError> {
     let mut client = pool.get().await.map_err(AuditError::from)?;
     let tx = client.transaction().await.map_err(AuditError::from)?;
-    // One hand change at a time; a worker's conditional promotion sees it.
+    // One change at a time; a worker's conditional promotion sees it.
     tx.execute("LOCK TABLE champion_history IN EXCLUSIVE MODE", &[])
         .await
         .map_err(AuditError::from)?;
+    // The feature set: the target model's, or the one asked, or the last changed.
+    let set: Option<String> = match to {
+        Some((a, v)) => tx
+            .query_opt(
+                "SELECT feature_set FROM models WHERE algorithm = $1 AND version = $2",
+                &[&a, &v],
+            )
+            .await
+            .map_err(AuditError::from)?
+            .map(|r| r.get(0))
+            .ok_or_else(|| PromoteError::Unknown(a.into(), v.into()))
+            .map(Some)?,
+        None => tx
+            .query_opt(
+                "SELECT feature_set FROM champion_history WHERE ($1::text IS NULL OR feature_set = $1)
+                  ORDER BY id DESC LIMIT 1",
+                &[&feature_set],
+            )
+            .await
+            .map_err(AuditError::from)?
+            .map(|r| r.get(0)),
+    };
+    let Some(set) = set else {
+        return Err(PromoteError::NoChampion);
+    };
     let current = tx
         .query_opt(
             "SELECT algorithm, version, previous_algorithm, previous_version
-               FROM champion_history ORDER BY id DESC LIMIT 1",
-            &[],
+               FROM champion_history WHERE feature_set = $1 ORDER BY id DESC LIMIT 1",
+            &[&set],
         )
         .await
         .map_err(AuditError::from)?;
@@ -282,23 +355,14 @@ async fn change_by_hand(
     {
         return Err(PromoteError::AlreadyChampion(target.0, target.1));
     }
-    let exists = tx
-        .query_opt(
-            "SELECT 1 FROM models WHERE algorithm = $1 AND version = $2",
-            &[&target.0, &target.1],
-        )
-        .await
-        .map_err(AuditError::from)?
-        .is_some();
-    if !exists {
-        return Err(PromoteError::Unknown(target.0, target.1));
-    }
     let (previous_algorithm, previous_version) = current.map(|(a, v, _, _)| (a, v)).unzip();
     tx.execute(
         "INSERT INTO champion_history
-             (algorithm, version, action, previous_algorithm, previous_version, reason, metrics, actor)
-         VALUES ($1, $2, $3, $4, $5, $6, '{}'::jsonb, $7)",
+             (feature_set, algorithm, version, action, previous_algorithm, previous_version, reason,
+              metrics, actor)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, '{}'::jsonb, $8)",
         &[
+            &set,
             &target.0,
             &target.1,
             &action,

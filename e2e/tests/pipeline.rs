@@ -1135,6 +1135,26 @@ async fn the_champion_is_kept_against_an_equal_challenger_and_changed_only_by_ha
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("decision keep"), "{text}");
     assert!(text.contains("champion_"), "{text}");
+
+    // Flows with other features have a champion of their own: the first
+    // run on them promotes one and leaves the other feature set's alone.
+    let csv = String::from_utf8(sample(800)).unwrap();
+    let (header, rest) = csv.split_once('\n').unwrap();
+    let renamed = format!("{}\n{rest}", header.replacen(',', "_v2,", 1));
+    let (_, third) = world
+        .drop_raw("c/other-features.csv", renamed.into_bytes())
+        .await;
+    assert_eq!(world.wait_run(third, RUN_TIMEOUT).await.status, "succeeded");
+    let r3 = report(third).await;
+    assert_eq!(r3["selection"]["action"], "promote", "{}", r3["selection"]);
+    assert_ne!(r3["feature_set"], r2["feature_set"]);
+    let sets = world
+        .query(
+            "SELECT count(DISTINCT feature_set) FROM champion_history",
+            &[],
+        )
+        .await;
+    assert_eq!(sets[0].get::<_, i64>(0), 2);
 }
 
 #[tokio::test]

@@ -1,9 +1,12 @@
 -- The model registry: every trained model, and which one is champion.
+-- Models are only comparable on flows with the same features, so there is
+-- one champion per feature set (packet captures, one kind of flow CSV...).
 
 CREATE TABLE models (
     algorithm   text NOT NULL,
     version     text NOT NULL,
     run_id      uuid NOT NULL REFERENCES pipeline_runs (run_id),
+    feature_set text NOT NULL,           -- sha256 head of the SILVER feature names it was fitted on
     model       jsonb NOT NULL,          -- the model file (bucket, key, version, sha256, size)
     manifest    jsonb NOT NULL,
     metrics     jsonb NOT NULL,          -- what the train stage measured (rows, fit time, memory, threshold)
@@ -12,9 +15,10 @@ CREATE TABLE models (
 );
 CREATE INDEX models_trained_at ON models (trained_at DESC);
 
--- Every change of champion, newest last: the champion is the latest row.
+-- Every change of champion, newest last: a feature set's champion is its latest row.
 CREATE TABLE champion_history (
     id                 bigserial PRIMARY KEY,
+    feature_set        text NOT NULL,
     algorithm          text NOT NULL,
     version            text NOT NULL,
     action             text NOT NULL CHECK (action IN ('promote', 'manual', 'rollback')),
@@ -29,6 +33,7 @@ CREATE TABLE champion_history (
 );
 -- A run promotes at most once, whatever the redeliveries.
 CREATE UNIQUE INDEX champion_history_run ON champion_history (run_id) WHERE run_id IS NOT NULL;
+CREATE INDEX champion_history_feature_set ON champion_history (feature_set, id DESC);
 
 -- Analysts' verdicts on flagged flows: labels for later evaluations.
 CREATE TABLE feedback (

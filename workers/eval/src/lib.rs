@@ -48,6 +48,7 @@ pub fn load_model(algorithm: &str, bytes: &[u8]) -> Result<Model, String> {
 
 /// A model that scores the run's flows: one of this run's challengers, or
 /// the champion they are compared with.
+#[derive(Clone)]
 pub struct Scorer<'a> {
     pub model: &'a Model,
     /// The registry version (the train job's version).
@@ -485,6 +486,7 @@ pub fn evaluate(
         "rows": rows,
         "partitions": job.silver.iter().map(|p| json!({"raw_version": p.raw_version, "flows": p.flows, "rows": p.rows})).collect::<Vec<_>>(),
         "contamination": contamination,
+        "feature_set": job.silver.first().map(|p| layout::feature_set(&p.features)),
         "training_partitions": job.training_silver.iter().map(|p| json!({"raw_version": p.raw_version, "flows": p.flows, "rows": p.rows})).collect::<Vec<_>>(),
         "holdout": job.holdout,
         "labelled": labelled,
@@ -537,9 +539,10 @@ async fn fetch_model(
 }
 
 /// The registry change a decision makes, with the report's metrics as evidence.
-fn promotion(decision: &Decision, report: &Value) -> Vec<RegistryChange> {
+fn promotion(decision: &Decision, report: &Value, feature_set: &str) -> Vec<RegistryChange> {
     match (&decision.action, &decision.champion) {
         (&"promote", Some((algorithm, version))) => vec![RegistryChange::Promote {
+            feature_set: feature_set.to_string(),
             algorithm: algorithm.clone(),
             version: version.clone(),
             compared_with: decision.replaces.clone(),
@@ -585,7 +588,8 @@ impl Stage for Eval {
             models.push(fetch_model(services, &m.algorithm, &m.model).await?);
         }
         // The champion scores the same flows, to be compared on equal terms.
-        let champion = registry::champion(&services.db).await?;
+        let feature_set = layout::feature_set(&job.silver[0].features);
+        let champion = registry::champion(&services.db, &feature_set).await?;
         let champion_model = match &champion {
             Some(c) => Some(fetch_model(services, &c.algorithm, &c.model).await?),
             None => None,
@@ -597,7 +601,7 @@ impl Stage for Eval {
         let (owned_job, contamination) = (job.clone(), services.config.analysis.contamination);
         let champion_version = champion.as_ref().map(|c| c.version.clone());
         let evaluation = compute(move || {
-            let mut scorers: Vec<Scorer> = models
+            let scorers: Vec<Scorer> = models
                 .iter()
                 .zip(&owned_job.models)
                 .map(|(model, m)| Scorer {
@@ -606,14 +610,40 @@ impl Stage for Eval {
                     champion: false,
                 })
                 .collect();
-            if let (Some(model), Some(version)) = (&champion_model, champion_version) {
-                scorers.push(Scorer {
-                    model,
-                    version,
-                    champion: true,
-                });
-            }
-            let mut e = evaluate(&owned_job, &partitions, &scorers, &feedback, contamination)?;
+            let mut e = match (&champion_model, champion_version) {
+                (Some(model), Some(version)) => {
+                    let mut with_champion: Vec<Scorer> =
+                        scorers.iter().map(Scorer::clone).collect();
+                    with_champion.push(Scorer {
+                        model,
+                        version,
+                        champion: true,
+                    });
+                    match evaluate(
+                        &owned_job,
+                        &partitions,
+                        &with_champion,
+                        &feedback,
+                        contamination,
+                    ) {
+                        Ok(e) => e,
+                        // The champion cannot score these flows: judge
+                        // the challengers alone and say why.
+                        Err(why) => {
+                            let mut e = evaluate(
+                                &owned_job,
+                                &partitions,
+                                &scorers,
+                                &feedback,
+                                contamination,
+                            )?;
+                            e.report["champion_not_scored"] = json!(why);
+                            e
+                        }
+                    }
+                }
+                _ => evaluate(&owned_job, &partitions, &scorers, &feedback, contamination)?,
+            };
             let parquet = write_parquet(&mut e.scores).map_err(|e| e.to_string())?;
             Ok::<_, String>((e, parquet))
         })
@@ -678,7 +708,7 @@ impl Stage for Eval {
             }],
             rows: evaluation.rows,
             bytes: bytes_read,
-            registry: promotion(&evaluation.decision, &report),
+            registry: promotion(&evaluation.decision, &report, &feature_set),
             next: RunDone {
                 schema: SCHEMA_VERSION,
                 run_id: ctx.run_id,

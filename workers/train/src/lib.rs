@@ -275,6 +275,7 @@ impl Stage for Train {
             });
             registry.push(RegistryChange::Register {
                 algorithm: algorithm.clone(),
+                feature_set: layout::feature_set(&job.silver[0].features),
                 model: model_ref.clone(),
                 manifest: manifest_ref.clone(),
                 metrics,
