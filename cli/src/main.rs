@@ -778,7 +778,7 @@ fn print_models(models: &[registry::RegisteredModel], history: &[registry::Champ
             shown(&m.version),
             shown(&m.feature_set),
             m.trained_at.format("%Y-%m-%d %H:%M:%S"),
-            m.metrics["rows"],
+            m.metrics["rows"].to_string(),
             analyze::fmt_metric(&m.metrics["fit_seconds"])
         );
     }
