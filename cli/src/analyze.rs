@@ -146,6 +146,7 @@ pub fn analyze(
         &scorers,
         &HashMap::new(),
         analysis.contamination,
+        &analysis.selection_metric,
     )
     .map_err(anyhow::Error::msg)?;
     let dir = out.join("eval");

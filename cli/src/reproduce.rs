@@ -188,8 +188,21 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
     let contamination = row.parameters["contamination"]
         .as_f64()
         .ok_or_else(|| anyhow!("the evaluation row records no contamination"))?;
-    let mut evaluation = evaluate(&eval, &partitions, &scorers, &feedback, contamination)
-        .map_err(anyhow::Error::msg)?;
+    let metric = row.parameters["selection_metric"]
+        .as_str()
+        .unwrap_or("average_precision");
+    let mut evaluation = evaluate(
+        &eval,
+        &partitions,
+        &scorers,
+        &feedback,
+        contamination,
+        metric,
+    )
+    .map_err(anyhow::Error::msg)?;
+    if let Some(why) = recorded_report["champion_not_scored"].as_str() {
+        evaluation.champion_not_scored(why);
+    }
     let scores = write_parquet(&mut evaluation.scores)?;
     let scores_sha = layout::sha256_hex(&scores);
     checks.push(Check::hashes(
@@ -204,9 +217,6 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
         size: scores.len() as u64,
         ..recorded_scores.clone()
     })?;
-    if let Some(note) = recorded_report.get("champion_not_scored") {
-        report["champion_not_scored"] = note.clone();
-    }
     let mut recorded_report = recorded_report;
     for r in [&mut report, &mut recorded_report] {
         if let Value::Object(o) = r {

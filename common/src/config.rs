@@ -176,6 +176,8 @@ pub struct Analysis {
     /// The default training window and hold-out (`pipeline.start` may
     /// override each field).
     pub window: crate::messages::TrainingWindow,
+    /// The labelled metric the champion is chosen by.
+    pub selection_metric: String,
 }
 
 /// Everything a long-running nadir process needs to start.
@@ -344,6 +346,10 @@ impl Config {
     }
 }
 
+/// The metrics the champion can be chosen by (the eval report's names).
+pub const SELECTION_METRICS: [&str; 4] =
+    ["average_precision", "roc_auc", "recall_at_1pct_fpr", "f1"];
+
 impl Analysis {
     /// Reads the analysis settings from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -405,8 +411,19 @@ impl Analysis {
                 reason: e.to_string(),
             });
         }
+        let selection_metric = env
+            .get("NADIR_SELECTION_METRIC")
+            .unwrap_or_else(|| "average_precision".into());
+        if !SELECTION_METRICS.contains(&selection_metric.as_str()) {
+            return Err(ConfigError::Invalid {
+                var: "NADIR_SELECTION_METRIC",
+                value: selection_metric,
+                reason: format!("expected one of {}", SELECTION_METRICS.join(", ")),
+            });
+        }
         Ok(Analysis {
             window,
+            selection_metric,
             seed: parsed(env, "NADIR_SEED", 42)?,
             contamination,
             detectors,

@@ -959,6 +959,71 @@ async fn a_generated_capture_with_ground_truth_becomes_labelled_flows() {
             .any(|h| h["host"] == "198.51.100.66"),
         "{outlying}"
     );
+    // The report, the scores, the audit rows and the registry agree.
+    let eval_row = &world
+        .query(
+            "SELECT outputs, metrics FROM evaluations WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0];
+    let (eval_outputs, eval_metrics): (Value, Value) = (eval_row.get(0), eval_row.get(1));
+    let scores =
+        nadir_flows::table::read_parquet(&fetch_checked(&world, &eval_outputs[1]).await).unwrap();
+    let flagged = scores
+        .column("flagged")
+        .unwrap()
+        .bool()
+        .unwrap()
+        .iter()
+        .filter(|f| *f == Some(true))
+        .count();
+    assert_eq!(report["flagged"], flagged);
+    assert_eq!(eval_metrics["summary"]["flagged"], flagged);
+    assert_eq!(scores.height() as u64, report["rows"].as_u64().unwrap());
+    for d in detectors {
+        let name = d["name"].as_str().unwrap();
+        let column = scores
+            .column(&format!("flagged_{name}"))
+            .unwrap()
+            .bool()
+            .unwrap();
+        assert_eq!(
+            d["flagged"],
+            column.iter().filter(|f| *f == Some(true)).count(),
+            "{name}"
+        );
+    }
+    let registered = world
+        .query(
+            "SELECT algorithm, model FROM models WHERE run_id = $1 ORDER BY algorithm",
+            &[&run_id],
+        )
+        .await;
+    let trained = world
+        .query(
+            "SELECT item, outputs FROM trainings WHERE run_id = $1 ORDER BY item",
+            &[&run_id],
+        )
+        .await;
+    assert_eq!(registered.len(), trained.len());
+    for (r, t) in registered.iter().zip(&trained) {
+        assert_eq!(r.get::<_, String>(0), t.get::<_, String>(0));
+        assert_eq!(r.get::<_, Value>(1), t.get::<_, Value>(1)[0]);
+    }
+    let champion = world
+        .query(
+            "SELECT algorithm, version FROM champion_history WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await;
+    assert_eq!(
+        json!([
+            champion[0].get::<_, String>(0),
+            champion[0].get::<_, String>(1)
+        ]),
+        report["selection"]["champion"]
+    );
+
     // Per attack type, every generated attack is reported.
     let by_type = detectors[0]["by_attack_type"].as_object().unwrap();
     assert_eq!(by_type.len(), 5, "{by_type:?}");
@@ -1261,4 +1326,91 @@ async fn held_out_of_monday(world: &World, report: &Value) -> u64 {
         .into_no_null_iter()
         .filter(|id| nadir_flows::table::held_out(version, *id, 0.25))
         .count() as u64
+}
+
+#[tokio::test]
+async fn analysts_feedback_labels_the_next_evaluation_of_unlabelled_flows() {
+    let world = World::new("feedback").await;
+    let _workers = world.spawn_all_with(&[("NADIR_DETECTORS", "isolation_forest")]);
+    // The sample CSV without its label column.
+    let csv = String::from_utf8(sample(900)).unwrap();
+    let unlabelled: String = csv
+        .lines()
+        .map(|l| format!("{}\n", l.rsplit_once(',').unwrap().0))
+        .collect();
+    let (_, first) = world.drop_raw("f/flows.csv", unlabelled.into_bytes()).await;
+    assert_eq!(world.wait_run(first, RUN_TIMEOUT).await.status, "succeeded");
+    let eval_report = |run: Uuid| {
+        let world = &world;
+        async move {
+            let row = &world
+                .query("SELECT outputs FROM evaluations WHERE run_id = $1", &[&run])
+                .await[0];
+            let outputs: Value = row.get(0);
+            let report: Value =
+                serde_json::from_slice(&fetch_checked(world, &outputs[0]).await).unwrap();
+            let scores =
+                nadir_flows::table::read_parquet(&fetch_checked(world, &outputs[1]).await).unwrap();
+            (report, scores)
+        }
+    };
+    let (report, scores) = eval_report(first).await;
+    assert_eq!(report["labelled"], false);
+    assert_eq!(report["selection"]["action"], "none");
+    assert!(report["detectors"][0].get("roc_auc").is_none());
+
+    // An analyst marks the two highest-scored flows: one real, one not;
+    // and a third flow as benign.
+    let raw_version = report["partitions"][0]["raw_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ids = scores.column("flow_id").unwrap().u64().unwrap();
+    let s = scores
+        .column("score_isolation_forest")
+        .unwrap()
+        .f64()
+        .unwrap();
+    let mut ranked: Vec<(u64, f64)> = ids.into_no_null_iter().zip(s.into_no_null_iter()).collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (flow, verdict) in [
+        (ranked[0].0, "true_positive"),
+        (ranked[1].0, "false_positive"),
+        (ranked[500].0, "false_positive"),
+    ] {
+        world
+            .query(
+                "INSERT INTO feedback (raw_version, flow_id, run_id, verdict, analyst)
+                 VALUES ($1, $2, $3, $4, 'analyst@soc')",
+                &[&raw_version, &(flow as i64), &first, &verdict],
+            )
+            .await;
+    }
+    // The next evaluation of the same object takes them as labels.
+    let started = world.cli(&["start", "f/flows.csv", "--wait", "--timeout", "120"]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let out = String::from_utf8_lossy(&started.stdout).to_string();
+    let second: Uuid = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (report, scores) = eval_report(second).await;
+    assert_eq!(report["labelled"], true);
+    assert_eq!(report["labelled_rows"], 3);
+    assert_eq!(report["attacks"], 1);
+    assert_eq!(
+        report["detectors"][0]["roc_auc"], 1.0,
+        "the true positive scores highest"
+    );
+    let labels = scores.column("label").unwrap().str().unwrap();
+    assert_eq!(
+        labels
+            .iter()
+            .flatten()
+            .filter(|l| l.contains("analyst"))
+            .count(),
+        3
+    );
+    assert_eq!(report["selection"]["action"], "promote");
 }

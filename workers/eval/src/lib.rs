@@ -30,8 +30,12 @@ pub struct Eval;
 /// Labels that mean "not an attack"; any other label is an attack.
 const BENIGN: [&str; 4] = ["normal", "benign", "0", "false"];
 
+/// Marks a label that came from an analyst's verdict, not from the data.
+const FROM_ANALYST: &str = " (analyst)";
+
 pub fn is_attack(label: &str) -> bool {
-    !BENIGN.contains(&label.trim().to_ascii_lowercase().as_str())
+    let label = label.trim().trim_end_matches(FROM_ANALYST);
+    !BENIGN.contains(&label.to_ascii_lowercase().as_str())
 }
 
 /// Loads a model file, checking it holds the algorithm the message names.
@@ -76,6 +80,29 @@ pub struct Evaluation {
     pub decision: Decision,
 }
 
+impl Evaluation {
+    /// The champion of the feature set could not score these flows: it
+    /// stays, since nothing compared the challengers with it.
+    pub fn champion_not_scored(&mut self, why: &str) {
+        self.report["champion_not_scored"] = json!(why);
+        if self.decision.action == "promote" {
+            self.decision = Decision {
+                action: "keep",
+                champion: None,
+                reason: format!(
+                    "the champion could not score these flows ({why}); it stays (promote by hand)"
+                ),
+                replaces: None,
+            };
+            self.report["selection"] = json!(self.decision);
+            self.summary["decision"] = json!("keep");
+            self.summary["reason"] = json!(self.decision.reason);
+            self.summary["champion"] = Value::Null;
+            self.summary["champion_version"] = Value::Null;
+        }
+    }
+}
+
 /// Flow columns copied into `scores.parquet` when the partitions have them.
 const IDENTITY: [&str; 14] = [
     "first_seen_ns",
@@ -115,24 +142,26 @@ pub struct Decision {
     pub replaces: Option<(String, String)>,
 }
 
-/// The selection rule: with labels, the challenger with the best average
-/// precision (the first in the configured order on a tie) is promoted if
-/// there is no champion or it beats the champion's average precision on
-/// the same flows; a challenger never replaces a better or equal champion.
-/// Without labels the champion stays.
+/// The selection rule: with labels, the challenger with the best
+/// `metric` (average precision by default; the first in the configured
+/// order on a tie) is promoted if there is no champion or it beats the
+/// champion's figure on the same flows; a challenger never replaces a
+/// better or equal champion. Without labels the champion stays.
 pub fn select(
+    metric: &str,
     challengers: &[(String, String, Option<f64>)],
     champion: Option<(&str, &str, Option<f64>)>,
 ) -> Decision {
+    let name = metric.replace('_', " ");
     let best = challengers
         .iter()
-        .filter_map(|(a, v, ap)| ap.map(|ap| (a, v, ap)))
+        .filter_map(|(a, v, m)| m.map(|m| (a, v, m)))
         .fold(None::<(&String, &String, f64)>, |best, c| match best {
             Some(b) if b.2 >= c.2 => Some(b),
             _ => Some(c),
         });
     let current = champion.map(|(a, v, _)| (a.to_string(), v.to_string()));
-    let Some((algorithm, version, ap)) = best else {
+    let Some((algorithm, version, value)) = best else {
         return Decision {
             action: if current.is_some() { "keep" } else { "none" },
             reason: match &current {
@@ -144,32 +173,35 @@ pub fn select(
         };
     };
     match champion {
-        Some((a, v, Some(champion_ap))) if champion_ap >= ap => Decision {
+        Some((a, v, Some(c))) if c >= value => Decision {
             action: "keep",
             champion: current,
             reason: format!(
-                "the champion {a} ({v}) has average precision {champion_ap:.4} on this run's flows; the best challenger, {algorithm}, has {ap:.4}"
+                "the champion {a} ({v}) has {name} {c:.4} on this run's flows; the best challenger, {algorithm}, has {value:.4}"
             ),
             replaces: None,
         },
-        Some((a, v, champion_ap)) => Decision {
+        Some((a, v, Some(c))) => Decision {
             action: "promote",
             champion: Some((algorithm.clone(), version.clone())),
-            reason: match champion_ap {
-                Some(c) => format!(
-                    "{algorithm} has average precision {ap:.4} on this run's flows, above the champion {a} ({v}) at {c:.4}"
-                ),
-                None => format!(
-                    "{algorithm} has average precision {ap:.4}; the champion {a} ({v}) could not be scored on these flows"
-                ),
-            },
+            reason: format!(
+                "{algorithm} has {name} {value:.4} on this run's flows, above the champion {a} ({v}) at {c:.4}"
+            ),
             replaces: current,
+        },
+        Some((a, v, None)) => Decision {
+            action: "keep",
+            champion: current,
+            reason: format!(
+                "the champion {a} ({v}) has no {name} on these flows to compare with; it stays (promote by hand)"
+            ),
+            replaces: None,
         },
         None => Decision {
             action: "promote",
             champion: Some((algorithm.clone(), version.clone())),
             reason: format!(
-                "no champion yet; {algorithm} has the best average precision on this run's flows ({ap:.4})"
+                "no champion yet; {algorithm} has the best {name} on this run's flows ({value:.4})"
             ),
             replaces: None,
         },
@@ -200,6 +232,7 @@ pub fn evaluate(
     scorers: &[Scorer<'_>],
     feedback: &HashMap<(String, u64), bool>,
     contamination: f64,
+    selection_metric: &str,
 ) -> Result<Evaluation, String> {
     let mut raw_versions: Vec<String> = Vec::new();
     let mut flow_ids: Vec<u64> = Vec::new();
@@ -298,12 +331,8 @@ pub fn evaluate(
                     feedback
                         .get(&(partition.raw_version.clone(), *id))
                         .map(|attack| {
-                            if *attack {
-                                "attack (analyst)"
-                            } else {
-                                "benign (analyst)"
-                            }
-                            .to_string()
+                            let verdict = if *attack { "attack" } else { "benign" };
+                            format!("{verdict}{FROM_ANALYST}")
                         })
                 });
             labels.push(label);
@@ -463,7 +492,7 @@ pub fn evaluate(
             (
                 s.model.algorithm().to_string(),
                 s.version.clone(),
-                d.get("average_precision").and_then(Value::as_f64),
+                d.get(selection_metric).and_then(Value::as_f64),
             )
         })
         .collect();
@@ -475,10 +504,10 @@ pub fn evaluate(
             (
                 s.model.algorithm(),
                 s.version.as_str(),
-                d.get("average_precision").and_then(Value::as_f64),
+                d.get(selection_metric).and_then(Value::as_f64),
             )
         });
-    let decision = select(&challengers, champion);
+    let decision = select(selection_metric, &challengers, champion);
     let flagged = any_flagged.iter().filter(|f| **f).count();
     let attacks = positive.iter().filter(|p| **p).count();
     let report = json!({
@@ -486,6 +515,7 @@ pub fn evaluate(
         "rows": rows,
         "partitions": job.silver.iter().map(|p| json!({"raw_version": p.raw_version, "flows": p.flows, "rows": p.rows})).collect::<Vec<_>>(),
         "contamination": contamination,
+        "selection_metric": selection_metric,
         "feature_set": job.silver.first().map(|p| layout::feature_set(&p.features)),
         "training_partitions": job.training_silver.iter().map(|p| json!({"raw_version": p.raw_version, "flows": p.flows, "rows": p.rows})).collect::<Vec<_>>(),
         "holdout": job.holdout,
@@ -599,6 +629,7 @@ impl Stage for Eval {
         let bytes_read = partitions.iter().map(|b| b.len() as u64).sum();
         let started = Instant::now();
         let (owned_job, contamination) = (job.clone(), services.config.analysis.contamination);
+        let metric = services.config.analysis.selection_metric.clone();
         let champion_version = champion.as_ref().map(|c| c.version.clone());
         let evaluation = compute(move || {
             let scorers: Vec<Scorer> = models
@@ -625,6 +656,7 @@ impl Stage for Eval {
                         &with_champion,
                         &feedback,
                         contamination,
+                        &metric,
                     ) {
                         Ok(e) => e,
                         // The champion cannot score these flows: judge
@@ -636,13 +668,21 @@ impl Stage for Eval {
                                 &scorers,
                                 &feedback,
                                 contamination,
+                                &metric,
                             )?;
-                            e.report["champion_not_scored"] = json!(why);
+                            e.champion_not_scored(&why);
                             e
                         }
                     }
                 }
-                _ => evaluate(&owned_job, &partitions, &scorers, &feedback, contamination)?,
+                _ => evaluate(
+                    &owned_job,
+                    &partitions,
+                    &scorers,
+                    &feedback,
+                    contamination,
+                    &metric,
+                )?,
             };
             let parquet = write_parquet(&mut e.scores).map_err(|e| e.to_string())?;
             Ok::<_, String>((e, parquet))
@@ -682,7 +722,10 @@ impl Stage for Eval {
 
         let mut inputs: Vec<ArtifactRef> = job.silver.iter().map(|p| p.flows.clone()).collect();
         inputs.extend(job.models.iter().map(|m| m.model.clone()));
-        let parameters = json!({ "contamination": services.config.analysis.contamination });
+        let parameters = json!({
+            "contamination": services.config.analysis.contamination,
+            "selection_metric": services.config.analysis.selection_metric,
+        });
         let metrics =
             json!({ "rows": evaluation.rows, "seconds": seconds, "summary": evaluation.summary });
         let manifest = Manifest::new(
@@ -722,5 +765,60 @@ impl Stage for Eval {
 
     fn run_report(done: &RunDone) -> Option<Value> {
         Some(json!({ "report": done.report, "scores": done.scores, "summary": done.summary }))
+    }
+}
+
+#[cfg(test)]
+mod selection_tests {
+    use super::select;
+
+    fn c(a: &str, m: Option<f64>) -> (String, String, Option<f64>) {
+        (a.into(), "v2".into(), m)
+    }
+
+    #[test]
+    fn a_challenger_must_beat_the_champion_strictly() {
+        let challengers = [
+            c("isolation_forest", Some(0.8)),
+            c("one_class_svm", Some(0.8)),
+        ];
+        let first = select("average_precision", &challengers, None);
+        assert_eq!(first.action, "promote");
+        assert_eq!(
+            first.champion.unwrap().0,
+            "isolation_forest",
+            "the first on a tie"
+        );
+        let tie = select(
+            "average_precision",
+            &challengers,
+            Some(("lof", "v1", Some(0.8))),
+        );
+        assert_eq!(tie.action, "keep");
+        let better = select(
+            "average_precision",
+            &challengers,
+            Some(("lof", "v1", Some(0.7))),
+        );
+        assert_eq!(
+            (better.action, better.replaces),
+            ("promote", Some(("lof".into(), "v1".into())))
+        );
+        let unscored = select("roc_auc", &challengers, Some(("lof", "v1", None)));
+        assert_eq!(unscored.action, "keep");
+        assert!(unscored.reason.contains("roc auc"), "{}", unscored.reason);
+    }
+
+    #[test]
+    fn without_labels_the_champion_stays() {
+        let unlabelled = [c("isolation_forest", None)];
+        assert_eq!(
+            select("average_precision", &unlabelled, Some(("lof", "v1", None))).action,
+            "keep"
+        );
+        assert_eq!(
+            select("average_precision", &unlabelled, None).action,
+            "none"
+        );
     }
 }
