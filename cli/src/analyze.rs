@@ -21,7 +21,7 @@ use nadir_eval::{Scorer, evaluate};
 use nadir_flows::FlowTable;
 use nadir_flows::labels::SIDECAR_SUFFIX;
 use nadir_flows::table::write_parquet;
-use nadir_train::{Fitted, fit, model_metrics, model_specs, training_dataset};
+use nadir_train::{Fitted, fit, model_metrics, model_parameters, model_specs, training_dataset};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -94,13 +94,7 @@ pub fn analyze(
         };
         let dir = out.join("models").join(&algorithm);
         let model_ref = write(&dir, "model.json", &model.to_bytes(), &version)?;
-        let parameters = json!({
-            "spec": spec,
-            "features": training[0].features,
-            "code_version": layout::CODE_VERSION,
-            "window": analysis.window,
-            "training_partitions": training.iter().map(|p| &p.raw_version).collect::<Vec<_>>(),
-        });
+        let parameters = model_parameters(&spec, &training, &analysis.window);
         let metrics = model_metrics(&model, data.rows(), seconds, peak_bytes);
         let manifest = Manifest::new(
             "model",

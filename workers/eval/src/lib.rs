@@ -641,48 +641,36 @@ impl Stage for Eval {
                     champion: false,
                 })
                 .collect();
+            let judge = |scorers: &[Scorer]| {
+                evaluate(
+                    &owned_job,
+                    &partitions,
+                    scorers,
+                    &feedback,
+                    contamination,
+                    &metric,
+                )
+            };
             let mut e = match (&champion_model, champion_version) {
                 (Some(model), Some(version)) => {
-                    let mut with_champion: Vec<Scorer> =
-                        scorers.iter().map(Scorer::clone).collect();
+                    let mut with_champion = scorers.clone();
                     with_champion.push(Scorer {
                         model,
                         version,
                         champion: true,
                     });
-                    match evaluate(
-                        &owned_job,
-                        &partitions,
-                        &with_champion,
-                        &feedback,
-                        contamination,
-                        &metric,
-                    ) {
+                    match judge(&with_champion) {
                         Ok(e) => e,
                         // The champion cannot score these flows: judge
                         // the challengers alone and say why.
                         Err(why) => {
-                            let mut e = evaluate(
-                                &owned_job,
-                                &partitions,
-                                &scorers,
-                                &feedback,
-                                contamination,
-                                &metric,
-                            )?;
+                            let mut e = judge(&scorers)?;
                             e.champion_not_scored(&why);
                             e
                         }
                     }
                 }
-                _ => evaluate(
-                    &owned_job,
-                    &partitions,
-                    &scorers,
-                    &feedback,
-                    contamination,
-                    &metric,
-                )?,
+                _ => judge(&scorers)?,
             };
             let parquet = write_parquet(&mut e.scores).map_err(|e| e.to_string())?;
             Ok::<_, String>((e, parquet))

@@ -77,6 +77,22 @@ pub fn fit(spec: &ModelSpec, data: &Dataset) -> Result<Fitted, String> {
     }
 }
 
+/// What a model was fitted with, as its manifest and audit row record it
+/// (and `nadir reproduce` reads back).
+pub fn model_parameters(
+    spec: &ModelSpec,
+    training: &[SilverPartition],
+    window: &TrainingWindow,
+) -> serde_json::Value {
+    json!({
+        "spec": spec,
+        "features": training[0].features,
+        "code_version": layout::CODE_VERSION,
+        "window": window,
+        "training_partitions": training.iter().map(|p| &p.raw_version).collect::<Vec<_>>(),
+    })
+}
+
 /// What the train stage records of a fitted model (manifest and audit row).
 pub fn model_metrics(
     model: &Model,
@@ -208,13 +224,7 @@ impl Stage for Train {
         let mut models = Vec::new();
         for spec in specs {
             let algorithm = spec.detector.algorithm().to_string();
-            let parameters = json!({
-                "spec": spec,
-                "features": job.silver[0].features,
-                "code_version": layout::CODE_VERSION,
-                "window": window,
-                "training_partitions": training.iter().map(|p| &p.raw_version).collect::<Vec<_>>(),
-            });
+            let parameters = model_parameters(&spec, &training, &window);
             let (fit_spec, fit_data) = (spec.clone(), data.clone());
             let fitted = compute(move || fit(&fit_spec, &fit_data))
                 .await?
