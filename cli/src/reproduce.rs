@@ -142,14 +142,11 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
     let recorded_report: Value = serde_json::from_slice(&fetch(&store, &row.outputs[0]).await?)?;
     let recorded_scores: ArtifactRef = serde_json::from_value(row.outputs[1].clone())?;
     let mut champion = None;
-    if let Some(c) = recorded_report["detectors"]
-        .as_array()
-        .and_then(|ds| ds.iter().find(|d| d["role"] == "champion"))
-    {
-        let (algorithm, version) = (
-            c["algorithm"].as_str().unwrap_or(""),
-            c["version"].as_str().unwrap_or(""),
-        );
+    // The champion the run was held against (scored or not).
+    if let (Some(algorithm), Some(version)) = (
+        recorded_report["champion"][0].as_str(),
+        recorded_report["champion"][1].as_str(),
+    ) {
         let entry = registry::model(&db, algorithm, version)
             .await
             .map_err(detail)?
@@ -200,9 +197,6 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
         metric,
     )
     .map_err(anyhow::Error::msg)?;
-    if let Some(why) = recorded_report["champion_not_scored"].as_str() {
-        evaluation.champion_not_scored(why);
-    }
     let scores = write_parquet(&mut evaluation.scores)?;
     let scores_sha = layout::sha256_hex(&scores);
     checks.push(Check::hashes(

@@ -250,6 +250,18 @@ pub enum PromoteError {
     Audit(#[from] AuditError),
 }
 
+impl From<tokio_postgres::Error> for PromoteError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PromoteError::Audit(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for PromoteError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        PromoteError::Audit(e.into())
+    }
+}
+
 /// Makes a registered model the champion of its feature set by hand
 /// (`nadir promote`).
 pub async fn promote(
@@ -267,7 +279,8 @@ pub async fn promote(
         reason,
         actor,
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// Gives a feature set's champion back to the one before it (`nadir
@@ -278,22 +291,11 @@ pub async fn rollback(
     reason: &str,
     actor: &str,
 ) -> Result<RegisteredModel, PromoteError> {
-    change_by_hand(pool, None, feature_set, "rollback", reason, actor).await?;
-    let set: String = pool
-        .get()
-        .await
-        .map_err(AuditError::from)?
-        .query_one(
-            "SELECT feature_set FROM champion_history WHERE ($1::text IS NULL OR feature_set = $1)
-              ORDER BY id DESC LIMIT 1",
-            &[&feature_set],
-        )
-        .await
-        .map_err(AuditError::from)?
-        .get(0);
+    let set = change_by_hand(pool, None, feature_set, "rollback", reason, actor).await?;
     champion(pool, &set).await?.ok_or(PromoteError::NoChampion)
 }
 
+/// Records a change of champion made by hand; returns its feature set.
 async fn change_by_hand(
     pool: &Pool,
     to: Option<(&str, &str)>,
@@ -301,13 +303,12 @@ async fn change_by_hand(
     action: &str,
     reason: &str,
     actor: &str,
-) -> Result<(), PromoteError> {
-    let mut client = pool.get().await.map_err(AuditError::from)?;
-    let tx = client.transaction().await.map_err(AuditError::from)?;
+) -> Result<String, PromoteError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
     // One change at a time; a worker's conditional promotion sees it.
     tx.execute("LOCK TABLE champion_history IN EXCLUSIVE MODE", &[])
-        .await
-        .map_err(AuditError::from)?;
+        .await?;
     // The feature set: the target model's, or the one asked, or the last changed.
     let set: Option<String> = match to {
         Some((a, v)) => tx
@@ -316,7 +317,7 @@ async fn change_by_hand(
                 &[&a, &v],
             )
             .await
-            .map_err(AuditError::from)?
+            ?
             .map(|r| r.get(0))
             .ok_or_else(|| PromoteError::Unknown(a.into(), v.into()))
             .map(Some)?,
@@ -327,7 +328,7 @@ async fn change_by_hand(
                 &[&feature_set],
             )
             .await
-            .map_err(AuditError::from)?
+            ?
             .map(|r| r.get(0)),
     };
     let Some(set) = set else {
@@ -339,8 +340,7 @@ async fn change_by_hand(
                FROM champion_history WHERE feature_set = $1 ORDER BY id DESC LIMIT 1",
             &[&set],
         )
-        .await
-        .map_err(AuditError::from)?;
+        .await?;
     let current: Option<(String, String, Option<String>, Option<String>)> =
         current.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)));
     let target = match to {
@@ -372,10 +372,9 @@ async fn change_by_hand(
             &actor,
         ],
     )
-    .await
-    .map_err(AuditError::from)?;
-    tx.commit().await.map_err(AuditError::from)?;
-    Ok(())
+    .await?;
+    tx.commit().await?;
+    Ok(set)
 }
 
 /// Analysts' latest verdict on each flow of the given partitions

@@ -57,26 +57,16 @@ pub fn profile(names: &[String], x: ArrayView2<'_, f64>) -> Vec<FeatureProfile> 
                 shares: Vec::new(),
                 edges,
             };
-            profile.shares = profile.bin_shares(sorted.iter().copied());
+            let mut counts = vec![0; profile.edges.len() + 1];
+            profile.count_into(ArrayView1::from(&sorted), &mut counts);
+            let total = sorted.len().max(1) as f64;
+            profile.shares = counts.iter().map(|c| *c as f64 / total).collect();
             profile
         })
         .collect()
 }
 
 impl FeatureProfile {
-    fn bin_shares(&self, values: impl Iterator<Item = f64>) -> Vec<f64> {
-        let mut counts = vec![0usize; self.edges.len() + 1];
-        let mut total = 0usize;
-        for v in values {
-            counts[self.edges.partition_point(|e| *e < v)] += 1;
-            total += 1;
-        }
-        counts
-            .into_iter()
-            .map(|c| c as f64 / total.max(1) as f64)
-            .collect()
-    }
-
     /// How unusual `value` is: its distance from the training median in
     /// robust standard deviations (the interquartile range / 1.349, or the
     /// standard deviation where half the rows share one value).
@@ -94,16 +84,31 @@ impl FeatureProfile {
         }
     }
 
+    /// Adds `values` to per-bin `counts` (`edges.len() + 1` of them), so
+    /// that data arriving in parts can be compared as a whole.
+    pub fn count_into(&self, values: ArrayView1<'_, f64>, counts: &mut [usize]) {
+        for v in values {
+            counts[self.edges.partition_point(|e| e < v)] += 1;
+        }
+    }
+
     /// Population stability index of `values` against the training data:
     /// Σ (actual − expected) · ln(actual / expected) over the bins. Below
     /// 0.1 is usually read as stable, above 0.25 as a real shift.
     pub fn stability_index(&self, values: ArrayView1<'_, f64>) -> f64 {
-        let actual = self.bin_shares(values.iter().copied());
-        actual
+        let mut counts = vec![0; self.edges.len() + 1];
+        self.count_into(values, &mut counts);
+        self.stability_index_of(&counts)
+    }
+
+    /// The stability index of values already counted into the bins.
+    pub fn stability_index_of(&self, counts: &[usize]) -> f64 {
+        let total = counts.iter().sum::<usize>().max(1) as f64;
+        counts
             .iter()
             .zip(&self.shares)
-            .map(|(a, e)| {
-                let (a, e) = (a.max(MIN_SHARE), e.max(MIN_SHARE));
+            .map(|(c, e)| {
+                let (a, e) = ((*c as f64 / total).max(MIN_SHARE), e.max(MIN_SHARE));
                 (a - e) * (a / e).ln()
             })
             .sum()

@@ -19,7 +19,7 @@ use nadir_common::messages::{EvalJob, RunDone, SCHEMA_VERSION, subject};
 use nadir_common::registry::{self, RegistryChange};
 use nadir_common::stage::{JobContext, Outcome, Stage, StageError, compute};
 use nadir_detectors::model::ScoreSummary;
-use nadir_detectors::{Dataset, Model, metrics};
+use nadir_detectors::{Model, metrics};
 use nadir_flows::FlowTable;
 use nadir_flows::table::{FLOW_ID, LABEL, held_out, write_parquet};
 use polars::prelude::*;
@@ -78,29 +78,6 @@ pub struct Evaluation {
     pub summary: Value,
     pub rows: u64,
     pub decision: Decision,
-}
-
-impl Evaluation {
-    /// The champion of the feature set could not score these flows: it
-    /// stays, since nothing compared the challengers with it.
-    pub fn champion_not_scored(&mut self, why: &str) {
-        self.report["champion_not_scored"] = json!(why);
-        if self.decision.action == "promote" {
-            self.decision = Decision {
-                action: "keep",
-                champion: None,
-                reason: format!(
-                    "the champion could not score these flows ({why}); it stays (promote by hand)"
-                ),
-                replaces: None,
-            };
-            self.report["selection"] = json!(self.decision);
-            self.summary["decision"] = json!("keep");
-            self.summary["reason"] = json!(self.decision.reason);
-            self.summary["champion"] = Value::Null;
-            self.summary["champion_version"] = Value::Null;
-        }
-    }
 }
 
 /// Flow columns copied into `scores.parquet` when the partitions have them.
@@ -237,12 +214,26 @@ pub fn evaluate(
     let mut raw_versions: Vec<String> = Vec::new();
     let mut flow_ids: Vec<u64> = Vec::new();
     let mut labels: Vec<Option<String>> = Vec::new();
-    let mut scores: Vec<Vec<f64>> = vec![Vec::new(); scorers.len()];
-    let mut hosts: Vec<Vec<Value>> = vec![Vec::new(); scorers.len()];
     let mut explanations: Vec<Option<String>> = Vec::new();
     let mut identity: Option<DataFrame> = None;
-    let mut numeric: Vec<Dataset> = Vec::new();
-    for (partition, bytes) in job.silver.iter().zip(partitions) {
+    // The champion the challengers are held against, scored or not.
+    let considered = scorers
+        .iter()
+        .find(|s| s.champion)
+        .map(|s| (s.model.algorithm().to_string(), s.version.clone()));
+    let mut champion_not_scored: Option<String> = None;
+    let mut scorers: Vec<Scorer> = scorers.to_vec();
+    let mut scores: Vec<Vec<f64>> = Vec::new();
+    let mut hosts: Vec<Vec<Value>> = Vec::new();
+    // Drift: the evaluated flows counted into the training profile's bins.
+    let profile = scorers
+        .iter()
+        .find(|s| !s.champion && !s.model.metadata.profile.is_empty())
+        .map(|s| &s.model.metadata.profile);
+    let mut drift_counts: Vec<Vec<usize>> = profile
+        .map(|p| p.iter().map(|f| vec![0; f.edges.len() + 1]).collect())
+        .unwrap_or_default();
+    for (index, (partition, bytes)) in job.silver.iter().zip(partitions).enumerate() {
         let mut table = FlowTable::from_parquet(bytes, &partition.features)
             .map_err(|e| format!("{}: {e}", partition.flows.uri()))?;
         if let Some(share) = job.holdout {
@@ -254,6 +245,30 @@ pub fn evaluate(
             table = table.filter(&keep).map_err(|e| e.to_string())?;
         }
         let data = table.dataset().map_err(|e| e.to_string())?;
+        if index == 0 {
+            // A champion that cannot score these flows at all (fitted on
+            // other columns, or needing hosts they lack) is left out, and
+            // the report says why; a failure after this one is an error.
+            if table.rows() > 0 {
+                let probe = data.select(&[0]);
+                scorers.retain(|s| match s.champion.then(|| s.model.score(&probe)) {
+                    Some(Err(e)) => {
+                        champion_not_scored = Some(format!("{}: {e}", s.name()));
+                        false
+                    }
+                    _ => true,
+                });
+            }
+            scores = vec![Vec::new(); scorers.len()];
+            hosts = vec![Vec::new(); scorers.len()];
+        }
+        if let Some(profile) = profile {
+            for (feature, counts) in profile.iter().zip(&mut drift_counts) {
+                if let Some(j) = data.names.iter().position(|n| *n == feature.name) {
+                    feature.count_into(data.numeric.column(j), counts);
+                }
+            }
+        }
         let mut flagged_by: Vec<Vec<usize>> = vec![Vec::new(); table.rows()];
         for (i, scorer) in scorers.iter().enumerate() {
             let model = scorer.model;
@@ -342,7 +357,6 @@ pub fn evaluate(
             table.rows(),
         ));
         flow_ids.extend(ids);
-        numeric.push(Dataset::numeric(data.names.clone(), data.numeric));
     }
     let rows = flow_ids.len();
     let labelled_rows: Vec<usize> = (0..rows).filter(|r| labels[*r].is_some()).collect();
@@ -459,30 +473,24 @@ pub fn evaluate(
     }
 
     // How far the evaluated flows moved from the training flows.
-    let evaluated = Dataset::concat(&numeric).map_err(|e| e.to_string())?;
-    let drift: Vec<Value> = scorers
-        .iter()
-        .find(|s| !s.champion && !s.model.metadata.profile.is_empty())
-        .map(|s| {
-            let mut drift: Vec<Value> = s
-                .model
-                .metadata
-                .profile
+    let mut drift: Vec<Value> = profile
+        .map(|profile| {
+            profile
                 .iter()
-                .filter_map(|p| {
-                    let j = evaluated.names.iter().position(|n| *n == p.name)?;
-                    Some(json!({
+                .zip(&drift_counts)
+                .filter(|(_, counts)| counts.iter().sum::<usize>() > 0)
+                .map(|(p, counts)| {
+                    json!({
                         "feature": p.name,
-                        "psi": p.stability_index(evaluated.numeric.column(j)),
+                        "psi": p.stability_index_of(counts),
                         "training_median": p.median,
-                    }))
+                    })
                 })
-                .collect();
-            let psi = |v: &Value| v["psi"].as_f64().unwrap_or(f64::NAN);
-            drift.sort_by(|a, b| psi(b).total_cmp(&psi(a)));
-            drift
+                .collect()
         })
         .unwrap_or_default();
+    let psi = |v: &Value| v["psi"].as_f64().unwrap_or(f64::NAN);
+    drift.sort_by(|a, b| psi(b).total_cmp(&psi(a)));
 
     let challengers: Vec<(String, String, Option<f64>)> = scorers
         .iter()
@@ -496,17 +504,15 @@ pub fn evaluate(
             )
         })
         .collect();
-    let champion = scorers
-        .iter()
-        .zip(&detectors)
-        .find(|(s, _)| s.champion)
-        .map(|(s, d)| {
-            (
-                s.model.algorithm(),
-                s.version.as_str(),
-                d.get(selection_metric).and_then(Value::as_f64),
-            )
-        });
+    // An unscored champion has no figure: the rule keeps it.
+    let champion = considered.as_ref().map(|(a, v)| {
+        let figure = scorers
+            .iter()
+            .zip(&detectors)
+            .find(|(s, _)| s.champion)
+            .and_then(|(_, d)| d.get(selection_metric).and_then(Value::as_f64));
+        (a.as_str(), v.as_str(), figure)
+    });
     let decision = select(selection_metric, &challengers, champion);
     let flagged = any_flagged.iter().filter(|f| **f).count();
     let attacks = positive.iter().filter(|p| **p).count();
@@ -517,6 +523,8 @@ pub fn evaluate(
         "contamination": contamination,
         "selection_metric": selection_metric,
         "feature_set": job.silver.first().map(|p| layout::feature_set(&p.features)),
+        "champion": considered,
+        "champion_not_scored": champion_not_scored,
         "training_partitions": job.training_silver.iter().map(|p| json!({"raw_version": p.raw_version, "flows": p.flows, "rows": p.rows})).collect::<Vec<_>>(),
         "holdout": job.holdout,
         "labelled": labelled,
@@ -632,7 +640,7 @@ impl Stage for Eval {
         let metric = services.config.analysis.selection_metric.clone();
         let champion_version = champion.as_ref().map(|c| c.version.clone());
         let evaluation = compute(move || {
-            let scorers: Vec<Scorer> = models
+            let mut scorers: Vec<Scorer> = models
                 .iter()
                 .zip(&owned_job.models)
                 .map(|(model, m)| Scorer {
@@ -641,37 +649,21 @@ impl Stage for Eval {
                     champion: false,
                 })
                 .collect();
-            let judge = |scorers: &[Scorer]| {
-                evaluate(
-                    &owned_job,
-                    &partitions,
-                    scorers,
-                    &feedback,
-                    contamination,
-                    &metric,
-                )
-            };
-            let mut e = match (&champion_model, champion_version) {
-                (Some(model), Some(version)) => {
-                    let mut with_champion = scorers.clone();
-                    with_champion.push(Scorer {
-                        model,
-                        version,
-                        champion: true,
-                    });
-                    match judge(&with_champion) {
-                        Ok(e) => e,
-                        // The champion cannot score these flows: judge
-                        // the challengers alone and say why.
-                        Err(why) => {
-                            let mut e = judge(&scorers)?;
-                            e.champion_not_scored(&why);
-                            e
-                        }
-                    }
-                }
-                _ => judge(&scorers)?,
-            };
+            if let (Some(model), Some(version)) = (&champion_model, champion_version) {
+                scorers.push(Scorer {
+                    model,
+                    version,
+                    champion: true,
+                });
+            }
+            let mut e = evaluate(
+                &owned_job,
+                &partitions,
+                &scorers,
+                &feedback,
+                contamination,
+                &metric,
+            )?;
             let parquet = write_parquet(&mut e.scores).map_err(|e| e.to_string())?;
             Ok::<_, String>((e, parquet))
         })

@@ -202,7 +202,17 @@ impl Stage for Train {
             .unwrap_or_default()
             .or(&analysis.window);
         let recent = if window.partitions.is_some() || window.span_hours.is_some() {
-            audit::silver_partitions(&services.db, None, window.span_hours).await?
+            // The run's own partitions are among the newest: N more cover the window.
+            let limit = window
+                .partitions
+                .map(|n| i64::from(n) + job.silver.len() as i64);
+            audit::silver_partitions(
+                &services.db,
+                &job.silver[0].features,
+                limit,
+                window.span_hours,
+            )
+            .await?
         } else {
             Vec::new()
         };
