@@ -185,6 +185,14 @@ enum Command {
         #[arg(long)]
         feature_set: Option<String>,
     },
+    /// Let an existing PostgreSQL role serve the dashboard: read every
+    /// table, and add analysts' feedback; nothing else. Run it again after
+    /// an upgrade.
+    GrantDashboard {
+        /// The role nadir-dashboard connects as (create it first, with a
+        /// password, e.g. `CREATE ROLE nadir_dashboard LOGIN PASSWORD ...`).
+        role: String,
+    },
     /// Write the generated, labelled demo flow CSV (no services needed).
     Sample {
         #[arg(short, long)]
@@ -279,6 +287,13 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             unreachable!("handled without services")
         }
         Command::Setup { reset_streams } => setup(&config, reset_streams).await?,
+        Command::GrantDashboard { role } => {
+            let db = audit::pool(&config.database_url, 1)?;
+            audit::grant_dashboard(&db, &role)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.detail()))?;
+            println!("role {role} may now read the audit trail and the registry, and add feedback");
+        }
         Command::Upload { files, prefix } => upload(&config, &files, &prefix).await?,
         Command::Start {
             keys,

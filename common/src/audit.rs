@@ -96,6 +96,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "model registry and feedback",
         include_str!("migrations/0002_registry.sql"),
     ),
+    (
+        3,
+        "dashboard indexes",
+        include_str!("migrations/0003_dashboard.sql"),
+    ),
 ];
 
 /// Lock id for migrations (any constant shared by all nadir processes).
@@ -165,6 +170,34 @@ pub async fn migrate(pool: &Pool) -> Result<usize, AuditError> {
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await?;
     result
+}
+
+/// Lets an existing PostgreSQL role do what the dashboard does and no
+/// more: read every table of the schema (now and after later migrations)
+/// and add analysts' feedback.
+pub async fn grant_dashboard(pool: &Pool, role: &str) -> Result<(), AuditError> {
+    let valid = role.len() <= 63
+        && role.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && role
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        return Err(AuditError::Config(format!(
+            "{role:?} is not a role name nadir grants to (lower-case letters, digits and _, up to 63)"
+        )));
+    }
+    // A role name cannot be a bound parameter; it was checked above.
+    let client = pool.get().await?;
+    client
+        .batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA public TO \"{role}\";
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{role}\";
+             ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO \"{role}\";
+             GRANT INSERT ON feedback TO \"{role}\";
+             GRANT USAGE ON SEQUENCE feedback_id_seq TO \"{role}\";"
+        ))
+        .await?;
+    Ok(())
 }
 
 /// The idempotency key of a stage job (DESIGN.md: run id + stage + input version).

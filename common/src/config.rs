@@ -261,57 +261,14 @@ impl Config {
             "NADIR_NATS_URL",
             "the NATS server, e.g. nats://127.0.0.1:4222",
         )?;
-        let endpoint = required(
-            env,
-            "NADIR_S3_ENDPOINT",
-            "the S3 server, e.g. http://127.0.0.1:9000",
-        )?;
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            return Err(ConfigError::Invalid {
-                var: "NADIR_S3_ENDPOINT",
-                value: endpoint,
-                reason: "expected an http:// or https:// URL".into(),
-            });
-        }
-        let s3 = S3Settings {
-            endpoint,
-            region: env
-                .get("NADIR_S3_REGION")
-                .unwrap_or_else(|| "us-east-1".into()),
-            access_key: required(
-                env,
-                "NADIR_S3_ACCESS_KEY",
-                "the S3 access key (from a Secret)",
-            )?,
-            secret_key: required(
-                env,
-                "NADIR_S3_SECRET_KEY",
-                "the S3 secret key (from a Secret)",
-            )?,
-        };
-        let database_url = required(
-            env,
-            "NADIR_DATABASE_URL",
-            "the PostgreSQL URL, e.g. postgres://nadir:...@127.0.0.1:5432/nadir",
-        )?;
-        if let Err(e) = database_url.parse::<tokio_postgres::Config>() {
-            return Err(ConfigError::Invalid {
-                var: "NADIR_DATABASE_URL",
-                value: redact_url(&database_url),
-                reason: e.to_string(),
-            });
-        }
+        let s3 = s3_settings(env)?;
+        let database_url = database_url(env)?;
         let metrics_addr = parsed(
             env,
             "NADIR_METRICS_ADDR",
             SocketAddr::from(([0, 0, 0, 0], 9090)),
         )?;
-        let buckets = Buckets {
-            raw: bucket(env, "NADIR_BUCKET_RAW", "raw")?,
-            silver: bucket(env, "NADIR_BUCKET_SILVER", "silver")?,
-            models: bucket(env, "NADIR_BUCKET_MODELS", "models")?,
-            eval: bucket(env, "NADIR_BUCKET_EVAL", "eval")?,
-        };
+        let buckets = Buckets::from(env)?;
         let delivery = Delivery {
             ack_wait: seconds(env, "NADIR_ACK_WAIT_SECS", 30)?,
             max_deliver: parsed(env, "NADIR_MAX_DELIVER", 5)?,
@@ -342,6 +299,180 @@ impl Config {
             reconcile_interval: seconds(env, "NADIR_RECONCILE_INTERVAL_SECS", 30)?,
             analysis: Analysis::from(env)?,
             worker_id,
+        })
+    }
+}
+
+/// `NADIR_S3_*`: the S3 server and its keys.
+fn s3_settings(env: &dyn Env) -> Result<S3Settings, ConfigError> {
+    let endpoint = required(
+        env,
+        "NADIR_S3_ENDPOINT",
+        "the S3 server, e.g. http://127.0.0.1:9000",
+    )?;
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err(ConfigError::Invalid {
+            var: "NADIR_S3_ENDPOINT",
+            value: endpoint,
+            reason: "expected an http:// or https:// URL".into(),
+        });
+    }
+    Ok(S3Settings {
+        endpoint,
+        region: env
+            .get("NADIR_S3_REGION")
+            .unwrap_or_else(|| "us-east-1".into()),
+        access_key: required(
+            env,
+            "NADIR_S3_ACCESS_KEY",
+            "the S3 access key (from a Secret)",
+        )?,
+        secret_key: required(
+            env,
+            "NADIR_S3_SECRET_KEY",
+            "the S3 secret key (from a Secret)",
+        )?,
+    })
+}
+
+fn database_url(env: &dyn Env) -> Result<String, ConfigError> {
+    let database_url = required(
+        env,
+        "NADIR_DATABASE_URL",
+        "the PostgreSQL URL, e.g. postgres://nadir:...@127.0.0.1:5432/nadir",
+    )?;
+    if let Err(e) = database_url.parse::<tokio_postgres::Config>() {
+        return Err(ConfigError::Invalid {
+            var: "NADIR_DATABASE_URL",
+            value: redact_url(&database_url),
+            reason: e.to_string(),
+        });
+    }
+    Ok(database_url)
+}
+
+impl Buckets {
+    /// `NADIR_BUCKET_*`, with the design's names as defaults.
+    pub fn from(env: &dyn Env) -> Result<Self, ConfigError> {
+        Ok(Buckets {
+            raw: bucket(env, "NADIR_BUCKET_RAW", "raw")?,
+            silver: bucket(env, "NADIR_BUCKET_SILVER", "silver")?,
+            models: bucket(env, "NADIR_BUCKET_MODELS", "models")?,
+            eval: bucket(env, "NADIR_BUCKET_EVAL", "eval")?,
+        })
+    }
+}
+
+/// Who may open the dashboard: nobody is asked when both are unset.
+#[derive(Clone, Default)]
+pub struct DashboardAccess {
+    /// `Authorization: Bearer <token>` (scripts, a reverse proxy).
+    pub token: Option<String>,
+    /// HTTP basic auth (a browser): user and password.
+    pub basic: Option<(String, String)>,
+}
+
+impl fmt::Debug for DashboardAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DashboardAccess")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("basic_user", &self.basic.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
+/// What `nadir-dashboard` needs: PostgreSQL (a role that reads, and
+/// writes feedback), S3 (reads `eval` and `silver`), and where to listen.
+/// It needs no NATS.
+#[derive(Clone)]
+pub struct DashboardConfig {
+    pub s3: S3Settings,
+    pub database_url: String,
+    pub buckets: Buckets,
+    /// The pages, `/metrics`, `/healthz` and `/readyz`.
+    pub addr: SocketAddr,
+    pub access: DashboardAccess,
+    /// Runs whose flows the dashboard keeps indexed in memory.
+    pub cached_runs: usize,
+}
+
+impl fmt::Debug for DashboardConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DashboardConfig")
+            .field("s3", &self.s3)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("buckets", &self.buckets)
+            .field("addr", &self.addr)
+            .field("access", &self.access)
+            .field("cached_runs", &self.cached_runs)
+            .finish()
+    }
+}
+
+/// Every variable [`DashboardConfig`] reads besides the shared S3,
+/// database and bucket settings.
+pub const DASHBOARD_VARIABLES: &[&str] = &[
+    "NADIR_DASHBOARD_ADDR",
+    "NADIR_DASHBOARD_TOKEN",
+    "NADIR_DASHBOARD_USER",
+    "NADIR_DASHBOARD_PASSWORD",
+    "NADIR_DASHBOARD_CACHED_RUNS",
+];
+
+impl DashboardConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from(&ProcessEnv)
+    }
+
+    pub fn from(env: &dyn Env) -> Result<Self, ConfigError> {
+        let basic = match (
+            env.get("NADIR_DASHBOARD_USER"),
+            env.get("NADIR_DASHBOARD_PASSWORD"),
+        ) {
+            (Some(user), Some(password)) if !user.contains(':') => Some((user, password)),
+            (Some(user), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    var: "NADIR_DASHBOARD_USER",
+                    value: user,
+                    reason: "a basic-auth user name cannot contain ':'".into(),
+                });
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::Missing {
+                    var: "NADIR_DASHBOARD_PASSWORD",
+                    hint: "NADIR_DASHBOARD_USER is set, so its password is needed (from a Secret)",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing {
+                    var: "NADIR_DASHBOARD_USER",
+                    hint: "NADIR_DASHBOARD_PASSWORD is set, so a user name is needed",
+                });
+            }
+            (None, None) => None,
+        };
+        let cached_runs = parsed(env, "NADIR_DASHBOARD_CACHED_RUNS", 4usize)?;
+        if cached_runs == 0 {
+            return Err(ConfigError::Invalid {
+                var: "NADIR_DASHBOARD_CACHED_RUNS",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(DashboardConfig {
+            s3: s3_settings(env)?,
+            database_url: database_url(env)?,
+            buckets: Buckets::from(env)?,
+            addr: parsed(
+                env,
+                "NADIR_DASHBOARD_ADDR",
+                SocketAddr::from(([0, 0, 0, 0], 8080)),
+            )?,
+            access: DashboardAccess {
+                token: env.get("NADIR_DASHBOARD_TOKEN"),
+                basic,
+            },
+            cached_runs,
         })
     }
 }

@@ -165,16 +165,31 @@ impl Histogram {
         }
         let width = (hi - lo) / bins as f64;
         let edges = (0..=bins).map(|i| lo + width * i as f64).collect();
-        let mut counts = vec![0; bins];
+        let mut histogram = Histogram {
+            edges,
+            counts: vec![0; bins],
+        };
         for v in values {
-            let at = if width > 0.0 {
-                (((v - lo) / width) as usize).min(bins - 1)
-            } else {
-                0
-            };
-            counts[at] += 1;
+            let at = histogram.bin(*v).unwrap_or(0);
+            histogram.counts[at] += 1;
         }
-        Histogram { edges, counts }
+        histogram
+    }
+
+    /// The bin `v` falls in, as [`Histogram::of`] counts it; values beyond
+    /// the edges fall in the end bins, NaN and an empty histogram in none.
+    pub fn bin(&self, v: f64) -> Option<usize> {
+        let bins = self.edges.len().checked_sub(1).filter(|b| *b > 0)?;
+        if v.is_nan() {
+            return None;
+        }
+        let (lo, hi) = (self.edges[0], self.edges[bins]);
+        let width = (hi - lo) / bins as f64;
+        Some(if width > 0.0 {
+            (((v - lo) / width).max(0.0) as usize).min(bins - 1)
+        } else {
+            0
+        })
     }
 }
 

@@ -249,6 +249,42 @@ impl World {
             .collect()
     }
 
+    /// Starts `nadir-dashboard` with this world's S3 and bucket settings,
+    /// the database at `database_url`, and `extra`.
+    pub fn spawn_dashboard(&self, database_url: &str, extra: &[(&str, &str)]) -> Worker {
+        let port = free_port();
+        let binary = bin_dir().join("nadir-dashboard");
+        assert!(
+            binary.exists(),
+            "{} is missing: build the workspace first (scripts/test does)",
+            binary.display()
+        );
+        let log_path = self.logs.join(format!("dashboard-{port}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let shared = self
+            .vars
+            .iter()
+            .filter(|(k, _)| k.starts_with("NADIR_S3_") || k.starts_with("NADIR_BUCKET_"));
+        let child = Command::new(&binary)
+            .env_clear()
+            .envs(shared)
+            .env("NADIR_DATABASE_URL", database_url)
+            .env("NADIR_DASHBOARD_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info")
+            .envs(extra.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        Worker {
+            stage: "dashboard".into(),
+            child: Some(child),
+            metrics_port: port,
+            log: log_path,
+        }
+    }
+
     /// Runs the `nadir` CLI with this world's settings.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(bin_dir().join("nadir"))
@@ -276,6 +312,24 @@ fn free_port() -> u16 {
             issued.push(port);
             return port;
         }
+    }
+}
+
+/// What an HTTP request answered.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -328,24 +382,54 @@ impl Worker {
     /// GET `path` on the worker's metrics endpoint: (status code, body).
     /// Retries while the worker is still starting.
     pub async fn http_get(&self, path: &str) -> (u16, String) {
+        let response = self.http("GET", path, &[], "").await;
+        (response.status, response.body)
+    }
+
+    /// An HTTP/1.0 request to the worker's port with `headers` and `body`.
+    /// Retries while the worker is still starting.
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> HttpResponse {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await {
                 Ok(mut stream) => {
-                    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+                    let mut request = format!(
+                        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n",
+                        self.metrics_port,
+                        body.len()
+                    );
+                    for (k, v) in headers {
+                        request.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    request.push_str("\r\n");
+                    request.push_str(body);
                     stream.write_all(request.as_bytes()).await.unwrap();
-                    let mut response = String::new();
-                    stream.read_to_string(&mut response).await.unwrap();
-                    let code = response
+                    let mut bytes = Vec::new();
+                    stream.read_to_end(&mut bytes).await.unwrap();
+                    let response = String::from_utf8_lossy(&bytes).into_owned();
+                    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+                    let status = head
                         .split_whitespace()
                         .nth(1)
                         .and_then(|c| c.parse().ok())
                         .unwrap_or(0);
-                    let body = response
-                        .split_once("\r\n\r\n")
-                        .map(|(_, b)| b.to_string())
-                        .unwrap_or_default();
-                    return (code, body);
+                    let headers = head
+                        .lines()
+                        .skip(1)
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                        .collect();
+                    return HttpResponse {
+                        status,
+                        headers,
+                        body: body.to_string(),
+                    };
                 }
                 Err(_) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await

@@ -3,6 +3,8 @@
 # directory that git ignores. Source it; do not run it.
 #
 #   nadir_install                     install what is missing (apt, cargo)
+#   nadir_install_browser             Chromium, Node.js and playwright-core for
+#                                     the dashboard's browser test
 #   nadir_services_start DIR BASE     start the three services on ports BASE+...,
 #                                     write DIR/env (shell-sourceable NADIR_* lines)
 #   nadir_services_stop DIR           stop what nadir_services_start started
@@ -36,6 +38,24 @@ nadir_install() {
   fi
 }
 
+nadir_install_browser() {
+  local missing=()
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+  if [ ${#missing[@]} -gt 0 ]; then
+    nadir_log "installing ${missing[*]} (apt)"
+    nadir_sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive nadir_sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  # playwright-core only drives a browser; it never downloads one.
+  if [ ! -d e2e/browser/node_modules/playwright-core ] \
+      || [ e2e/browser/package-lock.json -nt e2e/browser/node_modules/.package-lock.json ]; then
+    nadir_log "installing playwright-core (npm ci in e2e/browser)"
+    npm ci --prefix e2e/browser --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+}
+
 nadir_nats_bin() { command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server; }
 
 nadir_random() { head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
@@ -66,9 +86,12 @@ nadir_services_start() {
       echo "S3_ACCESS_KEY=nadir$(nadir_random | head -c 12)"
       echo "S3_SECRET_KEY=$(nadir_random)"
       echo "PG_PASSWORD=$(nadir_random)"
+      echo "PG_DASHBOARD_PASSWORD=$(nadir_random)"
     } >"$dir/secrets"
     umask 022
   fi
+  grep -q '^PG_DASHBOARD_PASSWORD=' "$dir/secrets" \
+    || echo "PG_DASHBOARD_PASSWORD=$(nadir_random)" >>"$dir/secrets"
   # shellcheck disable=SC1091
   . "$dir/secrets"
 
@@ -105,6 +128,15 @@ nadir_services_start() {
       "SELECT 1 FROM pg_database WHERE datname = 'nadir'" | grep -q 1; then
     PGPASSWORD=$PG_PASSWORD psql -h 127.0.0.1 -p "$pg_port" -U nadir -d postgres -qc "CREATE DATABASE nadir" >/dev/null
   fi
+  # The dashboard's own role (nadir grant-dashboard gives it its rights);
+  # the password goes through stdin, never a command line.
+  if [ -n "${PG_DASHBOARD_PASSWORD:-}" ]; then
+    PGPASSWORD=$PG_PASSWORD psql -h 127.0.0.1 -p "$pg_port" -U nadir -d postgres -q >/dev/null <<SQL
+SELECT 'CREATE ROLE nadir_dashboard LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'nadir_dashboard')
+\gexec
+ALTER ROLE nadir_dashboard PASSWORD '$PG_DASHBOARD_PASSWORD';
+SQL
+  fi
 
   # S3: MinIO when it is installed, otherwise s3s-fs.
   if ! nadir_alive "$dir/pids/s3"; then
@@ -137,6 +169,9 @@ export NADIR_INGEST_METRICS_ADDR=127.0.0.1:$((base + 101))
 export NADIR_TRANSFORM_METRICS_ADDR=127.0.0.1:$((base + 102))
 export NADIR_TRAIN_METRICS_ADDR=127.0.0.1:$((base + 103))
 export NADIR_EVAL_METRICS_ADDR=127.0.0.1:$((base + 104))
+export NADIR_DASHBOARD_ADDR=127.0.0.1:$((base + 80))
+# The dashboard connects as a role that can only read and add feedback.
+export NADIR_DASHBOARD_DATABASE_URL=postgres://nadir_dashboard:${PG_DASHBOARD_PASSWORD:-}@127.0.0.1:$pg_port/nadir
 ENV
   chmod 600 "$dir/env"
 }

@@ -40,6 +40,30 @@ pub struct Config {
     pub attacks: Vec<(Attack, u32)>,
     /// Capture start, seconds since the Unix epoch.
     pub start_s: u32,
+    /// Names the traffic carries in DNS queries, TLS server names and HTTP
+    /// Host headers (tests put hostile text here).
+    pub names: Names,
+}
+
+/// Names that end up in flows: what a dashboard must show as text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Names {
+    /// External web sites, looked up by DNS and visited over TLS.
+    pub sites: Vec<String>,
+    /// The intranet web server's HTTP Host.
+    pub intranet_host: String,
+    /// The zone the DNS tunnel's queries end in.
+    pub tunnel_domain: String,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names {
+            sites: sessions::SITES.iter().map(|s| s.to_string()).collect(),
+            intranet_host: "intranet.corp.example".into(),
+            tunnel_domain: "t.tunnel-example.net".into(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -52,6 +76,7 @@ impl Default for Config {
             attacks: Attack::ALL.iter().map(|a| (*a, 1)).collect(),
             // 2026-01-01T00:00:00Z
             start_s: 1_767_225_600,
+            names: Names::default(),
         }
     }
 }

@@ -61,7 +61,7 @@ const FILE_SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 45);
 const ATTACKER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 66);
 const C2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 200);
 
-const SITES: [&str; 12] = [
+pub(crate) const SITES: [&str; 12] = [
     "www.example.com",
     "mail.example.org",
     "cdn.example.net",
@@ -264,6 +264,7 @@ fn client_hello(server_name: &str, random: [u8; 32]) -> Vec<u8> {
 
 /// The hosts and what they run.
 pub(crate) struct World {
+    names: crate::Names,
     clients: Vec<Ipv4Addr>,
     external: Vec<Ipv4Addr>,
     next_port: Vec<u16>,
@@ -275,7 +276,7 @@ impl World {
         let clients: Vec<Ipv4Addr> = (0..config.hosts.max(2))
             .map(|i| Ipv4Addr::new(10, 0, 1, 10 + (i % 240) as u8))
             .collect();
-        let external = (0..SITES.len())
+        let external = (0..config.names.sites.len().max(1))
             .map(|i| Ipv4Addr::new(93, 184, 216, 10 + i as u8))
             .collect();
         let next_port = clients
@@ -283,6 +284,7 @@ impl World {
             .map(|_| rng.random_range(32_768..40_000))
             .collect();
         World {
+            names: config.names.clone(),
             clients,
             external,
             next_port,
@@ -332,13 +334,14 @@ impl World {
         match kind {
             0..=54 => {
                 // HTTPS to an external site, after a DNS lookup.
-                let site = rng.random_range(0..SITES.len());
+                let site = rng.random_range(0..self.names.sites.len());
                 let server = self.external[site];
-                let t = self.dns_lookup(rng, out, i, t, SITES[site], server) + MS;
+                let name = self.names.sites[site].clone();
+                let t = self.dns_lookup(rng, out, i, t, &name, server) + MS;
                 let mut tcp =
                     Tcp::new(rng, (self.clients[i], self.port(i)), (server, 443), t, 30.0);
                 tcp.handshake(out);
-                tcp.send(out, true, 517, &client_hello(SITES[site], rng.random()));
+                tcp.send(out, true, 517, &client_hello(&name, rng.random()));
                 tcp.send(
                     out,
                     false,
@@ -367,8 +370,11 @@ impl World {
                 let mut tcp =
                     Tcp::new(rng, (self.clients[i], self.port(i)), (INTRANET, 80), t, 1.0);
                 tcp.handshake(out);
-                let request = b"GET /index.html HTTP/1.1\r\nHost: intranet.corp.example\r\nUser-Agent: nadir-gen\r\n\r\n";
-                tcp.send(out, true, request.len(), request);
+                let request = format!(
+                    "GET /index.html HTTP/1.1\r\nHost: {}\r\nUser-Agent: nadir-gen\r\n\r\n",
+                    self.names.intranet_host
+                );
+                tcp.send(out, true, request.len(), request.as_bytes());
                 tcp.send(
                     out,
                     false,
@@ -506,7 +512,7 @@ impl World {
                             b"abcdefghijklmnopqrstuvwxyz234567"[rng.random_range(0..32)] as char
                         })
                         .collect();
-                    let name = format!("{chunk}.t.tunnel-example.net");
+                    let name = format!("{chunk}.{}", self.names.tunnel_domain);
                     let client = (self.clients[i], self.port(i));
                     let id: u16 = rng.random();
                     udp(

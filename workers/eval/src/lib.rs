@@ -535,6 +535,9 @@ pub fn evaluate(
         "detectors": detectors,
         "agreement": agreement,
         "drift": drift,
+        // What the flows of the training window looked like, per feature
+        // (the dashboard sets a flagged flow's values beside it).
+        "training_profile": profile,
         "selection": decision,
     });
     let summary = json!({

@@ -1,0 +1,356 @@
+//! The dashboard over a real pipeline run: the four workers turn a
+//! generated capture (with HTML and script in its names and labels) into
+//! scores, `nadir-dashboard` serves them with a role that may only read and
+//! add feedback, and headless Chromium (`e2e/browser/dashboard.mjs`) opens
+//! every page. What the pages show is checked against `scores.parquet`
+//! read here on its own.
+
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine;
+
+use nadir_common::layout::ArtifactRef;
+use nadir_e2e::World;
+use nadir_trafficgen::{Attack, Names};
+use polars::prelude::*;
+
+const ATTACKER: &str = "198.51.100.66";
+const SITE: &str = "<img src=x onerror=alert(1)>.evil.example";
+const INTRANET: &str = "<svg onload=alert(2)>";
+const TUNNEL: &str = "<b onmouseover=alert(3)>t</b>.example";
+const LABEL: &str = "<script>alert(4)</script>";
+
+fn escaped(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn query_value(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// A capture whose names and labels are hostile, and its ground truth.
+fn hostile_capture() -> (Vec<u8>, Vec<u8>) {
+    let config = nadir_trafficgen::Config {
+        hosts: 30,
+        duration_s: 120,
+        sessions_per_host_minute: 20.0,
+        attacks: [Attack::SynScan, Attack::DnsTunnel, Attack::SshBruteForce]
+            .into_iter()
+            .map(|a| (a, 1))
+            .collect(),
+        names: Names {
+            sites: vec!["www.example.com".into(), SITE.into()],
+            intranet_host: INTRANET.into(),
+            tunnel_domain: TUNNEL.into(),
+        },
+        ..Default::default()
+    };
+    let (mut pcap, mut truth) = (Vec::new(), Vec::new());
+    nadir_trafficgen::generate(&config, &mut pcap, &mut truth).unwrap();
+    let truth = String::from_utf8(truth)
+        .unwrap()
+        .replace(",syn_scan\n", &format!(",{LABEL}\n"));
+    assert!(truth.contains(LABEL));
+    (pcap, truth.into_bytes())
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_a_real_run_to_a_browser() {
+    let world = World::new("dashboard").await;
+    let _workers = world.spawn_all();
+    let (pcap, truth) = hostile_capture();
+    world.drop_raw("hostile.pcap.labels.csv", truth).await;
+    let (_, run_id) = world.drop_raw("hostile.pcap", pcap).await;
+    let run = world.wait_run(run_id, Duration::from_secs(240)).await;
+    assert_eq!(run.status, "succeeded", "{:?}", run.error);
+
+    // The scores as eval wrote them, read here without the dashboard.
+    let scores_ref: ArtifactRef =
+        serde_json::from_value(run.report.as_ref().unwrap()["scores"].clone()).unwrap();
+    let bytes = world
+        .store
+        .get(&scores_ref.bucket, &scores_ref.key)
+        .await
+        .unwrap();
+    let scores = nadir_flows::table::read_parquet(&bytes).unwrap();
+    let flagged_col = scores.column("flagged").unwrap().bool().unwrap().clone();
+    let text_col = |name: &str| scores.column(name).unwrap().str().unwrap().clone();
+    let (src, dst) = (text_col("src_ip"), text_col("dst_ip"));
+    let names: Vec<StringChunked> = ["dns_query", "tls_sni", "http_host"]
+        .iter()
+        .map(|n| text_col(n))
+        .collect();
+    let flagged_rows: Vec<usize> = (0..scores.height())
+        .filter(|i| flagged_col.get(*i) == Some(true))
+        .collect();
+    let flagged = flagged_rows.len();
+    let of_attacker = flagged_rows
+        .iter()
+        .filter(|i| src.get(**i) == Some(ATTACKER) || dst.get(**i) == Some(ATTACKER))
+        .count();
+    assert!(
+        of_attacker > 0 && of_attacker < flagged,
+        "{of_attacker} of {flagged}"
+    );
+    // Hostile names that reached flagged flows (the pages list flagged flows).
+    let hostile_names: Vec<&str> = [SITE, INTRANET, TUNNEL]
+        .into_iter()
+        .filter(|payload| {
+            flagged_rows.iter().any(|i| {
+                names
+                    .iter()
+                    .any(|c| c.get(*i).is_some_and(|n| n.contains(payload)))
+            })
+        })
+        .collect();
+    assert!(
+        !hostile_names.is_empty(),
+        "no flagged flow carries a hostile name; the test needs one"
+    );
+
+    // A role that may read and add feedback, nothing more.
+    let role = format!("dashboard_{}", std::process::id());
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    let admin = world.db.get().await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN PASSWORD '{password}'"
+        ))
+        .await
+        .unwrap();
+    let granted = world.cli(&["grant-dashboard", &role]);
+    assert!(
+        granted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&granted.stderr)
+    );
+    let url = &world.config.database_url;
+    let at = url.rfind('@').unwrap();
+    let role_url = format!("postgres://{role}:{password}{}", &url[at..]);
+    {
+        let (client, connection) = tokio_postgres::connect(&role_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let denied = client
+            .execute(
+                "UPDATE pipeline_runs SET status = 'failed' WHERE run_id = $1",
+                &[&run_id],
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            denied.to_string().contains("permission denied")
+                || format!("{denied:?}").contains("permission denied"),
+            "{denied:?}"
+        );
+        assert!(client.execute("DELETE FROM feedback", &[]).await.is_err());
+    }
+
+    let user = "analyst-e2e";
+    let dashboard_password = uuid::Uuid::new_v4().simple().to_string();
+    let dashboard = world.spawn_dashboard(
+        &role_url,
+        &[
+            ("NADIR_DASHBOARD_USER", user),
+            ("NADIR_DASHBOARD_PASSWORD", &dashboard_password),
+        ],
+    );
+    assert_eq!(dashboard.http_get("/readyz").await.0, 200, "ready");
+    let anonymous = dashboard.http("GET", "/", &[], "").await;
+    assert_eq!(anonymous.status, 401);
+    assert!(
+        anonymous
+            .header("www-authenticate")
+            .unwrap()
+            .starts_with("Basic")
+    );
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{dashboard_password}"))
+    );
+    let auth = [("Authorization", basic.as_str())];
+    let get = |path: String| {
+        let (dashboard, auth) = (&dashboard, &auth);
+        async move { dashboard.http("GET", &path, auth, "").await }
+    };
+
+    // Exports agree with the scores file.
+    let export = get(format!("/runs/{run_id}/anomalies.json")).await;
+    assert_eq!(export.status, 200, "{}", export.body);
+    let export: serde_json::Value = serde_json::from_str(&export.body).unwrap();
+    assert_eq!(export["total"], flagged);
+    let ranked_by = export["ranked_by"].as_str().unwrap();
+    let rank = export["detectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|d| d["name"] == ranked_by)
+        .unwrap();
+    let first: Vec<f64> = export["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["scores"][rank].as_f64().unwrap())
+        .collect();
+    assert!(
+        first.windows(2).all(|w| w[0] >= w[1]),
+        "highest score first"
+    );
+    let filtered = get(format!(
+        "/runs/{run_id}/anomalies.csv?host={ATTACKER}&sort=time&order=asc"
+    ))
+    .await;
+    assert_eq!(filtered.status, 200);
+    assert!(
+        filtered
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert_eq!(
+        filtered.body.lines().count(),
+        of_attacker + 1,
+        "header + rows"
+    );
+    assert!(
+        !filtered.body.lines().skip(1).any(|l| l.starts_with('=')),
+        "no formula cells"
+    );
+
+    // Untrusted text is escaped in the HTML itself.
+    let scores_page = get(format!("/runs/{run_id}/scores")).await;
+    assert_eq!(scores_page.status, 200);
+    assert!(!scores_page.body.contains(LABEL));
+    assert!(scores_page.body.contains(&escaped(LABEL)));
+    assert!(
+        scores_page
+            .header("content-security-policy")
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let attacker_page = get(format!("/runs/{run_id}/anomalies?host={ATTACKER}")).await;
+    assert!(attacker_page.body.contains(&escaped(LABEL)));
+    for payload in &hostile_names {
+        let page = get(format!(
+            "/runs/{run_id}/anomalies?host={}",
+            query_value(payload)
+        ))
+        .await;
+        assert_eq!(page.status, 200);
+        assert!(!page.body.contains(payload), "{payload} unescaped");
+        assert!(page.body.contains(&escaped(payload)), "{payload} not shown");
+    }
+    // A bad filter is named, not a failure.
+    let bad = get(format!("/runs/{run_id}/anomalies?port=http")).await;
+    assert_eq!(bad.status, 200);
+    assert!(bad.body.contains("is not a port number"));
+
+    // A form posted from another site is refused.
+    let flow = &export["flows"][0];
+    let feedback_path = format!(
+        "/runs/{run_id}/flows/{}/{}/feedback",
+        flow["raw_version"].as_str().unwrap(),
+        flow["flow_id"]
+    );
+    let forged = dashboard
+        .http(
+            "POST",
+            &feedback_path,
+            &[
+                auth[0],
+                ("Origin", "http://evil.example"),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            "verdict=false_positive&comment=forged&analyst=x",
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+
+    // The browser.
+    let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed in {}: scripts/test installs it (npm ci)",
+        browser_dir.display()
+    );
+    let shots = std::env::var("NADIR_SCREENSHOT_DIR").unwrap_or_else(|_| {
+        std::env::temp_dir()
+            .join("nadir-screenshots")
+            .display()
+            .to_string()
+    });
+    let mut hostile: Vec<(String, &str)> = hostile_names
+        .iter()
+        .map(|p| {
+            (
+                format!("/runs/{run_id}/anomalies?host={}", query_value(p)),
+                *p,
+            )
+        })
+        .collect();
+    hostile.push((format!("/runs/{run_id}/scores"), LABEL));
+    hostile.push((format!("/runs/{run_id}/anomalies?host={ATTACKER}"), LABEL));
+    let expect = serde_json::json!({
+        "run_id": run_id,
+        "rows": scores.height(),
+        "flagged": flagged,
+        "filter_host": ATTACKER,
+        "filtered": of_attacker,
+        "hostile": hostile,
+    });
+    let output = Command::new("node")
+        .arg(browser_dir.join("dashboard.mjs"))
+        .env(
+            "DASHBOARD_URL",
+            format!("http://127.0.0.1:{}", dashboard.metrics_port),
+        )
+        .env("DASHBOARD_USER", user)
+        .env("DASHBOARD_PASSWORD", &dashboard_password)
+        .env("EXPECT", expect.to_string())
+        .env("SCREENSHOTS", &shots)
+        .output()
+        .expect("running node (scripts/test installs Node.js)");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "browser test failed:\n{log}\ndashboard log: {}",
+        dashboard.log.display()
+    );
+    println!("{log}screenshots in {shots}");
+
+    // The browser's verdict is in PostgreSQL, by the signed-in analyst,
+    // where the next evaluation reads its labels.
+    let verdicts = world
+        .query(
+            "SELECT verdict, analyst, comment, run_id FROM feedback",
+            &[],
+        )
+        .await;
+    assert_eq!(verdicts.len(), 1);
+    assert_eq!(verdicts[0].get::<_, String>(0), "true_positive");
+    assert_eq!(verdicts[0].get::<_, String>(1), user);
+    assert!(
+        verdicts[0]
+            .get::<_, String>(2)
+            .starts_with("checked by the browser test")
+    );
+    assert_eq!(verdicts[0].get::<_, Option<uuid::Uuid>>(3), Some(run_id));
+
+    let metrics = dashboard.http_get("/metrics").await.1;
+    assert!(metrics.contains(
+        "nadir_dashboard_requests_total{route=\"/runs/{run}/anomalies\",status=\"200\"}"
+    ));
+    admin
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .await
+        .ok();
+}
