@@ -34,6 +34,7 @@ pub fn layout(title: &str, section: Section<'_>, refresh: Option<u32>, body: Mar
                 @if let Some(s) = refresh { meta http-equiv="refresh" content=(s); }
                 title { (title) " · nadir" }
                 link rel="stylesheet" href="/static/app.css";
+                link rel="icon" type="image/svg+xml" href="/static/favicon.svg";
             }
             body {
                 header {
@@ -760,5 +761,6 @@ pub fn problem(title: &str, message: &str) -> Markup {
     )
 }
 
-/// The stylesheet, bundled into the binary.
+/// The stylesheet and icon, bundled into the binary.
 pub const STYLESHEET: &str = include_str!("../static/app.css");
+pub const ICON: &str = include_str!("../static/favicon.svg");

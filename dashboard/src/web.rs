@@ -115,6 +115,8 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/runs/{run}/hosts", get(hosts))
         .route("/models", get(models))
         .route("/static/app.css", get(stylesheet))
+        .route("/static/favicon.svg", get(icon))
+        .route("/favicon.ico", get(icon))
         .route_layer(middleware::from_fn_with_state(state.clone(), access));
     Router::new()
         .merge(pages)
@@ -305,6 +307,16 @@ async fn stylesheet() -> impl IntoResponse {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         pages::STYLESHEET,
+    )
+}
+
+async fn icon() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        pages::ICON,
     )
 }
 

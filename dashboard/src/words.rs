@@ -12,7 +12,10 @@ pub fn number(v: f64) -> String {
             format!("{v}")
         };
     }
-    if v.fract() == 0.0 && v.abs() < 1e15 {
+    if v.abs() >= 1e15 {
+        return format!("{v:.3e}");
+    }
+    if v.fract() == 0.0 {
         let digits = format!("{}", v.abs() as u64);
         let mut out = String::new();
         for (i, c) in digits.chars().enumerate() {
@@ -251,6 +254,8 @@ mod tests {
         assert_eq!(number(0.12345), "0.123");
         assert_eq!(number(12.5), "12.5");
         assert_eq!(number(f64::NAN), "–");
+        assert_eq!(number(2.5e20), "2.500e20");
+        assert_eq!(number(-1e300), "-1.000e300");
         assert_eq!(bytes(999.0), "999 B");
         assert_eq!(bytes(2_500_000_000.0), "2.5 GB");
         assert_eq!(seconds(0.000_25), "250 µs");

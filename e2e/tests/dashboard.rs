@@ -111,6 +111,21 @@ async fn the_dashboard_shows_a_real_run_to_a_browser() {
         !hostile_names.is_empty(),
         "no flagged flow carries a hostile name; the test needs one"
     );
+    // A flagged flow with the hostile label, shown on its own page.
+    let (raw_version, flow_id, label) = (
+        text_col("raw_version"),
+        scores.column("flow_id").unwrap().u64().unwrap().clone(),
+        text_col("label"),
+    );
+    let labelled = flagged_rows
+        .iter()
+        .find(|i| label.get(**i) == Some(LABEL))
+        .expect("a flagged flow with the hostile label");
+    let label_flow_path = format!(
+        "/runs/{run_id}/flows/{}/{}",
+        raw_version.get(*labelled).unwrap(),
+        flow_id.get(*labelled).unwrap()
+    );
 
     // A role that may read and add feedback, nothing more.
     let role = format!("dashboard_{}", std::process::id());
@@ -233,8 +248,10 @@ async fn the_dashboard_shows_a_real_run_to_a_browser() {
             .unwrap()
             .contains("default-src 'none'")
     );
-    let attacker_page = get(format!("/runs/{run_id}/anomalies?host={ATTACKER}")).await;
-    assert!(attacker_page.body.contains(&escaped(LABEL)));
+    let label_page = get(label_flow_path.clone()).await;
+    assert_eq!(label_page.status, 200);
+    assert!(!label_page.body.contains(LABEL));
+    assert!(label_page.body.contains(&escaped(LABEL)));
     for payload in &hostile_names {
         let page = get(format!(
             "/runs/{run_id}/anomalies?host={}",
@@ -294,7 +311,7 @@ async fn the_dashboard_shows_a_real_run_to_a_browser() {
         })
         .collect();
     hostile.push((format!("/runs/{run_id}/scores"), LABEL));
-    hostile.push((format!("/runs/{run_id}/anomalies?host={ATTACKER}"), LABEL));
+    hostile.push((label_flow_path, LABEL));
     let expect = serde_json::json!({
         "run_id": run_id,
         "rows": scores.height(),
