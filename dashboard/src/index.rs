@@ -114,6 +114,9 @@ pub struct RunIndex {
     pub timeline: Option<Timeline>,
     /// Feature distributions of the training window.
     pub profile: Vec<FeatureProfile>,
+    /// Hosts the host-group detector singled out, and the series that
+    /// made them stand out (`mad:peers`, `dbscan:flows`, ...).
+    pub outlying_hosts: HashMap<String, Vec<String>>,
 }
 
 /// What is wrong with a scores table or report.
@@ -139,15 +142,7 @@ impl RunIndex {
     pub fn build(report: &Value, scores: &DataFrame) -> Result<Self, IndexError> {
         let detectors = detectors_of(report)?;
         let rows = scores.height();
-        let champion = report["selection"]["champion"][0].as_str();
-        let primary = champion
-            .and_then(|c| {
-                detectors
-                    .iter()
-                    .position(|d| d.role == "challenger" && d.algorithm == c)
-                    .or_else(|| detectors.iter().position(|d| d.algorithm == c))
-            })
-            .unwrap_or(0);
+        let primary = primary_detector(report, &detectors);
 
         let score_columns: Vec<Float64Chunked> = detectors
             .iter()
@@ -274,7 +269,25 @@ impl RunIndex {
             Some(p) => serde_json::from_value(p.clone())
                 .map_err(|e| IndexError::Report(format!("training_profile: {e}")))?,
         };
+        let mut outlying_hosts: HashMap<String, Vec<String>> = HashMap::new();
+        let partitions = report["detectors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|d| d["hosts"].as_array().into_iter().flatten());
+        for h in partitions.flat_map(|p| p["outlying"].as_array().into_iter().flatten()) {
+            let Some(host) = h["host"].as_str() else {
+                continue;
+            };
+            let series = outlying_hosts.entry(host.to_string()).or_default();
+            for s in h["flagged_by"].as_array().into_iter().flatten() {
+                if let Some(s) = s.as_str().filter(|s| !series.iter().any(|x| x == s)) {
+                    series.push(s.to_string());
+                }
+            }
+        }
         Ok(RunIndex {
+            outlying_hosts,
             rows,
             detectors,
             primary,
@@ -507,6 +520,48 @@ pub struct AnomalyPage<'a> {
     pub flows: Vec<&'a Flow>,
 }
 
+/// Whether a detector scores each flow on its own features (the host-group
+/// detector gives every flow of a host its host's score instead).
+pub fn per_flow(algorithm: &str) -> bool {
+    algorithm != "host_group"
+}
+
+/// The detector flows are ranked by: the run's champion when it scores
+/// flows one by one; else the per-flow detector with the best figure on
+/// the run's selection metric; else the first.
+fn primary_detector(report: &Value, detectors: &[Detector]) -> usize {
+    let candidates = || {
+        detectors
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| per_flow(&d.algorithm))
+    };
+    let champion = report["selection"]["champion"][0].as_str();
+    let by_champion = champion.and_then(|c| {
+        candidates()
+            .filter(|(_, d)| d.algorithm == c)
+            .min_by_key(|(_, d)| d.role != "challenger")
+            .map(|(i, _)| i)
+    });
+    let metric = report["selection_metric"]
+        .as_str()
+        .unwrap_or("average_precision");
+    let figure = |i: usize| report["detectors"][i][metric].as_f64();
+    let by_metric = || {
+        candidates()
+            .filter_map(|(i, _)| figure(i).map(|f| (i, f)))
+            .fold(None::<(usize, f64)>, |best, (i, f)| match best {
+                Some((_, b)) if b >= f => best,
+                _ => Some((i, f)),
+            })
+            .map(|(i, _)| i)
+    };
+    by_champion
+        .or_else(by_metric)
+        .or_else(|| candidates().next().map(|(i, _)| i))
+        .unwrap_or(0)
+}
+
 fn detectors_of(report: &Value) -> Result<Vec<Detector>, IndexError> {
     let list = report["detectors"]
         .as_array()
@@ -714,6 +769,28 @@ mod tests {
         assert_eq!(f.explanation[0].0, "one_class_svm");
         assert_eq!(f.explanation[0].1[0].value, 40.0);
         assert_eq!(index.profile_of("duration_s").unwrap().median, 1.0);
+    }
+
+    #[test]
+    fn a_host_group_champion_does_not_rank_flows() {
+        let mut report = report();
+        report["selection"]["champion"] = json!(["host_group", "v1"]);
+        report["selection_metric"] = json!("average_precision");
+        report["detectors"][0]["average_precision"] = json!(0.4);
+        report["detectors"][1]["average_precision"] = json!(0.3);
+        let index = RunIndex::build(&report, &scores()).unwrap();
+        assert_eq!(
+            index.primary, 0,
+            "the per-flow detector with the best figure"
+        );
+        report["detectors"][1]["hosts"] = json!([{"outlying": [
+            {"host": "10.0.0.1", "flagged_by": ["mad:peers", "dbscan:flows"]},
+            {"host": "10.0.0.1", "flagged_by": ["mad:peers"]}]}]);
+        let index = RunIndex::build(&report, &scores()).unwrap();
+        assert_eq!(
+            index.outlying_hosts["10.0.0.1"],
+            ["mad:peers", "dbscan:flows"]
+        );
     }
 
     #[test]

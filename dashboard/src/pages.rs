@@ -409,6 +409,7 @@ pub fn anomalies(
                             @if let Some((_, contributions)) = f.explanation.first() {
                                 @for c in contributions { div { (words::contribution(&c.feature, c.value, c.typical)) } }
                             }
+                            @if let Some(reason) = host_reason(index, f) { div { (reason) } }
                             @if let Some(l) = &f.label { div.label { "label: " (l) } }
                         }
                         td { @if let Some(v) = feedback.iter().find(|v| v.raw_version == f.raw_version && v.flow_id == f.flow_id) { (verdict_badge(v)) } }
@@ -423,6 +424,24 @@ pub fn anomalies(
         }
     };
     layout("Anomalies", Section::Run(run_id, "anomalies"), None, body)
+}
+
+/// The host-group detector's reason, when it flagged the flow.
+fn host_reason(index: &RunIndex, f: &Flow) -> Option<String> {
+    let flagged_by_group = index
+        .detectors
+        .iter()
+        .zip(&f.flagged_by)
+        .any(|(d, flagged)| *flagged && !crate::index::per_flow(&d.algorithm));
+    if !flagged_by_group {
+        return None;
+    }
+    f.src_ip.iter().chain(&f.dst_ip).find_map(|h| {
+        index
+            .outlying_hosts
+            .get(h)
+            .map(|s| words::outlying_host(h, s))
+    })
 }
 
 /// A path segment, percent-encoded.
@@ -461,7 +480,9 @@ pub fn flow(
             } }
         }
         h2 { "Why it was flagged" }
-        @if f.explanation.is_empty() { p.muted { "No explanation was recorded for this flow." } }
+        @let host = host_reason(index, f);
+        @if let Some(reason) = &host { h3 { (words::detector("host_group")) } p { (reason) } }
+        @if f.explanation.is_empty() && host.is_none() { p.muted { "No explanation was recorded for this flow." } }
         @for (detector, contributions) in &f.explanation {
             h3 { (words::detector(detector)) }
             ul.why { @for c in contributions { li { (words::contribution(&c.feature, c.value, c.typical)) } } }

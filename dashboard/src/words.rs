@@ -12,6 +12,9 @@ pub fn number(v: f64) -> String {
             format!("{v}")
         };
     }
+    if v == 0.0 {
+        return "0".into();
+    }
     if v.abs() >= 1e15 {
         return format!("{v:.3e}");
     }
@@ -154,6 +157,12 @@ fn phrase(feature: &str) -> Option<(String, Unit)> {
 /// A feature's name in words, for table headers ("distinct destination
 /// ports in 60 s").
 pub fn feature_name(feature: &str) -> String {
+    match feature {
+        "duration_s" => return "duration".into(),
+        "handshake_completed" => return "TCP handshake completed".into(),
+        "src_failed_ratio_60s" => return "share of the source's connections failed in 60 s".into(),
+        _ => {}
+    }
     match phrase(feature) {
         Some((p, _)) => p
             .replace("{} ", "")
@@ -187,6 +196,31 @@ pub fn contribution(feature: &str, v: f64, typical: f64) -> String {
             number(v),
             number(typical)
         ),
+    }
+}
+
+/// Why the host-group detector flagged a flow of `host`: which of the
+/// host's series per minute stood apart from its peers'.
+pub fn outlying_host(host: &str, series: &[String]) -> String {
+    let mut what: Vec<&str> = series
+        .iter()
+        .filter_map(|s| s.split(':').nth(1))
+        .map(|s| match s {
+            "flows" => "flows",
+            "bytes" => "bytes",
+            "peers" => "distinct peers",
+            other => other,
+        })
+        .collect();
+    what.sort();
+    what.dedup();
+    if what.is_empty() {
+        format!("{host} stood apart from the other hosts")
+    } else {
+        format!(
+            "{host} stood apart from the other hosts in {} per minute",
+            what.join(" and ")
+        )
     }
 }
 
@@ -245,6 +279,17 @@ mod tests {
             "distinct destination ports in 60 s"
         );
         assert_eq!(feature_name("fwd_size_max"), "largest packet size sent");
+        assert_eq!(
+            outlying_host(
+                "10.0.0.1",
+                &[
+                    "mad:peers".into(),
+                    "dbscan:peers".into(),
+                    "mad:bytes".into()
+                ]
+            ),
+            "10.0.0.1 stood apart from the other hosts in bytes and distinct peers per minute"
+        );
     }
 
     #[test]
@@ -254,6 +299,7 @@ mod tests {
         assert_eq!(number(0.12345), "0.123");
         assert_eq!(number(12.5), "12.5");
         assert_eq!(number(f64::NAN), "–");
+        assert_eq!(number(-0.0), "0");
         assert_eq!(number(2.5e20), "2.500e20");
         assert_eq!(number(-1e300), "-1.000e300");
         assert_eq!(bytes(999.0), "999 B");
