@@ -45,6 +45,23 @@ enum Command {
         /// Delete the JetStream streams first (drops every pending message).
         #[arg(long)]
         reset_streams: bool,
+        /// Also let this existing PostgreSQL role serve the dashboard (as
+        /// `nadir grant-dashboard`).
+        #[arg(long, value_name = "ROLE")]
+        grant_dashboard: Option<String>,
+    },
+    /// GET an http:// URL and exit 0 if it answers 2xx: the health check
+    /// of containers that have no curl (`nadir probe http://127.0.0.1:9090/readyz`).
+    Probe {
+        url: String,
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
+    /// Print the environment variables a nadir binary reads, one per line
+    /// with `required` or `optional` (for deployment checks).
+    Variables {
+        /// nadir, nadir-ingest, nadir-transform, nadir-train, nadir-eval or nadir-dashboard
+        binary: String,
     },
     /// Upload files into the RAW bucket; each starts a run.
     Upload {
@@ -220,6 +237,17 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     use std::process::ExitCode;
+    if let Command::Probe { url, timeout } = &cli.command {
+        return probe(url, Duration::from_secs(*timeout)).await;
+    }
+    if let Command::Variables { binary } = &cli.command {
+        let vars = nadir_common::config::variables_of(binary)
+            .with_context(|| format!("{binary:?} is not a nadir binary"))?;
+        for (var, required) in vars {
+            println!("{var} {}", if required { "required" } else { "optional" });
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Command::Sample { output, rows, seed } = &cli.command {
         std::fs::write(output, nadir_flows::sample::flow_csv(*rows, *seed))
             .with_context(|| format!("writing {}", output.display()))?;
@@ -281,19 +309,23 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let config = Config::from_env()?;
     match cli.command {
         Command::Sample { .. }
+        | Command::Probe { .. }
+        | Command::Variables { .. }
         | Command::Flows { .. }
         | Command::GenCapture { .. }
         | Command::Analyze { .. } => {
             unreachable!("handled without services")
         }
-        Command::Setup { reset_streams } => setup(&config, reset_streams).await?,
-        Command::GrantDashboard { role } => {
-            let db = audit::pool(&config.database_url, 1)?;
-            audit::grant_dashboard(&db, &role)
-                .await
-                .map_err(|e| anyhow::anyhow!(e.detail()))?;
-            println!("role {role} may now read the audit trail and the registry, and add feedback");
+        Command::Setup {
+            reset_streams,
+            grant_dashboard: role,
+        } => {
+            setup(&config, reset_streams).await?;
+            if let Some(role) = role {
+                grant_dashboard(&config, &role).await?;
+            }
         }
+        Command::GrantDashboard { role } => grant_dashboard(&config, &role).await?,
         Command::Upload { files, prefix } => upload(&config, &files, &prefix).await?,
         Command::Start {
             keys,
@@ -533,6 +565,52 @@ impl<R: std::io::Read> std::io::Read for CountingReader<R> {
         self.read += n as u64;
         self.bar.set_position(self.read);
         Ok(n)
+    }
+}
+
+async fn grant_dashboard(config: &Config, role: &str) -> anyhow::Result<()> {
+    let db = audit::pool(&config.database_url, 1)?;
+    audit::grant_dashboard(&db, role)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.detail()))?;
+    println!("role {role} may now read the audit trail and the registry, and add feedback");
+    Ok(())
+}
+
+/// One HTTP/1.0 GET; success is a 2xx status.
+async fn probe(url: &str, timeout: Duration) -> anyhow::Result<std::process::ExitCode> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url:?}: only http:// URLs can be probed"))?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&response).into_owned())
+    };
+    let response = tokio::time::timeout(timeout, exchange)
+        .await
+        .with_context(|| format!("{url}: no answer within {timeout:?}"))?
+        .with_context(|| format!("{url}"))?;
+    let status: u16 = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("{url}: not an HTTP response"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim())
+        .unwrap_or("");
+    if (200..300).contains(&status) {
+        Ok(std::process::ExitCode::SUCCESS)
+    } else {
+        eprintln!("{url}: {status} {body}");
+        Ok(std::process::ExitCode::FAILURE)
     }
 }
 

@@ -246,8 +246,47 @@ pub const VARIABLES: &[&str] = &[
     "NADIR_SCALING",
     "NADIR_FLOW_IDLE_TIMEOUT_SECS",
     "NADIR_FLOW_ACTIVE_TIMEOUT_SECS",
+    "NADIR_TRAIN_PARTITIONS",
+    "NADIR_TRAIN_SPAN_HOURS",
+    "NADIR_HOLDOUT",
+    "NADIR_SELECTION_METRIC",
     "NADIR_WORKER_ID",
 ];
+
+/// The variables [`Config`] cannot start without.
+pub const REQUIRED: &[&str] = &[
+    "NADIR_NATS_URL",
+    "NADIR_S3_ENDPOINT",
+    "NADIR_S3_ACCESS_KEY",
+    "NADIR_S3_SECRET_KEY",
+    "NADIR_DATABASE_URL",
+];
+
+/// What a nadir binary reads from its environment: every variable, and
+/// whether it is required. For the deployment checks (`nadir variables`).
+pub fn variables_of(binary: &str) -> Option<Vec<(&'static str, bool)>> {
+    let shared_with_dashboard = |v: &str| {
+        v.starts_with("NADIR_S3_") || v.starts_with("NADIR_BUCKET_") || v == "NADIR_DATABASE_URL"
+    };
+    match binary {
+        "nadir" | "nadir-ingest" | "nadir-transform" | "nadir-train" | "nadir-eval" => Some(
+            VARIABLES
+                .iter()
+                .map(|v| (*v, REQUIRED.contains(v)))
+                .collect(),
+        ),
+        "nadir-dashboard" => Some(
+            VARIABLES
+                .iter()
+                .copied()
+                .filter(|v| shared_with_dashboard(v))
+                .map(|v| (v, REQUIRED.contains(&v)))
+                .chain(DASHBOARD_VARIABLES.iter().map(|v| (*v, false)))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -578,6 +617,38 @@ fn default_worker_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_variable_read_here_is_listed() {
+        let source = include_str!("config.rs");
+        let listed: Vec<&str> = super::VARIABLES
+            .iter()
+            .chain(super::DASHBOARD_VARIABLES)
+            .copied()
+            .collect();
+        let mut rest = source;
+        let mut seen = 0;
+        while let Some(at) = rest.find("\"NADIR_") {
+            let name: String = rest[at + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest = &rest[at + 1 + name.len()..];
+            // Prefixes in the code (`"NADIR_S3_"`) end with '_'.
+            if name.ends_with('_') {
+                continue;
+            }
+            seen += 1;
+            assert!(
+                listed.contains(&name.as_str()),
+                "{name} is read but not listed"
+            );
+        }
+        assert!(seen > 20, "{seen}");
+        let dashboard = super::variables_of("nadir-dashboard").unwrap();
+        assert!(dashboard.contains(&("NADIR_DATABASE_URL", true)));
+        assert!(!dashboard.iter().any(|(v, _)| *v == "NADIR_NATS_URL"));
+    }
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {

@@ -92,13 +92,15 @@ fn short(v: &str, n: usize) -> &str {
 
 /// A failed stage's error, said plainly: which stage, what happened.
 pub fn plain_error(stage: Option<&str>, error: &str) -> String {
-    let stage = stage.unwrap_or("a stage");
     let cause = error
         .strip_prefix("gave up after ")
         .and_then(|rest| rest.split_once(": "))
         .map(|(attempts, cause)| format!("{cause} (tried {attempts})"))
         .unwrap_or_else(|| error.to_string());
-    format!("The {stage} stage failed: {cause}")
+    match stage {
+        Some(stage) => format!("The {stage} stage failed: {cause}"),
+        None => format!("The run failed: {cause}"),
+    }
 }
 
 // ---------------------------------------------------------------- runs
@@ -785,3 +787,23 @@ pub fn problem(title: &str, message: &str) -> Markup {
 /// The stylesheet and icon, bundled into the binary.
 pub const STYLESHEET: &str = include_str!("../static/app.css");
 pub const ICON: &str = include_str!("../static/favicon.svg");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_stage_in_plain_words() {
+        assert_eq!(
+            plain_error(
+                Some("transform"),
+                "gave up after 3 deliveries: s3: connection refused"
+            ),
+            "The transform stage failed: s3: connection refused (tried 3 deliveries)"
+        );
+        assert_eq!(
+            plain_error(None, "raw/x.bin: not a capture or flow file"),
+            "The run failed: raw/x.bin: not a capture or flow file"
+        );
+    }
+}
