@@ -596,7 +596,7 @@ async fn probe(url: &str, timeout: Duration) -> anyhow::Result<std::process::Exi
     let response = tokio::time::timeout(timeout, exchange)
         .await
         .with_context(|| format!("{url}: no answer within {timeout:?}"))?
-        .with_context(|| format!("{url}"))?;
+        .with_context(|| url.to_string())?;
     let status: u16 = response
         .split_whitespace()
         .nth(1)
