@@ -142,32 +142,10 @@ impl World {
     /// Starts `nadir-<stage>` with this world's settings plus `extra`.
     pub fn spawn(&self, stage: &str, extra: &[(&str, &str)]) -> Worker {
         let port = free_port();
-        let binary = bin_dir().join(format!("nadir-{stage}"));
-        assert!(
-            binary.exists(),
-            "{} is missing: build the workspace first (scripts/test does)",
-            binary.display()
-        );
-        let log_path = self.logs.join(format!("{stage}-{port}.log"));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(&binary)
-            .env_clear()
-            .envs(&self.vars)
-            .env("NADIR_METRICS_ADDR", format!("127.0.0.1:{port}"))
-            .env("NADIR_WORKER_ID", format!("{stage}-{port}"))
-            .env("RUST_LOG", "info")
-            .envs(extra.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        Worker {
-            stage: stage.to_string(),
-            child: Some(child),
-            metrics_port: port,
-            log: log_path,
-        }
+        let mut env: Vec<(String, String)> = self.vars.clone().into_iter().collect();
+        env.push(("NADIR_METRICS_ADDR".into(), format!("127.0.0.1:{port}")));
+        env.push(("NADIR_WORKER_ID".into(), format!("{stage}-{port}")));
+        launch(stage, port, env, extra, &self.logs)
     }
 
     /// All four workers.
@@ -253,36 +231,15 @@ impl World {
     /// the database at `database_url`, and `extra`.
     pub fn spawn_dashboard(&self, database_url: &str, extra: &[(&str, &str)]) -> Worker {
         let port = free_port();
-        let binary = bin_dir().join("nadir-dashboard");
-        assert!(
-            binary.exists(),
-            "{} is missing: build the workspace first (scripts/test does)",
-            binary.display()
-        );
-        let log_path = self.logs.join(format!("dashboard-{port}.log"));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let shared = self
+        let mut env: Vec<(String, String)> = self
             .vars
             .iter()
-            .filter(|(k, _)| k.starts_with("NADIR_S3_") || k.starts_with("NADIR_BUCKET_"));
-        let child = Command::new(&binary)
-            .env_clear()
-            .envs(shared)
-            .env("NADIR_DATABASE_URL", database_url)
-            .env("NADIR_DASHBOARD_ADDR", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "info")
-            .envs(extra.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        Worker {
-            stage: "dashboard".into(),
-            child: Some(child),
-            metrics_port: port,
-            log: log_path,
-        }
+            .filter(|(k, _)| k.starts_with("NADIR_S3_") || k.starts_with("NADIR_BUCKET_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("NADIR_DATABASE_URL".into(), database_url.into()));
+        env.push(("NADIR_DASHBOARD_ADDR".into(), format!("127.0.0.1:{port}")));
+        launch("dashboard", port, env, extra, &self.logs)
     }
 
     /// Runs the `nadir` CLI with this world's settings.
@@ -293,6 +250,41 @@ impl World {
             .args(args)
             .output()
             .expect("running nadir")
+    }
+}
+
+/// Starts `nadir-<name>` with only `env` and `extra` in its environment,
+/// its output in a log file; `port` is where it serves HTTP.
+fn launch(
+    name: &str,
+    port: u16,
+    env: Vec<(String, String)>,
+    extra: &[(&str, &str)],
+    logs: &Path,
+) -> Worker {
+    let binary = bin_dir().join(format!("nadir-{name}"));
+    assert!(
+        binary.exists(),
+        "{} is missing: build the workspace first (scripts/test does)",
+        binary.display()
+    );
+    let log_path = logs.join(format!("{name}-{port}.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(&binary)
+        .env_clear()
+        .envs(env)
+        .env("RUST_LOG", "info")
+        .envs(extra.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+    Worker {
+        stage: name.to_string(),
+        child: Some(child),
+        metrics_port: port,
+        log: log_path,
     }
 }
 

@@ -158,6 +158,9 @@ def check_compose(path, binaries, reads):
             if SECRET_WORDS.search(key) and "${" not in str(value) and "$$" not in str(value):
                 fail(where, f"{key} is written in compose.yaml; take it from .env")
         if "nadir" not in image:
+            for key in service.get("environment") or {}:
+                if key.startswith("NADIR_"):
+                    fail(where, f"sets {key}, but no nadir binary runs in it")
             continue
         if service.get("read_only") is not True or service.get("cap_drop") != ["ALL"]:
             fail(where, "not read_only with every capability dropped")
