@@ -95,7 +95,7 @@ pub fn lines(title: &str, labels: &[String], series: &[(String, Vec<Option<f64>>
     ];
     let n = labels.len();
     let x = |i: usize| scale(i as f64, 0.0, (n.max(2) - 1) as f64, PAD, W - PAD);
-    let y = |v: f64| scale(v, 0.0, 1.0, H - PAD, PAD / 2.0);
+    let y = |v: f64| scale(v, 0.0, 1.0, H - PAD, PAD / 2.0 + 18.0);
     html! {
         svg.chart viewBox={ "0 0 " (W) " " (H) } role="img" aria-label=(title) {
             title { (title) }
@@ -115,7 +115,8 @@ pub fn lines(title: &str, labels: &[String], series: &[(String, Vec<Option<f64>>
                         }
                     }
                 }
-                text x=(W - PAD + 2.0) y=(PAD + 12.0 * k as f64) font-size="10" fill=(colour) {
+                // The legend, two to a column above the plot.
+                text x=(PAD + 260.0 * (k / 2) as f64) y=(10.0 + 11.0 * (k % 2) as f64) font-size="10" fill=(colour) {
                     (words::detector(name))
                 }
             }

@@ -156,9 +156,15 @@ fn summary_number(r: &Run, key: &str) -> String {
 
 // ---------------------------------------------------------------- run detail
 
+/// Rows of artifacts: `list` is an array of artifact refs, or one object.
 fn artifact_rows(list: &Value) -> Markup {
+    let items: Vec<&Value> = match list {
+        Value::Array(a) => a.iter().collect(),
+        Value::Object(_) => vec![list],
+        _ => Vec::new(),
+    };
     html! {
-        @for a in list.as_array().into_iter().flatten() {
+        @for a in items {
             tr {
                 td { code { "s3://" (a["bucket"].as_str().unwrap_or("")) "/" (a["key"].as_str().unwrap_or("")) } }
                 td { code { (a["version"].as_str().unwrap_or("")) } }
@@ -198,7 +204,7 @@ pub fn run_detail(
                     tr.artifacts { td {} td colspan="6" {
                         table.inner {
                             tr { th colspan="4" { "read" } }
-                            (artifact_rows(&r.inputs))
+                            (artifact_rows(&read_artifacts(r)))
                             tr { th colspan="4" { "wrote" } }
                             (artifact_rows(&r.outputs))
                         }
@@ -216,6 +222,20 @@ pub fn run_detail(
     };
     let refresh = (run.status == "running").then_some(5);
     layout("Run", Section::Run(run.run_id, "run"), refresh, body)
+}
+
+/// What a stage job read; a RAW object (ingest) with the version and
+/// sha256 that ingest gave it.
+fn read_artifacts(r: &nadir_common::audit::StageRow) -> Value {
+    match (&r.inputs, r.stage) {
+        (Value::Object(raw), nadir_common::audit::StageKind::Ingest) => {
+            let mut raw = raw.clone();
+            raw.insert("version".into(), r.metrics["raw_version"].clone());
+            raw.insert("sha256".into(), r.metrics["sha256"].clone());
+            Value::Object(raw)
+        }
+        (inputs, _) => inputs.clone(),
+    }
 }
 
 fn metric(d: &Value, key: &str) -> String {
