@@ -43,53 +43,75 @@ pub enum LoadError {
     Invalid(String),
 }
 
-type Slot = Arc<OnceCell<Arc<LoadedRun>>>;
-type FeaturesSlot = Arc<OnceCell<Arc<FlowFeatures>>>;
-
 /// Numeric features of flagged flows in one SILVER partition, by flow id.
 pub type FlowFeatures = HashMap<u64, Vec<(String, f64)>>;
 
-pub struct Artifacts {
-    store: ObjectStore,
+/// The most recently used entries, each loaded once however many requests
+/// ask for it at the same time; a failed load is forgotten so the next
+/// request tries again.
+struct Recent<K, V> {
     capacity: usize,
     /// Most recently used last.
-    runs: Mutex<VecDeque<(Uuid, Slot)>>,
+    entries: Mutex<VecDeque<(K, Arc<OnceCell<V>>)>>,
+}
+
+impl<K: PartialEq + Clone, V: Clone> Recent<K, V> {
+    fn new(capacity: usize) -> Self {
+        Recent {
+            capacity,
+            entries: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn loaded(&self) -> usize {
+        let entries = self.entries.lock().expect("artifact cache lock");
+        entries.iter().filter(|(_, s)| s.initialized()).count()
+    }
+
+    async fn get_or_load<E, F>(&self, key: K, load: impl FnOnce() -> F) -> Result<V, E>
+    where
+        F: std::future::Future<Output = Result<V, E>>,
+    {
+        let slot = {
+            let mut entries = self.entries.lock().expect("artifact cache lock");
+            let slot = match entries.iter().position(|(k, _)| *k == key) {
+                Some(i) => entries.remove(i).expect("position is in range").1,
+                None => Arc::new(OnceCell::new()),
+            };
+            entries.push_back((key.clone(), slot.clone()));
+            while entries.len() > self.capacity {
+                entries.pop_front();
+            }
+            slot
+        };
+        let result = slot.get_or_try_init(load).await.cloned();
+        if result.is_err() {
+            let mut entries = self.entries.lock().expect("artifact cache lock");
+            entries.retain(|(k, s)| *k != key || s.initialized());
+        }
+        result
+    }
+}
+
+pub struct Artifacts {
+    store: ObjectStore,
+    runs: Recent<Uuid, Arc<LoadedRun>>,
     /// Per (run, RAW version): the flagged flows' features.
-    silver: Mutex<VecDeque<((Uuid, String), FeaturesSlot)>>,
+    silver: Recent<(Uuid, String), Arc<FlowFeatures>>,
 }
 
 impl Artifacts {
     pub fn new(store: ObjectStore, capacity: usize) -> Self {
         Artifacts {
             store,
-            capacity,
-            runs: Mutex::new(VecDeque::new()),
-            silver: Mutex::new(VecDeque::new()),
+            runs: Recent::new(capacity),
+            silver: Recent::new(capacity * 4),
         }
     }
 
     /// Runs indexed now.
     pub fn indexed(&self) -> usize {
-        let runs = self.runs.lock().expect("artifact cache lock");
-        runs.iter().filter(|(_, s)| s.initialized()).count()
-    }
-
-    fn slot(&self, run_id: Uuid) -> Slot {
-        let mut runs = self.runs.lock().expect("artifact cache lock");
-        let slot = match runs.iter().position(|(id, _)| *id == run_id) {
-            Some(i) => runs.remove(i).expect("position is in range").1,
-            None => Arc::new(OnceCell::new()),
-        };
-        runs.push_back((run_id, slot.clone()));
-        while runs.len() > self.capacity {
-            runs.pop_front();
-        }
-        slot
-    }
-
-    fn forget(&self, run_id: Uuid) {
-        let mut runs = self.runs.lock().expect("artifact cache lock");
-        runs.retain(|(id, s)| *id != run_id || s.initialized());
+        self.runs.loaded()
     }
 
     /// A run's report and index; `report` is `pipeline_runs.report`.
@@ -101,15 +123,9 @@ impl Artifacts {
         let (Ok(report_ref), Ok(scores_ref)) = refs else {
             return Err(LoadError::NoReport);
         };
-        let slot = self.slot(run_id);
-        let loaded = slot
-            .get_or_try_init(|| self.load(report_ref, scores_ref))
+        self.runs
+            .get_or_load(run_id, || self.load(report_ref, scores_ref))
             .await
-            .cloned();
-        if loaded.is_err() {
-            self.forget(run_id);
-        }
-        loaded
     }
 
     async fn fetch(&self, artifact: &ArtifactRef) -> Result<bytes::Bytes, LoadError> {
@@ -163,7 +179,7 @@ impl Artifacts {
 
     /// Indexes the newest runs ahead of requests.
     pub async fn warm(&self, runs: &[(Uuid, Value)]) {
-        for (run_id, report) in runs.iter().take(self.capacity).rev() {
+        for (run_id, report) in runs.iter().take(self.runs.capacity).rev() {
             if let Err(e) = self.run(*run_id, report).await {
                 tracing::warn!(run_id = %run_id, error = %e, "could not index run");
             }
@@ -180,28 +196,17 @@ impl Artifacts {
         flows: ArtifactRef,
     ) -> Result<Arc<FlowFeatures>, LoadError> {
         let key = (run_id, raw_version.to_string());
-        let slot = {
-            let mut silver = self.silver.lock().expect("artifact cache lock");
-            let slot = match silver.iter().position(|(k, _)| *k == key) {
-                Some(i) => silver.remove(i).expect("position is in range").1,
-                None => Arc::new(OnceCell::new()),
-            };
-            silver.push_back((key.clone(), slot.clone()));
-            while silver.len() > self.capacity * 4 {
-                silver.pop_front();
-            }
-            slot
-        };
-        let wanted: Vec<u64> = run
-            .index
-            .anomalies
-            .iter()
-            .filter(|f| f.raw_version == raw_version)
-            .map(|f| f.flow_id)
-            .collect();
-        let features: Vec<String> = run.index.profile.iter().map(|p| p.name.clone()).collect();
-        let result = slot
-            .get_or_try_init(|| async {
+        self.silver
+            .get_or_load(key, || async {
+                let wanted: Vec<u64> = run
+                    .index
+                    .anomalies
+                    .iter()
+                    .filter(|f| f.raw_version == raw_version)
+                    .map(|f| f.flow_id)
+                    .collect();
+                let features: Vec<String> =
+                    run.index.profile.iter().map(|p| p.name.clone()).collect();
                 let bytes = self.fetch(&flows).await?;
                 let uri = flows.uri();
                 tokio::task::spawn_blocking(move || features_of(&bytes, &wanted, &features))
@@ -211,12 +216,6 @@ impl Artifacts {
                     .map_err(|e| LoadError::Invalid(format!("{uri}: {e}")))
             })
             .await
-            .cloned();
-        if result.is_err() {
-            let mut silver = self.silver.lock().expect("artifact cache lock");
-            silver.retain(|(k, s)| *k != key || s.initialized());
-        }
-        result
     }
 }
 

@@ -303,11 +303,14 @@ impl RunIndex {
     /// The flagged flows that pass `filter`, sorted and paged.
     pub fn anomalies(&self, query: &AnomalyQuery) -> AnomalyPage<'_> {
         let filter = &query.filter;
-        let score_of = |f: &Flow| f.scores[self.primary];
+        let flagged_by = filter
+            .detector
+            .as_ref()
+            .map(|d| self.detectors.iter().position(|x| x.name == *d));
         let mut matching: Vec<&Flow> = self
             .anomalies
             .iter()
-            .filter(|f| filter.matches(f, score_of(f)))
+            .filter(|f| filter.matches(f, f.scores[self.primary], flagged_by))
             .collect();
         let key = query.sort.detector(&self.detectors).unwrap_or(self.primary);
         match query.sort {
@@ -431,14 +434,14 @@ pub struct Filter {
     pub to_ns: Option<i64>,
     /// Ranking score at least.
     pub min_score: Option<f64>,
-    /// Flagged by this detector.
+    /// Flagged by this detector (by name).
     pub detector: Option<String>,
-    /// Detector names in the run's order (to look `detector` up).
-    pub detector_names: Vec<String>,
 }
 
 impl Filter {
-    fn matches(&self, f: &Flow, score: f64) -> bool {
+    /// `flagged_by`: where `detector` stands among the run's detectors
+    /// (`Some(None)` when the run has no such detector).
+    fn matches(&self, f: &Flow, score: f64, flagged_by: Option<Option<usize>>) -> bool {
         if let Some(host) = &self.host {
             let host = host.to_ascii_lowercase();
             let found = f
@@ -476,13 +479,11 @@ impl Filter {
         {
             return false;
         }
-        if let Some(d) = &self.detector {
-            match self.detector_names.iter().position(|n| n == d) {
-                Some(i) if f.flagged_by.get(i).copied().unwrap_or(false) => {}
-                _ => return false,
-            }
+        match flagged_by {
+            Some(Some(i)) => f.flagged_by.get(i).copied().unwrap_or(false),
+            Some(None) => false,
+            None => true,
         }
-        true
     }
 }
 
@@ -600,15 +601,6 @@ fn parse_explanation(
         .collect())
 }
 
-/// Labels that mean "not an attack", as eval reads them.
-fn benign(label: &str) -> bool {
-    let l = label
-        .trim()
-        .trim_end_matches(" (analyst)")
-        .to_ascii_lowercase();
-    matches!(l.as_str(), "normal" | "benign" | "0" | "false")
-}
-
 fn label_scores(
     label: &Column,
     scores: &[Float64Chunked],
@@ -618,7 +610,11 @@ fn label_scores(
     let mut by: HashMap<String, LabelScores> = HashMap::new();
     for (i, l) in label.iter().enumerate() {
         let Some(l) = l else { continue };
-        let name = if benign(l) { "benign" } else { l };
+        let name = if nadir_flows::labels::is_attack(l) {
+            l
+        } else {
+            "benign"
+        };
         let entry = by.entry(name.to_string()).or_insert_with(|| LabelScores {
             label: name.to_string(),
             flows: 0,
@@ -829,7 +825,6 @@ mod tests {
         assert_eq!(index.anomalies(&q(score)).total, 2);
         let by_if = Filter {
             detector: Some("isolation_forest".into()),
-            detector_names: vec!["isolation_forest".into(), "one_class_svm".into()],
             ..Default::default()
         };
         assert_eq!(index.anomalies(&q(by_if)).total, 2);

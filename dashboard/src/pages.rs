@@ -63,8 +63,8 @@ pub fn time(t: DateTime<Utc>) -> String {
 }
 
 pub fn time_ns(ns: Option<i64>) -> String {
-    ns.and_then(|ns| DateTime::<Utc>::from_timestamp_nanos(ns).into())
-        .map(|t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+    ns.map(DateTime::<Utc>::from_timestamp_nanos)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
         .unwrap_or_else(|| "–".into())
 }
 

@@ -483,7 +483,6 @@ impl AnomalyParams {
                 to_ns,
                 min_score,
                 detector: detector.filter(|d| detectors.contains(d)),
-                detector_names: detectors,
             },
             sort,
             descending: text(&self.order).as_deref() != Some("asc"),

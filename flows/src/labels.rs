@@ -21,6 +21,18 @@ pub const SIDECAR_SUFFIX: &str = ".labels.csv";
 /// Header of the sidecar CSV.
 pub const HEADER: &str = "protocol,src_ip,src_port,dst_ip,dst_port,label";
 
+/// Labels that mean "not an attack"; any other label is an attack.
+const BENIGN: [&str; 4] = ["normal", "benign", "0", "false"];
+
+/// Marks a label that came from an analyst's verdict, not from the data.
+pub const FROM_ANALYST: &str = " (analyst)";
+
+/// Whether a flow's label (from the data or an analyst) names an attack.
+pub fn is_attack(label: &str) -> bool {
+    let label = label.trim().trim_end_matches(FROM_ANALYST);
+    !BENIGN.contains(&label.to_ascii_lowercase().as_str())
+}
+
 pub fn is_sidecar(key: &str) -> bool {
     key.ends_with(SIDECAR_SUFFIX)
 }

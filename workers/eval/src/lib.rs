@@ -21,22 +21,12 @@ use nadir_common::stage::{JobContext, Outcome, Stage, StageError, compute};
 use nadir_detectors::model::ScoreSummary;
 use nadir_detectors::{Model, metrics};
 use nadir_flows::FlowTable;
+use nadir_flows::labels::{FROM_ANALYST, is_attack};
 use nadir_flows::table::{FLOW_ID, LABEL, held_out, write_parquet};
 use polars::prelude::*;
 use serde_json::{Value, json};
 
 pub struct Eval;
-
-/// Labels that mean "not an attack"; any other label is an attack.
-const BENIGN: [&str; 4] = ["normal", "benign", "0", "false"];
-
-/// Marks a label that came from an analyst's verdict, not from the data.
-const FROM_ANALYST: &str = " (analyst)";
-
-pub fn is_attack(label: &str) -> bool {
-    let label = label.trim().trim_end_matches(FROM_ANALYST);
-    !BENIGN.contains(&label.to_ascii_lowercase().as_str())
-}
 
 /// Loads a model file, checking it holds the algorithm the message names.
 pub fn load_model(algorithm: &str, bytes: &[u8]) -> Result<Model, String> {
