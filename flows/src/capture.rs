@@ -12,7 +12,7 @@ use polars::prelude::*;
 use std::io::Write;
 
 use crate::labels::GroundTruth;
-use crate::table::{FLOW_ID, FlowError, FlowTable, LABEL};
+use crate::table::{FlowError, FlowTable, LABEL, flow_id_column, parquet_error, parquet_writer};
 
 /// Builds the SILVER table of `flows`, with `labels` (one per flow) if
 /// given; `flow_id`s count from `first_id`.
@@ -38,10 +38,7 @@ pub fn table_from_flows(
             features.push(name);
         }};
     }
-    col!(
-        FLOW_ID,
-        (first_id..first_id + n as u64).collect::<Vec<u64>>()
-    );
+    columns.push(flow_id_column(first_id, n));
     for (name, f) in [
         (
             "src_ip",
@@ -199,20 +196,18 @@ impl<'a, W: Write> SilverWriter<'a, W> {
     fn flush(&mut self) -> Result<(), FlowError> {
         let labels = self.truth.map(|t| t.labels(&self.batch));
         let table = table_from_flows(&self.batch, labels, self.summary.rows)?;
-        let parquet = |e: PolarsError| FlowError::Parquet(e.to_string());
         if self.writer.is_none() {
             let out = self.out.take().expect("output taken only here");
-            let writer = ParquetWriter::new(out)
-                .with_compression(ParquetCompression::Zstd(None))
+            let writer = parquet_writer(out)
                 .batched(table.frame.schema())
-                .map_err(parquet)?;
+                .map_err(parquet_error)?;
             self.writer = Some(writer);
         }
         self.writer
             .as_mut()
             .expect("created above")
             .write_batch(&table.frame)
-            .map_err(parquet)?;
+            .map_err(parquet_error)?;
         self.summary.rows += self.batch.len() as u64;
         self.summary.features = table.features;
         self.summary.text = table.text;
@@ -229,7 +224,7 @@ impl<'a, W: Write> SilverWriter<'a, W> {
             .as_ref()
             .expect("flushed above")
             .finish()
-            .map_err(|e| FlowError::Parquet(e.to_string()))?;
+            .map_err(parquet_error)?;
         Ok(self.summary)
     }
 }
