@@ -1,31 +1,36 @@
 //! `nadir analyze`: the transform, train and eval stages in one process on
-//! local files, with no service. It calls the very functions the workers
-//! call (`nadir_transform::transform_object`, `nadir_train::fit`,
-//! `nadir_eval::evaluate`) and writes the same artifacts, with their
-//! manifests, under one directory instead of the buckets:
+//! local files, with no service. It calls the stage cores the workers call
+//! (`nadir_pipeline::{transform, train, eval}`) with the same typed
+//! parameters, and writes the same artifacts and manifests through a
+//! directory sink laid out like the buckets:
 //!
 //! ```text
-//! DIR/silver/<raw version>/flows.parquet, manifest.json
-//! DIR/models/<algorithm>/model.json, manifest.json
-//! DIR/eval/report.json, scores.parquet, manifest.json
+//! DIR/silver/flows/<raw version>/<version>/flows.parquet, manifest.json
+//! DIR/models/<algorithm>/<version>/model.json, manifest.json
+//! DIR/eval/<version>/report.json, scores.parquet, manifest.json
 //! ```
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use nadir_common::config::Analysis;
-use nadir_common::layout::{self, ArtifactRef, Manifest};
-use nadir_common::messages::{EvalJob, RawObject, SCHEMA_VERSION, SilverPartition, TrainedModel};
-use nadir_eval::{Scorer, evaluate};
+use nadir_contract::layout::{self, ArtifactRef, Layer};
+use nadir_contract::messages::{EvalJob, RawObject, SCHEMA_VERSION, SilverPartition};
+use nadir_contract::params::EvalParams;
 use nadir_flows::FlowTable;
+use nadir_flows::capture::SilverSummary;
+use nadir_flows::format::SNIFF_LEN;
 use nadir_flows::labels::SIDECAR_SUFFIX;
 use nadir_flows::table::write_parquet;
-use nadir_train::{Fitted, fit, model_metrics, model_parameters, model_specs, training_dataset};
+use nadir_pipeline::Analysis;
+use nadir_pipeline::eval::{EvalOf, Scorer, evaluate};
+use nadir_pipeline::sink::{ArtifactSink, DirSink, Product, write};
+use nadir_pipeline::train::{self, training_dataset};
+use nadir_pipeline::transform::{self, SilverOf, Transformed};
 use serde_json::json;
 use uuid::Uuid;
 
-/// Where artifacts go: `DIR` stands for the buckets.
+/// Where RAW files are named from: `DIR` stands for the buckets.
 const LOCAL: &str = "local";
 
 struct Partition {
@@ -33,8 +38,8 @@ struct Partition {
     parquet: bytes::Bytes,
 }
 
-/// Runs the three stages; returns the report.
-pub fn analyze(
+/// Runs the three stages; returns the report and its summary.
+pub async fn analyze(
     inputs: &[PathBuf],
     train: &[PathBuf],
     eval: &[PathBuf],
@@ -46,21 +51,27 @@ pub fn analyze(
     if train.is_empty() || eval.is_empty() {
         bail!("give at least one input file (or --train and --eval)");
     }
+    let sink = DirSink {
+        root: out.to_path_buf(),
+    };
     let mut all: Vec<&PathBuf> = inputs.iter().chain(train).chain(eval).collect();
     all.sort();
     all.dedup();
     // One run id for the same inputs: the manifests name it.
     let mut hashes = Vec::new();
-    let mut partitions: HashMap<&PathBuf, Partition> = HashMap::new();
     for path in &all {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         hashes.push(layout::sha256_hex(&bytes));
-        let partition =
-            silver(path, bytes, out, analysis).with_context(|| format!("{}", path.display()))?;
-        partitions.insert(path, partition);
     }
     let run_id = Uuid::new_v5(&Uuid::NAMESPACE_OID, hashes.join("+").as_bytes());
     let version = layout::version(chrono::Utc::now(), &run_id.to_string());
+    let mut partitions: HashMap<&PathBuf, Partition> = HashMap::new();
+    for path in &all {
+        let partition = silver(&sink, path, run_id, &version, analysis)
+            .await
+            .with_context(|| format!("{}", path.display()))?;
+        partitions.insert(path, partition);
+    }
     let pick = |paths: &[PathBuf]| -> Vec<(SilverPartition, bytes::Bytes)> {
         paths
             .iter()
@@ -74,47 +85,26 @@ pub fn analyze(
     let (evaluated, evaluated_parquet): (Vec<_>, Vec<_>) = pick(eval).into_iter().unzip();
 
     // Train.
-    let data = training_dataset(&training, &training_parquet, analysis.window.holdout)
+    let window = &analysis.window;
+    let data = training_dataset(&training, &training_parquet, window.holdout)
         .map_err(anyhow::Error::msg)?;
-    let inputs: Vec<ArtifactRef> = training.iter().map(|p| p.flows.clone()).collect();
+    let outcomes = train::train(analysis, &data, &training, window, run_id, &version)
+        .map_err(anyhow::Error::msg)?;
     let mut models = Vec::new();
     let mut trained = Vec::new();
-    for spec in model_specs(analysis).map_err(anyhow::Error::msg)? {
-        let algorithm = spec.detector.algorithm().to_string();
-        let (model, seconds, peak_bytes) = match fit(&spec, &data).map_err(anyhow::Error::msg)? {
-            Fitted::Model {
-                model,
-                seconds,
-                peak_bytes,
-            } => (model, seconds, peak_bytes),
-            Fitted::Skipped(reason) => {
-                eprintln!("{algorithm}: {reason}");
-                continue;
+    for outcome in outcomes {
+        match outcome {
+            train::Outcome::Skipped(record) => {
+                eprintln!("{}: {}", record.item, record.metrics["skipped"]);
             }
-        };
-        let dir = out.join("models").join(&algorithm);
-        let model_ref = write(&dir, "model.json", &model.to_bytes(), &version)?;
-        let parameters = model_parameters(&spec, &training, &analysis.window);
-        let metrics = model_metrics(&model, data.rows(), seconds, peak_bytes);
-        let manifest = Manifest::new(
-            "model",
-            run_id,
-            &version,
-            inputs.clone(),
-            vec![model_ref.clone()],
-            parameters,
-            metrics,
-        );
-        let manifest_ref = write(&dir, "manifest.json", &manifest.to_json(), &version)?;
-        trained.push(TrainedModel {
-            algorithm,
-            model: model_ref,
-            manifest: manifest_ref,
-        });
-        models.push(*model);
-    }
-    if models.is_empty() {
-        bail!("none of the configured detectors could be fitted on these flows");
+            train::Outcome::Fitted { model, product } => {
+                let written = write(&sink, product).await?;
+                let (model_ref, _) =
+                    train::trained(model.algorithm(), &training[0].features, &written);
+                trained.push(model_ref);
+                models.push(*model);
+            }
+        }
     }
 
     // Evaluate.
@@ -122,9 +112,9 @@ pub fn analyze(
         schema: SCHEMA_VERSION,
         run_id,
         silver: evaluated,
-        models: trained.clone(),
+        models: trained,
         training_silver: training,
-        holdout: analysis.window.holdout,
+        holdout: window.holdout,
     };
     let scorers: Vec<Scorer> = models
         .iter()
@@ -134,55 +124,45 @@ pub fn analyze(
             champion: false,
         })
         .collect();
-    let mut evaluation = evaluate(
-        &job,
-        &evaluated_parquet,
-        &scorers,
-        &HashMap::new(),
-        analysis.contamination,
-        &analysis.selection_metric,
-    )
-    .map_err(anyhow::Error::msg)?;
-    let dir = out.join("eval");
+    let params = EvalParams {
+        contamination: analysis.contamination,
+        selection_metric: analysis.selection_metric.clone(),
+    };
+    let started = std::time::Instant::now();
+    let mut evaluation = evaluate(&job, &evaluated_parquet, &scorers, &HashMap::new(), &params)
+        .map_err(anyhow::Error::msg)?;
     let parquet = write_parquet(&mut evaluation.scores)?;
-    let scores_ref = write(&dir, "scores.parquet", &parquet, &version)?;
-    let mut report = evaluation.report;
-    report["version"] = json!(version);
-    report["scores"] = json!(scores_ref);
-    let report_ref = write(
-        &dir,
-        "report.json",
-        &serde_json::to_vec_pretty(&report)?,
+    let scores = sink.reference(
+        Layer::Eval,
+        &layout::eval_scores_key(&version),
         &version,
-    )?;
-    let mut inputs: Vec<ArtifactRef> = job.silver.iter().map(|p| p.flows.clone()).collect();
-    inputs.extend(trained.iter().map(|m| m.model.clone()));
-    let manifest = Manifest::new(
-        "eval",
-        run_id,
-        &version,
-        inputs,
-        vec![report_ref, scores_ref],
-        json!({ "contamination": analysis.contamination }),
-        json!({ "rows": evaluation.rows, "summary": evaluation.summary }),
+        &parquet,
     );
-    write(&dir, "manifest.json", &manifest.to_json(), &version)?;
+    let (product, report) = EvalOf {
+        run_id,
+        version: &version,
+        job: &job,
+        params: &params,
+        scores,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+    .product(&evaluation, parquet);
+    write(&sink, product).await?;
     Ok(json!({ "report": report, "summary": evaluation.summary }))
 }
 
-/// A local file to a SILVER partition written under `out/silver/`.
-fn silver(
+/// A local file to a SILVER partition, written by the transform core.
+async fn silver(
+    sink: &DirSink,
     path: &Path,
-    bytes: Vec<u8>,
-    out: &Path,
+    run_id: Uuid,
+    version: &str,
     analysis: &Analysis,
 ) -> anyhow::Result<Partition> {
+    let started = std::time::Instant::now();
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let sha256 = layout::sha256_hex(&bytes);
     let raw_version = format!("local-{}", &sha256[..16]);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let raw = ArtifactRef {
         bucket: LOCAL.into(),
         key: path.display().to_string(),
@@ -190,61 +170,64 @@ fn silver(
         sha256: sha256.clone(),
         size: bytes.len() as u64,
     };
-    let dir = out.join("silver").join(&raw_version);
-    let (parquet, features, rows, read) = if bytes.starts_with(b"PAR1") {
-        // Already flows (`nadir flows` output, a SILVER partition).
-        let table = FlowTable::from_parquet(&bytes, &parquet_features(&bytes)?)?;
-        (
-            bytes,
-            table.features.clone(),
-            table.rows() as u64,
-            json!({ "rows": table.rows() }),
-        )
+    let meter = transform::meter_config(analysis);
+    // A Parquet file is flows already (`nadir flows` output, a SILVER partition).
+    let is_flows = bytes.starts_with(b"PAR1");
+    let format = if is_flows {
+        "parquet".to_string()
     } else {
-        let detected = nadir_flows::format::detect(&bytes[..bytes.len().min(64 * 1024)])
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let object = RawObject {
-            key: name.clone(),
-            etag: String::new(),
-            version: raw_version.clone(),
-            sha256: sha256.clone(),
-            size: bytes.len() as u64,
-            format: detected.to_string(),
-            manifest: raw.clone(),
-        };
-        let sidecar = PathBuf::from(format!("{}{SIDECAR_SUFFIX}", path.display()));
-        let labels = std::fs::read(&sidecar).ok();
-        let meter = nadir_transform::meter_config(analysis);
-        let transformed =
-            nadir_transform::transform_object(&object, &bytes, labels.as_deref(), meter)
-                .map_err(anyhow::Error::msg)?;
-        (
-            transformed.parquet,
-            transformed.silver.features,
-            transformed.silver.rows,
-            transformed.metrics,
-        )
+        nadir_flows::format::detect(&bytes[..bytes.len().min(SNIFF_LEN)])
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .to_string()
     };
-    let flows = write(&dir, "flows.parquet", &parquet, &raw_version)?;
-    let manifest = Manifest::new(
-        "silver",
-        Uuid::nil(),
-        &raw_version,
-        vec![raw],
-        vec![flows.clone()],
-        json!({ "features": features, "flow_idle_timeout_s": analysis.flow_idle_timeout.as_secs(), "flow_active_timeout_s": analysis.flow_active_timeout.as_secs() }),
-        json!({ "rows": rows, "read": read }),
-    );
-    let manifest = write(&dir, "manifest.json", &manifest.to_json(), &raw_version)?;
+    let object = RawObject {
+        key: path.display().to_string(),
+        etag: String::new(),
+        version: raw_version.clone(),
+        sha256: sha256.clone(),
+        size: bytes.len() as u64,
+        format,
+        manifest: raw.clone(),
+    };
+    // The ground truth beside the file, as `<file>.labels.csv` beside a RAW key.
+    let sidecar = transform::sidecar_key(&object).and_then(|_| {
+        let file = PathBuf::from(format!("{}{SIDECAR_SUFFIX}", path.display()));
+        std::fs::read(&file).ok().map(|labels| (file, labels))
+    });
+    let transformed = if is_flows {
+        let table = FlowTable::from_parquet(&bytes, &parquet_features(&bytes)?)?;
+        Transformed {
+            silver: SilverSummary {
+                rows: table.rows() as u64,
+                features: table.features.clone(),
+                text: table.text.clone(),
+                labelled: table.labelled,
+            },
+            metrics: json!({ "rows": table.rows() }),
+            parquet: bytes,
+        }
+    } else {
+        let labels = sidecar.as_ref().map(|(_, l)| &l[..]);
+        transform::transform_object(&object, &bytes, labels, meter).map_err(anyhow::Error::msg)?
+    };
+    let sidecar_ref = sidecar
+        .map(|(file, labels)| transform::sidecar_ref(LOCAL, file.display().to_string(), &labels));
+    let (features, rows) = (transformed.silver.features.clone(), transformed.silver.rows);
+    let parquet: bytes::Bytes = transformed.parquet.clone().into();
+    let product: Product = SilverOf {
+        run_id,
+        version,
+        object: &object,
+        raw,
+        sidecar: sidecar_ref,
+        meter,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+    .product(transformed);
+    let written = write(sink, product).await?;
     Ok(Partition {
-        silver: SilverPartition {
-            raw_version,
-            features,
-            flows,
-            manifest,
-            rows,
-        },
-        parquet: parquet.into(),
+        silver: transform::partition(&object, features, rows, &written),
+        parquet,
     })
 }
 
@@ -261,19 +244,6 @@ fn parquet_features(bytes: &[u8]) -> anyhow::Result<Vec<String>> {
         bail!("the Parquet file has no Float64 feature columns");
     }
     Ok(features)
-}
-
-/// Writes `bytes` to `dir/name`; the reference names the path as its key.
-fn write(dir: &Path, name: &str, bytes: &[u8], version: &str) -> anyhow::Result<ArtifactRef> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
-    Ok(ArtifactRef::of(
-        LOCAL,
-        path.display().to_string(),
-        version,
-        bytes,
-    ))
 }
 
 /// The comparison table `nadir analyze` and `nadir status` print.

@@ -16,14 +16,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use nadir_common::audit::{self, RunSummary, StageRow};
-use nadir_common::bus::{ALL_CONSUMERS, Bus};
-use nadir_common::messages::{
+use nadir_bus::{ALL_CONSUMERS, Bus};
+use nadir_config::{Config, telemetry};
+use nadir_contract::messages::{
     Message, RunDead, RunDone, StartRun, TrainingWindow, object_run_id, subject,
 };
-use nadir_common::registry;
-use nadir_common::store::ObjectStore;
-use nadir_common::{Config, telemetry};
+use nadir_db::registry;
+use nadir_db::runs::{self, RunSummary, StageRow};
+use nadir_store::ObjectStore;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -222,7 +222,7 @@ enum Command {
 }
 
 #[global_allocator]
-static ALLOC: nadir_common::memory::Counting = nadir_common::memory::Counting;
+static ALLOC: nadir_pipeline::memory::Counting = nadir_pipeline::memory::Counting;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -241,7 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         return probe(url, Duration::from_secs(*timeout)).await;
     }
     if let Command::Variables { binary } = &cli.command {
-        let vars = nadir_common::config::variables_of(binary)
+        let vars = nadir_pipeline::settings::variables_of(binary)
             .with_context(|| format!("{binary:?} is not a nadir binary"))?;
         for (var, required) in vars {
             println!("{var} {}", if required { "required" } else { "optional" });
@@ -282,8 +282,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         json,
     } = &cli.command
     {
-        let settings = nadir_common::config::Analysis::from_env()?;
-        let result = analyze::analyze(inputs, train, eval, output, &settings)?;
+        let settings = nadir_pipeline::Analysis::from_env()?;
+        let result = analyze::analyze(inputs, train, eval, output, &settings).await?;
         if *json {
             println!("{}", serde_json::to_string_pretty(&result["report"])?);
         } else {
@@ -356,8 +356,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Wait { run_id, timeout } => return wait_for(&config, run_id, timeout).await,
         Command::Runs { limit, json } => {
-            let db = audit::pool(&config.database_url, 1)?;
-            let runs = audit::runs(&db, limit)
+            let db = nadir_db::pool(&config.database_url, 1)?;
+            let runs = runs::runs(&db, limit)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.detail()))?;
             if json {
@@ -372,8 +372,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         Command::Models { limit, json } => {
-            let db = audit::pool(&config.database_url, 1)?;
-            let detail = |e: audit::AuditError| anyhow::anyhow!(e.detail());
+            let db = nadir_db::pool(&config.database_url, 1)?;
+            let detail = |e: nadir_db::DbError| anyhow::anyhow!(e.detail());
             let models = registry::models(&db, limit).await.map_err(detail)?;
             let history = registry::history(&db, limit).await.map_err(detail)?;
             if json {
@@ -392,7 +392,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             version,
             reason,
         } => {
-            let db = audit::pool(&config.database_url, 1)?;
+            let db = nadir_db::pool(&config.database_url, 1)?;
             registry::promote(&db, &algorithm, &version, &reason, &actor()).await?;
             println!("{algorithm} ({version}) is now the champion");
         }
@@ -400,7 +400,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             reason,
             feature_set,
         } => {
-            let db = audit::pool(&config.database_url, 1)?;
+            let db = nadir_db::pool(&config.database_url, 1)?;
             let c = registry::rollback(&db, feature_set.as_deref(), &reason, &actor()).await?;
             println!(
                 "rolled back: {} ({}) is the champion of feature set {} again",
@@ -408,14 +408,14 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             );
         }
         Command::Status { run_id, json } => {
-            let db = audit::pool(&config.database_url, 1)?;
-            let Some(run) = audit::run(&db, run_id)
+            let db = nadir_db::pool(&config.database_url, 1)?;
+            let Some(run) = runs::run(&db, run_id)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.detail()))?
             else {
                 bail!("no run {run_id} in the audit trail");
             };
-            let rows = audit::stage_rows(&db, run_id)
+            let rows = runs::stage_rows(&db, run_id)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.detail()))?;
             if json {
@@ -569,8 +569,8 @@ impl<R: std::io::Read> std::io::Read for CountingReader<R> {
 }
 
 async fn grant_dashboard(config: &Config, role: &str) -> anyhow::Result<()> {
-    let db = audit::pool(&config.database_url, 1)?;
-    audit::grant_dashboard(&db, role)
+    let db = nadir_db::pool(&config.database_url, 1)?;
+    nadir_db::schema::grant_dashboard(&db, role)
         .await
         .map_err(|e| anyhow::anyhow!(e.detail()))?;
     println!("role {role} may now read the audit trail and the registry, and add feedback");
@@ -633,8 +633,8 @@ async fn setup(config: &Config, reset_streams: bool) -> anyhow::Result<()> {
         bus.consumer(spec, &config.delivery).await?;
         println!("consumer {} on {}: ready", spec.durable, spec.subject);
     }
-    let db = audit::pool(&config.database_url, 1)?;
-    let applied = audit::migrate(&db)
+    let db = nadir_db::pool(&config.database_url, 1)?;
+    let applied = nadir_db::schema::migrate(&db)
         .await
         .map_err(|e| anyhow::anyhow!(e.detail()))?;
     println!("database: {applied} migration(s) applied");
@@ -681,7 +681,7 @@ async fn wait_for(
     let bus = Bus::connect(&config.nats_url, "nadir-wait").await?;
     let mut done = bus.client.subscribe(subject::DONE).await?;
     let mut dead = bus.client.subscribe(subject::DEAD).await?;
-    let db = audit::pool(&config.database_url, 1)?;
+    let db = nadir_db::pool(&config.database_url, 1)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     let mut poll = tokio::time::interval(Duration::from_secs(2));
     loop {
@@ -704,7 +704,7 @@ async fn wait_for(
                 }
             }
             _ = poll.tick() => {
-                if let Ok(Some(run)) = audit::run(&db, run_id).await {
+                if let Ok(Some(run)) = runs::run(&db, run_id).await {
                     match run.status.as_str() {
                         "succeeded" => {
                             println!("run {run_id} done");

@@ -7,17 +7,19 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, anyhow, bail};
-use nadir_common::Config;
-use nadir_common::audit::{self, StageKind};
-use nadir_common::layout::{self, ArtifactRef, Manifest};
-use nadir_common::messages::{EvalJob, TransformJob};
-use nadir_common::registry;
-use nadir_common::store::ObjectStore;
+use nadir_config::Config;
+use nadir_contract::layout::{self, ArtifactRef, Manifest};
+use nadir_contract::messages::{EvalJob, TransformJob};
+use nadir_contract::params::{EvalParams, ModelParams, TransformParams};
+use nadir_contract::stage::StageKind;
+use nadir_db::registry;
+use nadir_db::{jobs, runs};
 use nadir_detectors::{Model, ModelSpec};
-use nadir_eval::{Scorer, evaluate};
-use nadir_flowmeter::MeterConfig;
 use nadir_flows::table::write_parquet;
-use nadir_train::{Fitted, fit, training_dataset};
+use nadir_pipeline::eval::{Scorer, evaluate};
+use nadir_pipeline::train::{Fitted, fit, training_dataset};
+use nadir_pipeline::transform;
+use nadir_store::ObjectStore;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -39,10 +41,10 @@ impl Check {
 
 /// Replays the run; returns whether everything matched.
 pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
-    let db = audit::pool(&config.database_url, 2)?;
+    let db = nadir_db::pool(&config.database_url, 2)?;
     let store = ObjectStore::new(&config.s3);
-    let detail = |e: audit::AuditError| anyhow!(e.detail());
-    let run = audit::run(&db, run_id)
+    let detail = |e: nadir_db::DbError| anyhow!(e.detail());
+    let run = runs::run(&db, run_id)
         .await
         .map_err(detail)?
         .ok_or_else(|| anyhow!("no run {run_id} in the audit trail"))?;
@@ -52,11 +54,11 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
             run.status
         );
     }
-    let rows = audit::stage_rows(&db, run_id).await.map_err(detail)?;
+    let rows = runs::stage_rows(&db, run_id).await.map_err(detail)?;
     let request = |stage| {
         let db = &db;
         async move {
-            audit::job_request(db, run_id, stage)
+            jobs::job_request(db, run_id, stage)
                 .await
                 .map_err(|e| anyhow!(e.detail()))?
                 .ok_or_else(|| anyhow!("the run has no succeeded {} job", stage.name()))
@@ -73,8 +75,10 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
             .iter()
             .find(|o| o.version == row.item)
             .ok_or_else(|| anyhow!("no RAW object {} in the transform message", row.item))?;
-        let recorded: ArtifactRef = serde_json::from_value(row.outputs[0].clone())?;
-        let manifest: Manifest = serde_json::from_slice(&fetch(&store, &row.outputs[1]).await?)?;
+        let [recorded, manifest]: [ArtifactRef; 2] = serde_json::from_value(row.outputs.clone())
+            .with_context(|| format!("the outputs of transformation {}", row.item))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&store.get(&manifest.bucket, &manifest.key).await?)?;
         let sidecar = match manifest
             .inputs
             .iter()
@@ -84,13 +88,10 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
             None => None,
         };
         let bytes = store.get(&config.buckets.raw, &object.key).await?;
-        let seconds = |k: &str| row.parameters[k].as_i64().unwrap_or_default() * 1_000_000_000;
-        let meter = MeterConfig {
-            idle_timeout_ns: seconds("flow_idle_timeout_s"),
-            active_timeout_ns: seconds("flow_active_timeout_s"),
-            ..MeterConfig::default()
-        };
-        let now = nadir_transform::transform_object(object, &bytes, sidecar.as_deref(), meter)
+        let params: TransformParams = serde_json::from_value(row.parameters.clone())
+            .with_context(|| format!("the parameters of transformation {}", row.item))?;
+        let meter = transform::recorded_meter(&params);
+        let now = transform::transform_object(object, &bytes, sidecar.as_deref(), meter)
             .map_err(|e| anyhow!("{}: {e}", object.key))?;
         checks.push(Check::hashes(
             format!("SILVER {}", recorded.uri()),
@@ -114,12 +115,14 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
     let data = training_dataset(&training, &parquet, eval.holdout).map_err(anyhow::Error::msg)?;
     let mut refit: HashMap<String, Model> = HashMap::new();
     for row in rows.iter().filter(|r| r.stage == StageKind::Train) {
-        let Some(recorded) = row.outputs.get(0) else {
+        let outputs: Vec<ArtifactRef> = serde_json::from_value(row.outputs.clone())
+            .with_context(|| format!("the outputs of training {}", row.item))?;
+        let Some(recorded) = outputs.into_iter().next() else {
             continue; // a detector recorded as skipped
         };
-        let recorded: ArtifactRef = serde_json::from_value(recorded.clone())?;
-        let spec: ModelSpec = serde_json::from_value(row.parameters["spec"].clone())
-            .with_context(|| format!("the recorded spec of {}", row.item))?;
+        let params: ModelParams<ModelSpec> = serde_json::from_value(row.parameters.clone())
+            .with_context(|| format!("the recorded parameters of {}", row.item))?;
+        let spec = params.spec;
         let model = match fit(&spec, &data).map_err(anyhow::Error::msg)? {
             Fitted::Model { model, .. } => *model,
             Fitted::Skipped(reason) => bail!("{}: {reason}", row.item),
@@ -139,8 +142,10 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
         .iter()
         .find(|r| r.stage == StageKind::Eval)
         .ok_or_else(|| anyhow!("the run has no evaluation row"))?;
-    let recorded_report: Value = serde_json::from_slice(&fetch(&store, &row.outputs[0]).await?)?;
-    let recorded_scores: ArtifactRef = serde_json::from_value(row.outputs[1].clone())?;
+    let [report_ref, recorded_scores, _manifest]: [ArtifactRef; 3] =
+        serde_json::from_value(row.outputs.clone()).context("the outputs of the evaluation")?;
+    let recorded_report: Value =
+        serde_json::from_slice(&store.get(&report_ref.bucket, &report_ref.key).await?)?;
     let mut champion = None;
     // The champion the run was held against (scored or not).
     if let (Some(algorithm), Some(version)) = (
@@ -179,24 +184,13 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
         partitions.push(store.get(&p.flows.bucket, &p.flows.key).await?);
     }
     let raw_versions: Vec<String> = eval.silver.iter().map(|p| p.raw_version.clone()).collect();
-    let feedback = registry::feedback(&db, &raw_versions, Some(row.started_at))
+    let feedback = nadir_db::feedback::labels(&db, &raw_versions, Some(row.started_at))
         .await
         .map_err(detail)?;
-    let contamination = row.parameters["contamination"]
-        .as_f64()
-        .ok_or_else(|| anyhow!("the evaluation row records no contamination"))?;
-    let metric = row.parameters["selection_metric"]
-        .as_str()
-        .unwrap_or("average_precision");
-    let mut evaluation = evaluate(
-        &eval,
-        &partitions,
-        &scorers,
-        &feedback,
-        contamination,
-        metric,
-    )
-    .map_err(anyhow::Error::msg)?;
+    let params: EvalParams = serde_json::from_value(row.parameters.clone())
+        .context("the parameters of the evaluation")?;
+    let mut evaluation =
+        evaluate(&eval, &partitions, &scorers, &feedback, &params).map_err(anyhow::Error::msg)?;
     let scores = write_parquet(&mut evaluation.scores)?;
     let scores_sha = layout::sha256_hex(&scores);
     checks.push(Check::hashes(
@@ -244,11 +238,6 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
         println!("run {run_id} did not reproduce");
     }
     Ok(identical)
-}
-
-async fn fetch(store: &ObjectStore, artifact: &Value) -> anyhow::Result<bytes::Bytes> {
-    let artifact: ArtifactRef = serde_json::from_value(artifact.clone())?;
-    Ok(store.get(&artifact.bucket, &artifact.key).await?)
 }
 
 /// The JSON paths where `a` and `b` differ (at most 20).

@@ -11,8 +11,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nadir_common::layout::{ArtifactRef, sha256_hex};
-use nadir_common::store::ObjectStore;
+use nadir_contract::layout::{ArtifactRef, sha256_hex};
+use nadir_store::ObjectStore;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use uuid::Uuid;

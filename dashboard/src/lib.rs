@@ -5,7 +5,8 @@
 //! per-flow scores in S3. Pages are HTML rendered on the server with SVG
 //! charts; there is no script and nothing is loaded from elsewhere.
 //!
-//! - [`db`]: the PostgreSQL reads, and the feedback write.
+//! - PostgreSQL reads and the feedback write are `nadir_db::runs`,
+//!   `nadir_db::registry` and `nadir_db::feedback`, shared with the CLI.
 //! - [`artifacts`]: EVAL and SILVER artifacts, checked and cached.
 //! - [`index`]: a run's scored flows, filtered, sorted and paged (pure).
 //! - [`pages`], [`charts`], [`words`]: the HTML, the SVG, the words.
@@ -16,7 +17,6 @@
 
 pub mod artifacts;
 pub mod charts;
-pub mod db;
 pub mod index;
 pub mod pages;
 pub mod web;
@@ -25,9 +25,9 @@ pub mod words;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nadir_common::config::DashboardConfig;
-use nadir_common::shutdown::Shutdown;
-use nadir_common::store::ObjectStore;
+use nadir_config::DashboardConfig;
+use nadir_config::shutdown::Shutdown;
+use nadir_store::ObjectStore;
 use tokio::net::TcpListener;
 
 /// How often the newest runs are looked for, to index them ahead.
@@ -39,7 +39,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let db = nadir_common::audit::pool(&config.database_url, 8)?;
+    let db = nadir_db::pool(&config.database_url, 8)?;
     let store = ObjectStore::new(&config.s3);
     let state = Arc::new(web::State {
         artifacts: artifacts::Artifacts::new(store.clone(), config.cached_runs),
@@ -53,7 +53,7 @@ pub async fn run(
         tokio::spawn(async move {
             loop {
                 let limit = state.config.cached_runs as i64;
-                match db::recent_reports(&state.db, limit).await {
+                match nadir_db::runs::recent_reports(&state.db, limit).await {
                     Ok(runs) => state.artifacts.warm(&runs).await,
                     Err(e) => tracing::warn!(error = %e.detail(), "could not list recent runs"),
                 }

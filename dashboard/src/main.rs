@@ -2,12 +2,12 @@
 //! (`NADIR_DATABASE_URL`, `NADIR_S3_*`, `NADIR_DASHBOARD_*`), binds
 //! `NADIR_DASHBOARD_ADDR` and serves until SIGTERM.
 
-use nadir_common::config::DashboardConfig;
-use nadir_common::shutdown::Shutdown;
+use nadir_config::DashboardConfig;
+use nadir_config::shutdown::Shutdown;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    nadir_common::telemetry::init_logging();
+    nadir_config::telemetry::init_logging();
     let config = match DashboardConfig::from_env() {
         Ok(c) => c,
         Err(e) => {

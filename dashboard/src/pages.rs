@@ -11,10 +11,11 @@ use uuid::Uuid;
 
 use crate::artifacts::{FlowFeatures, LoadedRun};
 use crate::charts;
-use crate::db::{EvaluationPoint, Run, Verdict};
 use crate::index::{AnomalyPage, AnomalyQuery, Flow, RunIndex};
 use crate::words;
-use nadir_common::registry::{ChampionChange, RegisteredModel};
+use nadir_db::feedback::Verdict;
+use nadir_db::registry::{ChampionChange, RegisteredModel};
+use nadir_db::runs::{EvaluationPoint, RunSummary as Run};
 
 /// Where a page sits in the navigation.
 pub enum Section<'a> {
@@ -177,7 +178,7 @@ fn artifact_rows(list: &Value) -> Markup {
 
 pub fn run_detail(
     run: &Run,
-    rows: &[nadir_common::audit::StageRow],
+    rows: &[nadir_db::runs::StageRow],
     loaded: Option<&LoadedRun>,
     load_error: Option<&str>,
 ) -> Markup {
@@ -226,9 +227,9 @@ pub fn run_detail(
 
 /// What a stage job read; a RAW object (ingest) with the version and
 /// sha256 that ingest gave it.
-fn read_artifacts(r: &nadir_common::audit::StageRow) -> Value {
+fn read_artifacts(r: &nadir_db::runs::StageRow) -> Value {
     match (&r.inputs, r.stage) {
-        (Value::Object(raw), nadir_common::audit::StageKind::Ingest) => {
+        (Value::Object(raw), nadir_contract::stage::StageKind::Ingest) => {
             let mut raw = raw.clone();
             raw.insert("version".into(), r.metrics["raw_version"].clone());
             raw.insert("sha256".into(), r.metrics["sha256"].clone());

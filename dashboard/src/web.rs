@@ -17,8 +17,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use deadpool_postgres::Pool;
-use nadir_common::config::DashboardConfig;
-use nadir_common::store::ObjectStore;
+use nadir_config::DashboardConfig;
+use nadir_store::ObjectStore;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
@@ -27,9 +27,9 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::artifacts::{Artifacts, LoadedRun};
-use crate::db;
 use crate::index::{AnomalyQuery, Filter, MAX_EXPORT, Sort};
 use crate::pages;
+use nadir_db::{feedback, runs};
 
 /// The dashboard's metrics.
 #[derive(Clone)]
@@ -143,8 +143,8 @@ impl IntoResponse for Problem {
     }
 }
 
-impl From<nadir_common::audit::AuditError> for Problem {
-    fn from(e: nadir_common::audit::AuditError) -> Self {
+impl From<nadir_db::DbError> for Problem {
+    fn from(e: nadir_db::DbError) -> Self {
         tracing::error!(error = %e.detail(), "database request failed");
         Problem(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -321,7 +321,7 @@ async fn icon() -> impl IntoResponse {
 }
 
 async fn runs(AxumState(state): Shared) -> Result<Response, Problem> {
-    let runs = db::runs(&state.db, 200).await?;
+    let runs = runs::runs(&state.db, 200).await?;
     Ok(html(pages::runs(&runs)))
 }
 
@@ -330,15 +330,15 @@ fn parse_run(run: &str) -> Result<Uuid, Problem> {
         .map_err(|_| Problem(StatusCode::BAD_REQUEST, format!("{run:?} is not a run id")))
 }
 
-async fn find_run(state: &State, run: &str) -> Result<db::Run, Problem> {
+async fn find_run(state: &State, run: &str) -> Result<runs::RunSummary, Problem> {
     let run_id = parse_run(run)?;
-    db::run(&state.db, run_id)
+    runs::run(&state.db, run_id)
         .await?
         .ok_or_else(|| not_found(format!("There is no run {run_id}.")))
 }
 
 /// The run's loaded artifacts, or why there are none.
-async fn loaded(state: &State, run: &db::Run) -> Result<Arc<LoadedRun>, String> {
+async fn loaded(state: &State, run: &runs::RunSummary) -> Result<Arc<LoadedRun>, String> {
     let report = run
         .report
         .as_ref()
@@ -356,7 +356,10 @@ async fn loaded(state: &State, run: &db::Run) -> Result<Arc<LoadedRun>, String> 
         .map_err(|e| format!("The run's evaluation could not be read: {e}"))
 }
 
-async fn loaded_or_problem(state: &State, run: &db::Run) -> Result<Arc<LoadedRun>, Problem> {
+async fn loaded_or_problem(
+    state: &State,
+    run: &runs::RunSummary,
+) -> Result<Arc<LoadedRun>, Problem> {
     loaded(state, run)
         .await
         .map_err(|e| Problem(StatusCode::NOT_FOUND, e))
@@ -364,7 +367,7 @@ async fn loaded_or_problem(state: &State, run: &db::Run) -> Result<Arc<LoadedRun
 
 async fn run(AxumState(state): Shared, Path(run): Path<String>) -> Result<Response, Problem> {
     let run = find_run(&state, &run).await?;
-    let rows = nadir_common::audit::stage_rows(&state.db, run.run_id).await?;
+    let rows = nadir_db::runs::stage_rows(&state.db, run.run_id).await?;
     let loaded = loaded(&state, &run).await;
     Ok(html(pages::run_detail(
         &run,
@@ -516,7 +519,7 @@ async fn anomalies(
         .iter()
         .map(|f| (f.raw_version.clone(), f.flow_id))
         .collect();
-    let verdicts = db::feedback(&state.db, &shown).await?;
+    let verdicts = feedback::verdicts(&state.db, &shown).await?;
     Ok(html(pages::anomalies(
         run.run_id,
         &loaded.index,
@@ -669,7 +672,7 @@ async fn flow(
             "Flow {flow_id} of {raw_version:?} is not among the run's flagged flows."
         ))
     })?;
-    let features = match db::silver_partition(&state.db, run.run_id, &raw_version).await? {
+    let features = match runs::silver_partition(&state.db, run.run_id, &raw_version).await? {
         Some(artifact) => match serde_json::from_value(artifact) {
             Ok(artifact) => state
                 .artifacts
@@ -680,7 +683,7 @@ async fn flow(
         },
         None => Err("The run has no SILVER partition of this capture.".to_string()),
     };
-    let verdicts = db::feedback(&state.db, &[(raw_version.clone(), flow_id)]).await?;
+    let verdicts = feedback::verdicts(&state.db, &[(raw_version.clone(), flow_id)]).await?;
     let analyst = analyst.map(|a| a.0.0).unwrap_or_default();
     Ok(html(pages::flow(
         run.run_id,
@@ -736,7 +739,7 @@ async fn feedback(
                 .into(),
         ));
     }
-    db::add_feedback(
+    feedback::add(
         &state.db,
         run.run_id,
         &raw_version,
@@ -776,12 +779,12 @@ async fn hosts(
 }
 
 async fn models(AxumState(state): Shared) -> Result<Response, Problem> {
-    let models = nadir_common::registry::models(&state.db, 500).await?;
-    let history = nadir_common::registry::history(&state.db, 500).await?;
-    let evaluations = db::evaluations(&state.db, 100).await?;
+    let models = nadir_db::registry::models(&state.db, 500).await?;
+    let history = nadir_db::registry::history(&state.db, 500).await?;
+    let evaluations = runs::evaluations(&state.db, 100).await?;
     // Drift of the newest run whose report the dashboard can read.
     let mut drift = None;
-    if let Some((run_id, report)) = db::recent_reports(&state.db, 1).await?.into_iter().next()
+    if let Some((run_id, report)) = runs::recent_reports(&state.db, 1).await?.into_iter().next()
         && let Ok(loaded) = state.artifacts.run(run_id, &report).await
     {
         drift = Some((run_id, loaded));

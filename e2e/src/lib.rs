@@ -12,18 +12,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use nadir_common::Config;
-use nadir_common::audit;
-use nadir_common::bus::Bus;
-use nadir_common::config::Env as _;
-use nadir_common::store::ObjectStore;
+use nadir_bus::Bus;
+use nadir_config::Config;
+use nadir_config::Env as _;
+use nadir_store::ObjectStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn required(var: &str) -> String {
-    nadir_common::config::ProcessEnv.get(var).unwrap_or_else(|| {
+    nadir_config::ProcessEnv.get(var).unwrap_or_else(|| {
         panic!("{var} is not set: the end-to-end tests need the services that `scripts/test` starts; run them with scripts/test")
     })
 }
@@ -55,7 +54,7 @@ pub struct World {
 
 /// Re-exported so tests need no direct dependency on deadpool.
 pub mod deadpool_postgres_pool {
-    pub type Pool = nadir_common::audit::Pool;
+    pub type Pool = nadir_db::Pool;
 }
 
 impl World {
@@ -122,8 +121,8 @@ impl World {
             .expect("NATS");
         bus.delete_streams().await.expect("deleting streams");
         bus.ensure_streams().await.expect("creating streams");
-        let db = audit::pool(&config.database_url, 4).expect("pool");
-        audit::migrate(&db).await.expect("migrations");
+        let db = nadir_db::pool(&config.database_url, 4).expect("pool");
+        nadir_db::schema::migrate(&db).await.expect("migrations");
         let logs = std::env::temp_dir().join("nadir-e2e").join(name);
         let _ = std::fs::remove_dir_all(&logs);
         std::fs::create_dir_all(&logs).unwrap();
@@ -170,15 +169,15 @@ impl World {
             .put(raw, key, bytes.into(), "application/octet-stream")
             .await
             .unwrap();
-        let run_id = nadir_common::messages::object_run_id(raw, key, &etag);
+        let run_id = nadir_contract::messages::object_run_id(raw, key, &etag);
         (etag, run_id)
     }
 
     /// Waits until the run is no longer running.
-    pub async fn wait_run(&self, run_id: Uuid, timeout: Duration) -> audit::RunSummary {
+    pub async fn wait_run(&self, run_id: Uuid, timeout: Duration) -> nadir_db::runs::RunSummary {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(run) = audit::run(&self.db, run_id).await.unwrap()
+            if let Some(run) = nadir_db::runs::run(&self.db, run_id).await.unwrap()
                 && run.status != "running"
             {
                 return run;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use nadir_common::layout::ArtifactRef;
+use nadir_contract::layout::ArtifactRef;
 use nadir_e2e::World;
 use nadir_trafficgen::{Attack, Names};
 use polars::prelude::*;

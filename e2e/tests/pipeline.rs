@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use nadir_common::layout::{Manifest, sha256_hex};
-use nadir_common::messages::{MinioEvent, subject};
+use nadir_contract::layout::{Manifest, sha256_hex};
+use nadir_contract::messages::{MinioEvent, subject};
 use nadir_detectors::Model;
 use nadir_e2e::World;
 use nadir_trafficgen::Attack;
@@ -170,7 +170,7 @@ async fn a_dropped_file_flows_through_the_four_stages() {
     let outputs: Value = ingest.get(1);
     let raw_manifest: Manifest =
         serde_json::from_slice(&fetch_checked(&world, &outputs[0]).await).unwrap();
-    assert_eq!(raw_manifest.kind, "raw");
+    assert_eq!(raw_manifest.kind, nadir_contract::layout::ManifestKind::Raw);
     assert_eq!(raw_manifest.outputs[0].sha256, sha256_hex(&data));
 
     // Transform: a SILVER partition whose manifest names the RAW object.
@@ -1078,10 +1078,58 @@ async fn a_generated_capture_with_ground_truth_becomes_labelled_flows() {
         assert_eq!(a["average_precision"], b["average_precision"]);
         assert_eq!(a["threshold"], b["threshold"]);
     }
+    // The same artifacts and manifests as the pipeline's, laid out like the buckets.
+    let version = local_report["version"].as_str().unwrap();
     assert!(
-        out.join("eval/scores.parquet").exists()
-            && out.join("models/isolation_forest/model.json").exists()
+        out.join(format!("eval/{version}/scores.parquet")).exists()
+            && out
+                .join(format!("models/isolation_forest/{version}/model.json"))
+                .exists()
     );
+    let pipeline_silver: Value = world
+        .query(
+            "SELECT parameters FROM transformations WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0]
+        .get(0);
+    let raw_version = local_report["partitions"][0]["raw_version"]
+        .as_str()
+        .unwrap();
+    let local_manifest: Manifest = serde_json::from_slice(
+        &std::fs::read(out.join(format!(
+            "silver/flows/{raw_version}/{version}/manifest.json"
+        )))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        local_manifest.parameters, pipeline_silver,
+        "analyze records the SILVER parameters the transform worker records"
+    );
+    assert_eq!(
+        local_manifest.kind,
+        nadir_contract::layout::ManifestKind::Silver
+    );
+    assert!(
+        local_manifest
+            .inputs
+            .iter()
+            .any(|i| i.key.ends_with(".labels.csv")),
+        "the ground truth beside the file is named as an input"
+    );
+    let eval_manifest: Manifest = serde_json::from_slice(
+        &std::fs::read(out.join(format!("eval/{version}/manifest.json"))).unwrap(),
+    )
+    .unwrap();
+    let pipeline_eval: Value = world
+        .query(
+            "SELECT parameters FROM evaluations WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0]
+        .get(0);
+    assert_eq!(eval_manifest.parameters, pipeline_eval);
     std::fs::remove_dir_all(&local).unwrap();
 }
 
@@ -1324,7 +1372,7 @@ async fn held_out_of_monday(world: &World, report: &Value) -> u64 {
         .u64()
         .unwrap()
         .into_no_null_iter()
-        .filter(|id| nadir_flows::table::held_out(version, *id, 0.25))
+        .filter(|id| nadir_flows::split::held_out(version, *id, 0.25))
         .count() as u64
 }
 

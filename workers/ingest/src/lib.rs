@@ -14,19 +14,18 @@
 
 pub mod reconciler;
 
-use nadir_common::audit::{AuditRecord, StageKind};
-use nadir_common::layout::{self, ArtifactRef, Manifest};
-use nadir_common::messages::{
-    MessageError, MinioEvent, RawObject, SCHEMA_VERSION, StartRun, TrainingWindow, TransformJob,
+use nadir_contract::messages::{
+    MessageError, MinioEvent, SCHEMA_VERSION, StartRun, TrainingWindow, TransformJob,
     object_run_id, subject,
 };
-use nadir_common::stage::{Job, JobContext, Outcome, Stage, StageError, compute};
-use std::io::Read;
-
-use nadir_common::store::{HashingReader, ObjectInfo, blocking_reader};
+use nadir_contract::params::IngestParams;
+use nadir_contract::stage::StageKind;
 use nadir_flows::labels::is_sidecar;
+use nadir_pipeline::ingest::{self, Listed};
+use nadir_pipeline::sink::{S3Sink, write};
+use nadir_runtime::stage::{Job, JobContext, Outcome, Stage, StageError, compute};
+use nadir_store::{ObjectInfo, blocking_reader};
 use serde::Serialize;
-use serde_json::json;
 use uuid::Uuid;
 
 /// What to ingest for a run.
@@ -109,7 +108,7 @@ pub fn decode_event(raw_bucket: &str, payload: &[u8]) -> Result<Vec<IngestReques
 
 /// `pipeline.start` payloads.
 pub fn decode_start(payload: &[u8]) -> Result<Vec<IngestRequest>, MessageError> {
-    use nadir_common::messages::Message;
+    use nadir_contract::messages::Message;
     let start = StartRun::decode(payload)?;
     if !start.keys.is_empty() && start.prefix.is_some() {
         return Err(MessageError::Invalid(
@@ -181,7 +180,7 @@ impl Ingest {
                         continue;
                     }
                     let id = object_run_id(raw, &o.key, &o.etag);
-                    let seen = nadir_common::audit::object_seen(&services.db, id, &o.key, &o.etag)
+                    let seen = nadir_db::runs::object_seen(&services.db, id, &o.key, &o.etag)
                         .await
                         .map_err(|e| StageError::Transient(e.detail()))?;
                     if !seen {
@@ -214,7 +213,13 @@ impl Stage for Ingest {
     ) -> Result<Outcome<TransformJob>, StageError> {
         let services = ctx.services;
         let raw = services.config.buckets.raw.clone();
-        let silver = &services.config.buckets.silver;
+        let sink = S3Sink {
+            store: &services.store,
+            buckets: &services.config.buckets,
+        };
+        let params = IngestParams {
+            requested_by: request.requested_by.clone(),
+        };
         let objects = self.resolve(ctx, request).await?;
         let mut fingerprinted = Vec::new();
         let mut records = Vec::new();
@@ -223,68 +228,41 @@ impl Stage for Ingest {
             let started = std::time::Instant::now();
             // Streamed: the object is hashed in one pass, never held whole.
             let stream = blocking_reader(services.store.open(&raw, &info.key).await?);
-            let (sha256, size, detected) = compute(move || {
-                let mut reader = HashingReader::new(stream);
-                let mut head = Vec::with_capacity(nadir_flows::format::SNIFF_LEN);
-                (&mut reader)
-                    .take(nadir_flows::format::SNIFF_LEN as u64)
-                    .read_to_end(&mut head)?;
-                std::io::copy(&mut reader, &mut std::io::sink())?;
-                Ok::<_, std::io::Error>((
-                    reader.sha256(),
-                    reader.bytes_read(),
-                    nadir_flows::format::detect(&head),
-                ))
-            })
-            .await?
-            .map_err(|e| StageError::Transient(format!("reading s3://{raw}/{}: {e}", info.key)))?;
-            bytes_read += size;
-            let detected = detected
+            let print = compute(move || ingest::fingerprint(stream))
+                .await?
+                .map_err(|e| {
+                    StageError::Transient(format!("reading s3://{raw}/{}: {e}", info.key))
+                })?;
+            bytes_read += print.size;
+            let detected = print
+                .detected
                 .map_err(|e| StageError::Rejected(format!("s3://{raw}/{}: {e}", info.key)))?;
-            let version = layout::raw_version(info.last_modified, &sha256);
-            let raw_ref = ArtifactRef {
-                bucket: raw.clone(),
-                key: info.key.clone(),
-                version: version.clone(),
-                sha256: sha256.clone(),
-                size,
+            let listed = Listed {
+                bucket: &raw,
+                key: &info.key,
+                etag: &info.etag,
+                size: info.size,
+                last_modified: info.last_modified,
             };
-            let manifest = Manifest::new(
-                "raw",
+            let product = ingest::raw_product(
                 ctx.run_id,
-                &version,
-                vec![],
-                vec![raw_ref],
-                json!({}),
-                json!({
-                    "format": detected.format.name(),
-                    "gzip": detected.gzip,
-                    "etag": info.etag,
-                    "last_modified": info.last_modified,
-                    "seconds": started.elapsed().as_secs_f64(),
-                }),
+                &listed,
+                &print.sha256,
+                print.size,
+                detected,
+                &params,
+                started.elapsed().as_secs_f64(),
             );
-            let manifest_ref = services
-                .store
-                .put_manifest(silver, layout::raw_manifest_key(&version), &manifest)
-                .await?;
-            tracing::info!(run_id = %ctx.run_id, key = %info.key, %sha256, format = %detected, size, "fingerprinted");
-            records.push(AuditRecord {
-                item: info.key.clone(),
-                inputs: json!({ "bucket": raw, "key": info.key, "etag": info.etag, "size": info.size }),
-                outputs: json!([manifest_ref]),
-                parameters: json!({ "requested_by": request.requested_by }),
-                metrics: json!({ "sha256": sha256, "size": size, "format": detected.to_string(), "raw_version": version }),
-            });
-            fingerprinted.push(RawObject {
-                key: info.key,
-                etag: info.etag,
-                version,
-                sha256,
-                size,
-                format: detected.to_string(),
-                manifest: manifest_ref,
-            });
+            let written = write(&sink, product).await?;
+            tracing::info!(run_id = %ctx.run_id, key = %info.key, sha256 = %print.sha256, format = %detected, size = print.size, "fingerprinted");
+            fingerprinted.push(ingest::raw_object(
+                &listed,
+                print.sha256,
+                print.size,
+                detected,
+                &written,
+            ));
+            records.push(written.record);
         }
         Ok(Outcome {
             records,
@@ -315,7 +293,7 @@ mod tests {
             run_id: object_run_id("raw", "a b.csv", "e1"),
             ..StartRun::new(vec!["a b.csv".into()], None, "reconciler")
         };
-        use nadir_common::messages::Message;
+        use nadir_contract::messages::Message;
         let from_start = decode_start(&start.encode()).unwrap();
         assert_eq!(from_event[0].run_id, from_start[0].run_id);
         assert_eq!(from_event[0].input_version(), from_start[0].input_version());
@@ -323,7 +301,7 @@ mod tests {
 
     #[test]
     fn a_start_with_keys_and_a_prefix_is_rejected() {
-        use nadir_common::messages::Message;
+        use nadir_contract::messages::Message;
         let start = StartRun::new(vec!["a".into()], Some("p/".into()), "test");
         assert!(
             decode_start(&start.encode())

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use nadir_common::bus::{INGEST_EVENTS, INGEST_START};
-use nadir_common::services::run_worker;
-use nadir_common::stage::{self, Source};
+use nadir_bus::{INGEST_EVENTS, INGEST_START};
 use nadir_ingest::{Ingest, decode_event, decode_start, reconciler};
+use nadir_runtime::services::run_worker;
+use nadir_runtime::stage::{self, Source};
 
 fn main() -> anyhow::Result<()> {
     run_worker("nadir-ingest", |worker| async move {

@@ -10,10 +10,10 @@
 
 use std::sync::Arc;
 
-use nadir_common::Services;
-use nadir_common::audit;
-use nadir_common::messages::{Message, SCHEMA_VERSION, StartRun, object_run_id, subject};
-use nadir_common::shutdown::Shutdown;
+use nadir_config::shutdown::Shutdown;
+use nadir_contract::messages::{Message, SCHEMA_VERSION, StartRun, object_run_id, subject};
+use nadir_db::runs::object_seen;
+use nadir_runtime::Services;
 
 /// One pass: returns how many runs it started.
 pub async fn reconcile_once(services: &Services) -> anyhow::Result<usize> {
@@ -24,7 +24,7 @@ pub async fn reconcile_once(services: &Services) -> anyhow::Result<usize> {
             continue;
         }
         let run_id = object_run_id(raw, &object.key, &object.etag);
-        if audit::object_seen(&services.db, run_id, &object.key, &object.etag)
+        if object_seen(&services.db, run_id, &object.key, &object.etag)
             .await
             .map_err(|e| anyhow::anyhow!(e.detail()))?
         {

@@ -3,17 +3,24 @@
 
 use std::sync::Arc;
 
-use nadir_common::bus::TRAIN;
-use nadir_common::services::run_worker;
-use nadir_common::stage::{self, Source};
+use nadir_bus::TRAIN;
+use nadir_runtime::services::run_worker;
+use nadir_runtime::stage::{self, Source};
 use nadir_train::Train;
 
 #[global_allocator]
-static ALLOC: nadir_common::memory::Counting = nadir_common::memory::Counting;
+static ALLOC: nadir_pipeline::memory::Counting = nadir_pipeline::memory::Counting;
 
 fn main() -> anyhow::Result<()> {
+    let analysis = nadir_pipeline::Analysis::from_env()?;
     run_worker("nadir-train", |worker| async move {
         let sources = vec![Source::messages(TRAIN)];
-        stage::run(Arc::new(Train), worker.services, sources, worker.shutdown).await
+        stage::run(
+            Arc::new(Train { analysis }),
+            worker.services,
+            sources,
+            worker.shutdown,
+        )
+        .await
     })
 }

@@ -1,196 +1,22 @@
-//! The transform stage: RAW objects in, SILVER flow partitions out.
-//!
-//! Each RAW object of the run becomes one SILVER partition,
-//! `silver/flows/<raw version>/<version>/flows.parquet`, with its manifest.
-//! The bytes are checked against the sha256 ingest recorded, so a RAW object
-//! replaced in between is caught rather than silently mixed in. Packet
-//! captures (pcap, pcapng, plain or gzip) go through the flow meter, with
-//! the ground truth of a `<key>.labels.csv` sidecar joined as the label when
-//! one is in `raw`; Zeek conn.logs (TSV or JSON lines) become the same flow
-//! records; flow CSVs are read as they are.
+//! The transform worker: `pipeline.transform` in, SILVER partitions out,
+//! `pipeline.train` next. What a RAW object becomes is
+//! [`nadir_pipeline::transform`]; this crate fetches the object (a capture
+//! streamed, never held whole) and its ground-truth sidecar from `raw`,
+//! and writes the partition through the S3 sink.
 
-use std::io::Read;
 use std::time::Instant;
 
-use nadir_common::audit::{AuditRecord, StageKind};
-use nadir_common::layout::{self, ArtifactRef, Manifest};
-use nadir_common::messages::{
-    RawObject, SCHEMA_VERSION, SilverPartition, TrainJob, TransformJob, subject,
-};
-use nadir_common::stage::{JobContext, Outcome, Stage, StageError, compute};
-use nadir_common::store::{HashingReader, blocking_reader};
-use nadir_flowmeter::MeterConfig;
-use nadir_flows::FlowTable;
-use nadir_flows::capture::{SilverSummary, capture_to_silver, table_from_flows};
-use nadir_flows::labels::{GroundTruth, SIDECAR_SUFFIX};
-use serde_json::json;
+use nadir_contract::messages::{SCHEMA_VERSION, TrainJob, TransformJob, subject};
+use nadir_contract::stage::StageKind;
+use nadir_pipeline::Analysis;
+use nadir_pipeline::sink::{S3Sink, write};
+use nadir_pipeline::transform::{self, SilverOf};
+use nadir_runtime::stage::{JobContext, Outcome, Stage, StageError, compute};
+use nadir_store::{StoreError, blocking_reader};
 
-pub struct Transform;
-
-/// What transform made of one RAW object: the SILVER partition's bytes
-/// and what is in it.
-pub struct Transformed {
-    pub parquet: Vec<u8>,
-    pub silver: SilverSummary,
-    /// Packets read and skipped by reason, flows, labels joined.
-    pub metrics: serde_json::Value,
-}
-
-impl Transformed {
-    fn from_table(table: FlowTable, metrics: serde_json::Value) -> Result<Self, String> {
-        Ok(Transformed {
-            parquet: table.to_parquet().map_err(|e| e.to_string())?,
-            silver: SilverSummary {
-                rows: table.rows() as u64,
-                features: table.features,
-                text: table.text,
-                labelled: table.labelled,
-            },
-            metrics,
-        })
-    }
-}
-
-fn ground_truth(labels: Option<&[u8]>) -> Result<Option<GroundTruth>, String> {
-    labels
-        .map(|l| {
-            GroundTruth::parse(&String::from_utf8_lossy(l))
-                .map_err(|e| format!("ground truth: {e}"))
-        })
-        .transpose()
-}
-
-fn check_sha256(object: &RawObject, actual: &str) -> Result<(), String> {
-    if actual == object.sha256 {
-        Ok(())
-    } else {
-        Err(format!(
-            "content changed since ingest (sha256 {} was recorded, the object now hashes to {actual})",
-            object.sha256
-        ))
-    }
-}
-
-/// A flow CSV (plain or gzip) to a flow table. Pure: no I/O.
-pub fn transform_csv(object: &RawObject, bytes: &[u8]) -> Result<Transformed, String> {
-    check_sha256(object, &layout::sha256_hex(bytes))?;
-    let table = FlowTable::from_csv(&inflate(object, bytes)?).map_err(|e| e.to_string())?;
-    let metrics = json!({ "rows": table.rows() });
-    Transformed::from_table(table, metrics)
-}
-
-/// A packet capture, read once from `reader` in constant memory, to a flow
-/// table with the ground truth of `labels` joined, with the timeouts of
-/// `meter`. The bytes are checked against the sha256 ingest recorded.
-pub fn transform_capture<R: Read + Send>(
-    object: &RawObject,
-    reader: R,
-    labels: Option<&[u8]>,
-    meter: MeterConfig,
-) -> Result<Transformed, String> {
-    let truth = ground_truth(labels)?;
-    let mut hashing = HashingReader::new(reader);
-    let mut parquet = Vec::new();
-    let (stats, silver) =
-        capture_to_silver(&mut hashing, meter, truth.as_ref(), &mut parquet, |_| {})
-            .map_err(|e| e.to_string())?;
-    // Whatever follows the last record still counts towards the hash.
-    std::io::copy(&mut hashing, &mut std::io::sink())
-        .map_err(|e| format!("reading the capture: {e}"))?;
-    check_sha256(object, &hashing.sha256())?;
-    let metrics = json!({
-        "bytes": hashing.bytes_read(),
-        "packets": stats.packets,
-        "ip_packets": stats.ip_packets,
-        "skipped": stats.skipped,
-        "out_of_order": stats.out_of_order,
-        "flows": silver.rows,
-        "ground_truth_rows": truth.as_ref().map(GroundTruth::len),
-    });
-    Ok(Transformed {
-        parquet,
-        silver,
-        metrics,
-    })
-}
-
-/// A Zeek conn.log (tab-separated or JSON lines, plain or gzip) to a flow
-/// table with the ground truth of `labels` joined. Pure: no I/O.
-pub fn transform_zeek(
-    object: &RawObject,
-    bytes: &[u8],
-    labels: Option<&[u8]>,
-) -> Result<Transformed, String> {
-    check_sha256(object, &layout::sha256_hex(bytes))?;
-    let text = String::from_utf8_lossy(&inflate(object, bytes)?).into_owned();
-    let json = object.format.starts_with("json-lines");
-    let flows = nadir_flowmeter::zeek::flows_from_conn_log(
-        &text,
-        json,
-        MeterConfig::default().context_window_ns,
-    )
-    .map_err(|e| format!("Zeek conn.log: {e}"))?;
-    let truth = ground_truth(labels)?;
-    let table = table_from_flows(&flows, truth.as_ref().map(|t| t.labels(&flows)), 0)
-        .map_err(|e| e.to_string())?;
-    let metrics = json!({ "records": flows.len(), "ground_truth_rows": truth.as_ref().map(GroundTruth::len) });
-    Transformed::from_table(table, metrics)
-}
-
-/// Any RAW object held in memory (a capture, a Zeek log, a flow CSV) to
-/// SILVER, by the format ingest detected. Pure: no I/O. (The worker streams
-/// captures from S3 instead; `nadir analyze` reads local files with this.)
-pub fn transform_object(
-    object: &RawObject,
-    bytes: &[u8],
-    labels: Option<&[u8]>,
-    meter: MeterConfig,
-) -> Result<Transformed, String> {
-    if is_capture(&object.format) {
-        transform_capture(object, bytes, labels, meter)
-    } else if is_zeek(&object.format) {
-        transform_zeek(object, bytes, labels)
-    } else {
-        transform_csv(object, bytes)
-    }
-}
-
-/// The flow meter's settings from the configuration.
-pub fn meter_config(analysis: &nadir_common::config::Analysis) -> MeterConfig {
-    MeterConfig {
-        idle_timeout_ns: analysis.flow_idle_timeout.as_nanos() as i64,
-        active_timeout_ns: analysis.flow_active_timeout.as_nanos() as i64,
-        ..MeterConfig::default()
-    }
-}
-
-/// The object's bytes, gunzipped if ingest found them compressed.
-fn inflate<'a>(object: &RawObject, bytes: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, String> {
-    if object.format.ends_with("+gzip") {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("gzip stream is corrupt: {e}"))?;
-        Ok(out.into())
-    } else {
-        Ok(bytes.into())
-    }
-}
-
-/// Formats whose flows can carry a ground-truth sidecar.
-fn takes_sidecar(format: &str) -> bool {
-    is_capture(format) || is_zeek(format)
-}
-
-fn is_zeek(format: &str) -> bool {
-    matches!(format.trim_end_matches("+gzip"), "zeek-tsv" | "json-lines")
-}
-
-fn is_capture(format: &str) -> bool {
-    matches!(
-        format.trim_end_matches("+gzip"),
-        "pcap" | "pcap-ns" | "pcapng"
-    )
+/// The stage, with the analysis settings it works by.
+pub struct Transform {
+    pub analysis: Analysis,
 }
 
 impl Stage for Transform {
@@ -206,124 +32,64 @@ impl Stage for Transform {
     ) -> Result<Outcome<TrainJob>, StageError> {
         let services = ctx.services;
         let buckets = &services.config.buckets;
+        let store = &services.store;
+        let sink = S3Sink { store, buckets };
+        let meter = transform::meter_config(&self.analysis);
         let mut partitions = Vec::new();
         let mut records = Vec::new();
         let (mut rows, mut bytes_read) = (0, 0);
         for object in &job.raw {
             let started = Instant::now();
-            let sidecar = if takes_sidecar(&object.format) {
-                let key = format!("{}{SIDECAR_SUFFIX}", object.key);
-                match services.store.get(&buckets.raw, &key).await {
+            let sidecar = match transform::sidecar_key(object) {
+                Some(key) => match store.get(&buckets.raw, &key).await {
                     Ok(labels) => Some((key, labels)),
-                    Err(nadir_common::store::StoreError::NotFound { .. }) => None,
+                    Err(StoreError::NotFound { .. }) => None,
                     Err(e) => return Err(e.into()),
-                }
-            } else {
-                None
+                },
+                None => None,
             };
-            let sidecar_ref = sidecar.as_ref().map(|(key, labels)| {
-                let sha256 = layout::sha256_hex(labels);
-                ArtifactRef {
-                    bucket: buckets.raw.clone(),
-                    key: key.clone(),
-                    version: sha256[..8].to_string(),
-                    sha256,
-                    size: labels.len() as u64,
-                }
-            });
+            let sidecar_ref = sidecar
+                .as_ref()
+                .map(|(key, labels)| transform::sidecar_ref(&buckets.raw, key.clone(), labels));
             let owned = object.clone();
-            let meter = meter_config(&services.config.analysis);
-            let result = if is_capture(&object.format) {
-                // Streamed: a capture is never held in memory whole.
-                let stream = blocking_reader(services.store.open(&buckets.raw, &object.key).await?);
+            let labels = sidecar.map(|(_, l)| l);
+            let result = if transform::streams(object) {
+                let stream = blocking_reader(store.open(&buckets.raw, &object.key).await?);
                 compute(move || {
-                    let labels = sidecar.as_ref().map(|(_, l)| &l[..]);
-                    transform_capture(&owned, stream, labels, meter)
+                    transform::transform_capture(&owned, stream, labels.as_deref(), meter)
                 })
                 .await?
             } else {
-                let bytes = services.store.get(&buckets.raw, &object.key).await?;
+                let bytes = store.get(&buckets.raw, &object.key).await?;
                 compute(move || {
-                    let labels = sidecar.as_ref().map(|(_, l)| &l[..]);
-                    transform_object(&owned, &bytes, labels, meter)
+                    transform::transform_object(&owned, &bytes, labels.as_deref(), meter)
                 })
                 .await?
             };
-            let Transformed {
-                parquet,
-                silver: table,
-                metrics: read,
-            } = result.map_err(|e| {
+            let transformed = result.map_err(|e| {
                 StageError::Rejected(format!("s3://{}/{}: {e}", buckets.raw, object.key))
             })?;
             bytes_read += object.size;
-            let flows_key = layout::silver_flows_key(&object.version, ctx.version);
-            let flows_ref = services
-                .store
-                .put_artifact(
-                    &buckets.silver,
-                    flows_key,
-                    ctx.version,
-                    parquet,
-                    "application/vnd.apache.parquet",
-                )
-                .await?;
-            let raw_ref = ArtifactRef {
-                bucket: buckets.raw.clone(),
-                key: object.key.clone(),
-                version: object.version.clone(),
-                sha256: object.sha256.clone(),
-                size: object.size,
+            let (features, partition_rows) =
+                (transformed.silver.features.clone(), transformed.silver.rows);
+            let silver = SilverOf {
+                run_id: ctx.run_id,
+                version: ctx.version,
+                object,
+                raw: object.artifact(&buckets.raw),
+                sidecar: sidecar_ref,
+                meter,
+                seconds: started.elapsed().as_secs_f64(),
             };
-            let parameters = json!({
-                "format": object.format,
-                "features": table.features,
-                "text_columns": table.text,
-                "flow_idle_timeout_s": meter.idle_timeout_ns / 1_000_000_000,
-                "flow_active_timeout_s": meter.active_timeout_ns / 1_000_000_000,
-            });
-            let metrics = json!({
-                "rows": table.rows,
-                "features": table.features.len(),
-                "labelled": table.labelled,
-                "read": read,
-                "seconds": started.elapsed().as_secs_f64(),
-            });
-            let manifest = Manifest::new(
-                "silver",
-                ctx.run_id,
-                ctx.version,
-                [raw_ref.clone(), object.manifest.clone()]
-                    .into_iter()
-                    .chain(sidecar_ref)
-                    .collect(),
-                vec![flows_ref.clone()],
-                parameters.clone(),
-                metrics.clone(),
-            );
-            let manifest_ref = services
-                .store
-                .put_manifest(
-                    &buckets.silver,
-                    layout::silver_manifest_key(&object.version, ctx.version),
-                    &manifest,
-                )
-                .await?;
-            rows += table.rows;
-            records.push(AuditRecord {
-                item: object.version.clone(),
-                inputs: json!([raw_ref]),
-                outputs: json!([flows_ref, manifest_ref]),
-                parameters,
-                metrics,
-            });
-            partitions.push(SilverPartition {
-                raw_version: object.version.clone(),
-                features: table.features.clone(),
-                flows: flows_ref,
-                manifest: manifest_ref,
-                rows: table.rows,
-            });
+            let written = write(&sink, silver.product(transformed)).await?;
+            rows += partition_rows;
+            partitions.push(transform::partition(
+                object,
+                features,
+                partition_rows,
+                &written,
+            ));
+            records.push(written.record);
         }
         Ok(Outcome {
             records,
@@ -337,59 +103,5 @@ impl Stage for Transform {
                 training: job.training.clone(),
             },
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn raw(bytes: &[u8], format: &str) -> RawObject {
-        RawObject {
-            key: "k".into(),
-            etag: "e".into(),
-            version: "v".into(),
-            sha256: layout::sha256_hex(bytes),
-            size: bytes.len() as u64,
-            format: format.into(),
-            manifest: ArtifactRef::of("silver", "m".into(), "v", b""),
-        }
-    }
-
-    #[test]
-    fn zeek_conn_logs_become_labelled_flows() {
-        let log = "{\"ts\":1767225600.5,\"id.orig_h\":\"10.0.0.1\",\"id.orig_p\":40000,\"id.resp_h\":\"10.0.0.2\",\"id.resp_p\":22,\"proto\":\"tcp\",\"duration\":1.5,\"conn_state\":\"SF\",\"history\":\"ShADadFf\",\"orig_pkts\":9,\"orig_ip_bytes\":900,\"resp_pkts\":7,\"resp_ip_bytes\":1200}\n{\"ts\":1767225601.0,\"id.orig_h\":\"10.0.0.3\",\"id.orig_p\":123,\"id.resp_h\":\"10.0.0.4\",\"id.resp_p\":123,\"proto\":\"udp\",\"orig_pkts\":1,\"orig_ip_bytes\":76,\"resp_pkts\":1,\"resp_ip_bytes\":76}\n";
-        let truth = b"protocol,src_ip,src_port,dst_ip,dst_port,label\n6,10.0.0.2,22,10.0.0.1,40000,ssh_bruteforce\n";
-        let t = transform_zeek(
-            &raw(log.as_bytes(), "json-lines"),
-            log.as_bytes(),
-            Some(truth),
-        )
-        .unwrap();
-        let t = FlowTable::from_parquet(&t.parquet, &t.silver.features).unwrap();
-        assert_eq!(t.rows(), 2);
-        assert_eq!(
-            t.labels().unwrap(),
-            [
-                Some("ssh_bruteforce".to_string()),
-                Some("normal".to_string())
-            ]
-        );
-        assert!(t.features.contains(&"fwd_packets".to_string()));
-        let x = t.feature_matrix().unwrap();
-        assert_eq!(
-            x[[
-                0,
-                t.features.iter().position(|f| f == "fwd_packets").unwrap()
-            ]],
-            9.0
-        );
-    }
-
-    #[test]
-    fn a_changed_object_is_caught_by_its_hash() {
-        let object = raw(b"a,b\n1,2\n", "csv");
-        let err = transform_csv(&object, b"a,b\n1,3\n").err().unwrap();
-        assert!(err.contains("content changed since ingest"), "{err}");
     }
 }

@@ -17,8 +17,8 @@ use async_nats::jetstream::{
 };
 use futures::StreamExt;
 
-use crate::config::Delivery;
-use crate::messages::subject;
+use nadir_config::Delivery;
+use nadir_contract::messages::subject;
 
 pub const PIPELINE_STREAM: &str = "NADIR_PIPELINE";
 pub const MINIO_STREAM: &str = "NADIR_MINIO";
@@ -91,7 +91,7 @@ impl Bus {
             .connection_timeout(Duration::from_secs(5))
             .connect(url)
             .await
-            .map_err(|e| bus_err(format!("connect to {}", crate::config::redact_url(url)), e))?;
+            .map_err(|e| bus_err(format!("connect to {}", nadir_config::redact_url(url)), e))?;
         let jetstream = jetstream::new(client.clone());
         Ok(Bus { client, jetstream })
     }

@@ -29,12 +29,15 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::audit::{self, AuditRecord, Finish, JobKey, StageKind};
-use crate::bus::ConsumerSpec;
-use crate::messages::{Message, MessageError, RunDead, SCHEMA_VERSION, subject};
-use crate::registry::RegistryChange;
+use nadir_bus::ConsumerSpec;
+use nadir_config::shutdown::Shutdown;
+use nadir_contract::audit::AuditRecord;
+use nadir_contract::messages::{Message, MessageError, RunDead, SCHEMA_VERSION, subject};
+use nadir_contract::stage::StageKind;
+use nadir_db::jobs::{self, Finish, JobKey};
+use nadir_db::registry::RegistryChange;
+
 use crate::services::Services;
-use crate::shutdown::Shutdown;
 
 /// Why a stage job did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -57,19 +60,19 @@ impl StageError {
     }
 }
 
-impl From<crate::store::StoreError> for StageError {
+impl From<nadir_store::StoreError> for StageError {
     /// A missing object is bad input; anything else S3 says is worth a retry.
-    fn from(e: crate::store::StoreError) -> Self {
+    fn from(e: nadir_store::StoreError) -> Self {
         match e {
-            crate::store::StoreError::NotFound { .. } => StageError::Rejected(e.to_string()),
-            crate::store::StoreError::Failed { .. } => StageError::Transient(e.to_string()),
+            nadir_store::StoreError::NotFound { .. } => StageError::Rejected(e.to_string()),
+            nadir_store::StoreError::Failed { .. } => StageError::Transient(e.to_string()),
         }
     }
 }
 
-impl From<crate::audit::AuditError> for StageError {
+impl From<nadir_db::DbError> for StageError {
     /// PostgreSQL failing under a job is worth a retry.
-    fn from(e: crate::audit::AuditError) -> Self {
+    fn from(e: nadir_db::DbError) -> Self {
         StageError::Transient(format!("PostgreSQL: {e}"))
     }
 }
@@ -314,7 +317,7 @@ impl<S: Stage> Runtime<S> {
         let error = format!("rejected {subject} message #{sequence}: {error}");
         tracing::error!(stage = self.stage_name(), run_id = ?run_id, %error, "rejected message");
         let worker = &self.services.config.worker_id;
-        if let Err(e) = audit::record_rejected(
+        if let Err(e) = jobs::record_rejected(
             &self.services.db,
             &subject,
             sequence,
@@ -387,11 +390,11 @@ impl<S: Stage> Runtime<S> {
         };
         let run_id = key.run_id;
 
-        let Some(_lock) = audit::try_lock(db, &key).await? else {
+        let Some(_lock) = jobs::try_lock(db, &key).await? else {
             tracing::info!(stage = self.stage_name(), %run_id, "job is being worked on elsewhere; retrying later");
             return Ok(Disposition::NakAfter(Duration::from_secs(2)));
         };
-        let state = audit::job_state(db, &key).await?;
+        let state = jobs::job_state(db, &key).await?;
         match state.as_ref().map(|s| s.status.as_str()) {
             Some("succeeded") => {
                 let state = state.as_ref().unwrap();
@@ -421,17 +424,17 @@ impl<S: Stage> Runtime<S> {
                 .and_then(|s| s.error)
                 .unwrap_or_else(|| "the worker stopped before finishing".into());
             let error = format!("gave up after {max_deliver} deliveries: {last}");
-            audit::claim(db, &key, msg.subject.as_str(), &request, "none", worker).await?;
+            jobs::claim(db, &key, msg.subject.as_str(), &request, "none", worker).await?;
             self.fail(&key, job, &request, started_at, msg, delivered, &error)
                 .await?;
             return Ok(Disposition::Ack);
         }
 
-        let fresh_version = crate::layout::version(
+        let fresh_version = nadir_contract::layout::version(
             started_at,
             &format!("{run_id}/{}/{}", S::KIND.name(), key.input_version),
         );
-        let (version, attempt) = audit::claim(
+        let (version, attempt) = jobs::claim(
             db,
             &key,
             msg.subject.as_str(),
@@ -474,7 +477,7 @@ impl<S: Stage> Runtime<S> {
             Ok(outcome) => {
                 let next = serde_json::to_value(&outcome.next)?;
                 let report = S::run_report(&outcome.next);
-                audit::finish(
+                jobs::finish(
                     db,
                     &key,
                     started_at,
@@ -517,7 +520,7 @@ impl<S: Stage> Runtime<S> {
             }
             Err(StageError::Transient(error)) => {
                 tracing::warn!(stage = self.stage_name(), %run_id, %error, delivered, "job failed; will retry");
-                audit::record_retry(db, &key, &error).await?;
+                jobs::record_retry(db, &key, &error).await?;
                 self.count("retried");
                 Ok(Disposition::NakAfter(backoff(delivered)))
             }
@@ -561,7 +564,7 @@ impl<S: Stage> Runtime<S> {
             .bus
             .publish(subject, &msg_id, serde_json::to_vec(next)?)
             .await?;
-        audit::mark_published(&self.services.db, key)
+        jobs::mark_published(&self.services.db, key)
             .await
             .map_err(|e| anyhow::anyhow!(e.detail()))?;
         Ok(())
@@ -579,7 +582,7 @@ impl<S: Stage> Runtime<S> {
         error: &str,
     ) -> anyhow::Result<()> {
         tracing::error!(stage = self.stage_name(), run_id = %key.run_id, %error, "job failed; run marked failed");
-        audit::finish(
+        jobs::finish(
             &self.services.db,
             key,
             started_at,

@@ -182,6 +182,19 @@ pub struct RawObject {
     pub manifest: ArtifactRef,
 }
 
+impl RawObject {
+    /// The RAW object as an artifact of `bucket`.
+    pub fn artifact(&self, bucket: &str) -> ArtifactRef {
+        ArtifactRef {
+            bucket: bucket.to_string(),
+            key: self.key.clone(),
+            version: self.version.clone(),
+            sha256: self.sha256.clone(),
+            size: self.size,
+        }
+    }
+}
+
 /// `pipeline.transform`: the RAW objects of a run, fingerprinted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -273,52 +286,6 @@ pub struct RunDead {
     pub error: String,
 }
 message!(RunDead, "pipeline.dead message");
-
-impl crate::stage::Job for TransformJob {
-    fn run_id(&self) -> Uuid {
-        self.run_id
-    }
-    fn input_version(&self) -> String {
-        crate::layout::input_version(self.raw.iter().map(|r| r.version.as_str()))
-    }
-    fn item(&self) -> String {
-        self.raw
-            .iter()
-            .map(|r| r.key.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-impl crate::stage::Job for TrainJob {
-    fn run_id(&self) -> Uuid {
-        self.run_id
-    }
-    fn input_version(&self) -> String {
-        crate::layout::input_version(self.silver.iter().map(|p| p.flows.version.as_str()))
-    }
-    fn item(&self) -> String {
-        self.silver
-            .iter()
-            .map(|p| p.raw_version.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-impl crate::stage::Job for EvalJob {
-    fn run_id(&self) -> Uuid {
-        self.run_id
-    }
-    fn input_version(&self) -> String {
-        let silver = self.silver.iter().map(|p| p.flows.version.as_str());
-        let models = self.models.iter().map(|m| m.model.version.as_str());
-        crate::layout::input_version(silver.chain(models))
-    }
-    fn item(&self) -> String {
-        "run".into()
-    }
-}
 
 /// The run id of the run a RAW object starts on its own (bucket event or
 /// reconciler): the same object, announced by both paths, is one run.

@@ -10,8 +10,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::config::S3Settings;
-use crate::layout::{ArtifactRef, Manifest};
+use nadir_config::S3Settings;
+use nadir_contract::layout::{ArtifactRef, Manifest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

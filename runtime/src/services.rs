@@ -9,12 +9,11 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use futures::FutureExt;
 
-use crate::audit;
-use crate::bus::Bus;
-use crate::config::Config;
-use crate::shutdown::Shutdown;
-use crate::store::ObjectStore;
-use crate::telemetry::{self, Metrics, ReadinessProbe};
+use nadir_bus::Bus;
+use nadir_config::Config;
+use nadir_config::shutdown::Shutdown;
+use nadir_config::telemetry::{self, Metrics, ReadinessProbe};
+use nadir_store::ObjectStore;
 
 /// Everything a stage job may touch, shared by all of a worker's loops.
 pub struct Services {
@@ -36,7 +35,7 @@ impl Services {
         shutdown: &Shutdown,
     ) -> anyhow::Result<Arc<Self>> {
         let store = ObjectStore::new(&config.s3);
-        let db = audit::pool(&config.database_url, 8)?;
+        let db = nadir_db::pool(&config.database_url, 8)?;
         let bus = retry("NATS", shutdown, || {
             let (url, name) = (config.nats_url.clone(), name.to_string());
             async move { Bus::connect(&url, &name).await.map_err(anyhow::Error::from) }.boxed()
@@ -45,7 +44,7 @@ impl Services {
         retry("PostgreSQL migrations", shutdown, || {
             let db = db.clone();
             async move {
-                audit::migrate(&db)
+                nadir_db::schema::migrate(&db)
                     .await
                     .map_err(|e| anyhow::anyhow!(e.detail()))
             }

@@ -123,11 +123,58 @@ pub fn eval_manifest_key(version: &str) -> String {
     format!("{version}/manifest.json")
 }
 
+/// The four layers of DESIGN.md, one bucket each (names configurable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    Raw,
+    Silver,
+    Models,
+    Eval,
+}
+
+impl Layer {
+    /// The default bucket name, and the folder `nadir analyze` writes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::Raw => "raw",
+            Layer::Silver => "silver",
+            Layer::Models => "models",
+            Layer::Eval => "eval",
+        }
+    }
+}
+
+/// What a manifest describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ManifestKind {
+    /// A RAW object, as ingest fingerprinted it.
+    Raw,
+    /// A SILVER partition.
+    Silver,
+    /// A fitted model.
+    Model,
+    /// A run's evaluation.
+    Eval,
+}
+
+impl ManifestKind {
+    /// The layer a manifest of this kind is stored in (a RAW object's
+    /// manifest goes to SILVER: `raw` is never written to).
+    pub fn layer(self) -> Layer {
+        match self {
+            ManifestKind::Raw | ManifestKind::Silver => Layer::Silver,
+            ManifestKind::Model => Layer::Models,
+            ManifestKind::Eval => Layer::Eval,
+        }
+    }
+}
+
 /// The manifest beside every artifact: lineage is a walk over these.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// `raw`, `silver`, `model` or `eval`.
-    pub kind: String,
+    pub kind: ManifestKind,
     pub run_id: uuid::Uuid,
     pub version: String,
     pub created_at: DateTime<Utc>,
@@ -145,7 +192,7 @@ pub struct Manifest {
 impl Manifest {
     /// A manifest made now by this build.
     pub fn new(
-        kind: &str,
+        kind: ManifestKind,
         run_id: uuid::Uuid,
         version: &str,
         inputs: Vec<ArtifactRef>,
@@ -154,7 +201,7 @@ impl Manifest {
         metrics: serde_json::Value,
     ) -> Self {
         Manifest {
-            kind: kind.into(),
+            kind,
             run_id,
             version: version.into(),
             created_at: Utc::now(),

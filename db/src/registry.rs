@@ -4,15 +4,15 @@
 //! their job ([`RegistryChange`]), so a redelivered job never registers or
 //! promotes twice; `nadir promote` and `nadir rollback` change it by hand.
 
-use std::collections::HashMap;
-
 use deadpool_postgres::{GenericClient, Pool};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::audit::AuditError;
-use crate::layout::ArtifactRef;
+use nadir_contract::layout::ArtifactRef;
+pub use nadir_contract::registry::RegistryChange;
+
+use crate::connection::DbError;
 
 /// A model as the registry knows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,36 +42,13 @@ pub struct ChampionChange {
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
-/// What a stage job changes in the registry, applied with its audit rows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum RegistryChange {
-    /// The train stage: a model now exists.
-    Register {
-        algorithm: String,
-        feature_set: String,
-        model: ArtifactRef,
-        manifest: ArtifactRef,
-        metrics: Value,
-    },
-    /// The eval stage: this run's evaluation promotes a model, provided the
-    /// champion is still the one it was compared with.
-    Promote {
-        feature_set: String,
-        algorithm: String,
-        version: String,
-        compared_with: Option<(String, String)>,
-        reason: String,
-        metrics: Value,
-    },
-}
-
 /// Applies a job's registry changes (inside its finishing transaction).
 pub(crate) async fn apply(
     tx: &impl GenericClient,
     run_id: Uuid,
     worker: &str,
     changes: &[RegistryChange],
-) -> Result<(), AuditError> {
+) -> Result<(), DbError> {
     for change in changes {
         match change {
             RegistryChange::Register {
@@ -139,10 +116,10 @@ pub(crate) async fn apply(
     Ok(())
 }
 
-fn registered(row: &tokio_postgres::Row) -> Result<RegisteredModel, AuditError> {
-    let artifact = |column: &str| -> Result<ArtifactRef, AuditError> {
+fn registered(row: &tokio_postgres::Row) -> Result<RegisteredModel, DbError> {
+    let artifact = |column: &str| -> Result<ArtifactRef, DbError> {
         serde_json::from_value(row.get::<_, Value>(column))
-            .map_err(|e| AuditError::Config(format!("models.{column}: {e}")))
+            .map_err(|e| DbError::Config(format!("models.{column}: {e}")))
     };
     Ok(RegisteredModel {
         algorithm: row.get("algorithm"),
@@ -157,7 +134,7 @@ fn registered(row: &tokio_postgres::Row) -> Result<RegisteredModel, AuditError> 
 }
 
 /// Every registered model, newest first.
-pub async fn models(pool: &Pool, limit: i64) -> Result<Vec<RegisteredModel>, AuditError> {
+pub async fn models(pool: &Pool, limit: i64) -> Result<Vec<RegisteredModel>, DbError> {
     let client = pool.get().await?;
     let rows = client
         .query(
@@ -174,7 +151,7 @@ pub async fn model(
     pool: &Pool,
     algorithm: &str,
     version: &str,
-) -> Result<Option<RegisteredModel>, AuditError> {
+) -> Result<Option<RegisteredModel>, DbError> {
     let client = pool.get().await?;
     let row = client
         .query_opt(
@@ -187,7 +164,7 @@ pub async fn model(
 }
 
 /// The champion's history, newest first.
-pub async fn history(pool: &Pool, limit: i64) -> Result<Vec<ChampionChange>, AuditError> {
+pub async fn history(pool: &Pool, limit: i64) -> Result<Vec<ChampionChange>, DbError> {
     let client = pool.get().await?;
     let rows = client
         .query(
@@ -217,10 +194,7 @@ pub async fn history(pool: &Pool, limit: i64) -> Result<Vec<ChampionChange>, Aud
 }
 
 /// The current champion of a feature set, if one was ever promoted.
-pub async fn champion(
-    pool: &Pool,
-    feature_set: &str,
-) -> Result<Option<RegisteredModel>, AuditError> {
+pub async fn champion(pool: &Pool, feature_set: &str) -> Result<Option<RegisteredModel>, DbError> {
     let client = pool.get().await?;
     let row = client
         .query_opt(
@@ -247,7 +221,7 @@ pub enum PromoteError {
     #[error("no champion has been named yet")]
     NoChampion,
     #[error(transparent)]
-    Audit(#[from] AuditError),
+    Audit(#[from] DbError),
 }
 
 impl From<tokio_postgres::Error> for PromoteError {
@@ -375,33 +349,4 @@ async fn change_by_hand(
     .await?;
     tx.commit().await?;
     Ok(set)
-}
-
-/// Analysts' latest verdict on each flow of the given partitions
-/// (`true` = a real attack), as labels for an evaluation; with `until`,
-/// as it stood then (to replay an evaluation).
-pub async fn feedback(
-    pool: &Pool,
-    raw_versions: &[String],
-    until: Option<chrono::DateTime<chrono::Utc>>,
-) -> Result<HashMap<(String, u64), bool>, AuditError> {
-    let client = pool.get().await?;
-    let rows = client
-        .query(
-            "SELECT DISTINCT ON (raw_version, flow_id) raw_version, flow_id, verdict
-               FROM feedback WHERE raw_version = ANY($1) AND ($2::timestamptz IS NULL OR at <= $2)
-              ORDER BY raw_version, flow_id, id DESC",
-            &[&raw_versions, &until],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let flow_id: i64 = r.get(1);
-            (
-                (r.get::<_, String>(0), flow_id as u64),
-                r.get::<_, String>(2) == "true_positive",
-            )
-        })
-        .collect())
 }

@@ -1,7 +1,7 @@
 //! Heap accounting for "peak memory" in model manifests: a global
 //! allocator that counts the bytes in use and the high-water mark since the
 //! last [`reset_peak`]. A binary opts in with
-//! `#[global_allocator] static ALLOC: nadir_common::memory::Counting = nadir_common::memory::Counting;`;
+//! `#[global_allocator] static ALLOC: nadir_pipeline::memory::Counting = nadir_pipeline::memory::Counting;`;
 //! without it the figures stay zero. The counts are process-wide.
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -1,10 +1,21 @@
-//! Configuration from `NADIR_*` environment variables.
+//! Configuration and telemetry every long-running nadir process shares.
 //!
-//! Every setting a nadir process reads is named here, once. A missing or
-//! malformed value stops the process at start with a message that names the
+//! Every service setting a nadir process reads (`NADIR_NATS_URL`, the S3
+//! and database settings, buckets, delivery, the dashboard's) is named in
+//! this file, once; the analysis settings (detectors, seed, timeouts, the
+//! training window) are `nadir_pipeline::Analysis`. A missing or malformed
+//! value stops the process at start with a message that names the
 //! variable, so an operator never has to guess which line of a manifest is
-//! wrong. Secrets (S3 keys, the database URL) are read here and never printed:
-//! [`Config`]'s `Debug` output redacts them.
+//! wrong. Secrets (S3 keys, the database URL) are read here and never
+//! printed: [`Config`]'s `Debug` output redacts them.
+//!
+//! - [`telemetry`]: logs, the Prometheus metrics, `/healthz` and `/readyz`.
+//! - [`shutdown`]: SIGTERM/SIGINT as a future.
+//!
+//! No service is contacted here.
+
+pub mod shutdown;
+pub mod telemetry;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -48,12 +59,16 @@ impl Env for HashMap<String, String> {
     }
 }
 
-fn required(env: &dyn Env, var: &'static str, hint: &'static str) -> Result<String, ConfigError> {
+pub fn required(
+    env: &dyn Env,
+    var: &'static str,
+    hint: &'static str,
+) -> Result<String, ConfigError> {
     env.get(var).ok_or(ConfigError::Missing { var, hint })
 }
 
 /// A setting with no default: `None` when unset.
-fn optional<T>(env: &dyn Env, var: &'static str) -> Result<Option<T>, ConfigError>
+pub fn optional<T>(env: &dyn Env, var: &'static str) -> Result<Option<T>, ConfigError>
 where
     T: std::str::FromStr,
     T::Err: fmt::Display,
@@ -69,7 +84,7 @@ where
         .transpose()
 }
 
-fn parsed<T>(env: &dyn Env, var: &'static str, default: T) -> Result<T, ConfigError>
+pub fn parsed<T>(env: &dyn Env, var: &'static str, default: T) -> Result<T, ConfigError>
 where
     T: FromStr,
     T::Err: fmt::Display,
@@ -87,7 +102,7 @@ where
     }
 }
 
-fn seconds(env: &dyn Env, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
+pub fn seconds(env: &dyn Env, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
     parsed(env, var, default).map(Duration::from_secs)
 }
 
@@ -157,29 +172,6 @@ pub struct Delivery {
     pub shutdown_grace: Duration,
 }
 
-/// How flows are made and detectors fitted and judged: the settings the
-/// workers and `nadir analyze` share (no service is needed to read them).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Analysis {
-    /// Seed of every random choice a stage makes (model fitting).
-    pub seed: u64,
-    /// Share of flows the operating threshold flags as anomalous.
-    pub contamination: f64,
-    /// Detectors the train stage fits, by algorithm name.
-    pub detectors: Vec<String>,
-    /// Scaling of numeric features before fitting.
-    pub scaling: nadir_detectors::Scaling,
-    /// Flow meter: time without a packet that ends a flow.
-    pub flow_idle_timeout: Duration,
-    /// Flow meter: time after its first packet that cuts a long flow.
-    pub flow_active_timeout: Duration,
-    /// The default training window and hold-out (`pipeline.start` may
-    /// override each field).
-    pub window: crate::messages::TrainingWindow,
-    /// The labelled metric the champion is chosen by.
-    pub selection_metric: String,
-}
-
 /// Everything a long-running nadir process needs to start.
 #[derive(Clone)]
 pub struct Config {
@@ -191,8 +183,6 @@ pub struct Config {
     pub delivery: Delivery,
     /// How often the ingest reconciler lists `raw`; zero turns it off.
     pub reconcile_interval: Duration,
-    /// How flows are made and models fitted and judged.
-    pub analysis: Analysis,
     /// Name of this process in audit rows and logs.
     pub worker_id: String,
 }
@@ -207,7 +197,6 @@ impl fmt::Debug for Config {
             .field("buckets", &self.buckets)
             .field("delivery", &self.delivery)
             .field("reconcile_interval", &self.reconcile_interval)
-            .field("analysis", &self.analysis)
             .field("worker_id", &self.worker_id)
             .finish()
     }
@@ -240,16 +229,6 @@ pub const VARIABLES: &[&str] = &[
     "NADIR_MAX_DELIVER",
     "NADIR_SHUTDOWN_GRACE_SECS",
     "NADIR_RECONCILE_INTERVAL_SECS",
-    "NADIR_SEED",
-    "NADIR_CONTAMINATION",
-    "NADIR_DETECTORS",
-    "NADIR_SCALING",
-    "NADIR_FLOW_IDLE_TIMEOUT_SECS",
-    "NADIR_FLOW_ACTIVE_TIMEOUT_SECS",
-    "NADIR_TRAIN_PARTITIONS",
-    "NADIR_TRAIN_SPAN_HOURS",
-    "NADIR_HOLDOUT",
-    "NADIR_SELECTION_METRIC",
     "NADIR_WORKER_ID",
 ];
 
@@ -261,32 +240,6 @@ pub const REQUIRED: &[&str] = &[
     "NADIR_S3_SECRET_KEY",
     "NADIR_DATABASE_URL",
 ];
-
-/// What a nadir binary reads from its environment: every variable, and
-/// whether it is required. For the deployment checks (`nadir variables`).
-pub fn variables_of(binary: &str) -> Option<Vec<(&'static str, bool)>> {
-    let shared_with_dashboard = |v: &str| {
-        v.starts_with("NADIR_S3_") || v.starts_with("NADIR_BUCKET_") || v == "NADIR_DATABASE_URL"
-    };
-    match binary {
-        "nadir" | "nadir-ingest" | "nadir-transform" | "nadir-train" | "nadir-eval" => Some(
-            VARIABLES
-                .iter()
-                .map(|v| (*v, REQUIRED.contains(v)))
-                .collect(),
-        ),
-        "nadir-dashboard" => Some(
-            VARIABLES
-                .iter()
-                .copied()
-                .filter(|v| shared_with_dashboard(v))
-                .map(|v| (v, REQUIRED.contains(&v)))
-                .chain(DASHBOARD_VARIABLES.iter().map(|v| (*v, false)))
-                .collect(),
-        ),
-        _ => None,
-    }
-}
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -336,7 +289,6 @@ impl Config {
             buckets,
             delivery,
             reconcile_interval: seconds(env, "NADIR_RECONCILE_INTERVAL_SECS", 30)?,
-            analysis: Analysis::from(env)?,
             worker_id,
         })
     }
@@ -516,94 +468,6 @@ impl DashboardConfig {
     }
 }
 
-/// The metrics the champion can be chosen by (the eval report's names).
-pub const SELECTION_METRICS: [&str; 4] =
-    ["average_precision", "roc_auc", "recall_at_1pct_fpr", "f1"];
-
-impl Analysis {
-    /// Reads the analysis settings from the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from(&ProcessEnv)
-    }
-
-    pub fn from(env: &dyn Env) -> Result<Self, ConfigError> {
-        let contamination: f64 = parsed(env, "NADIR_CONTAMINATION", 0.02)?;
-        if !(contamination > 0.0 && contamination < 0.5) {
-            return Err(ConfigError::Invalid {
-                var: "NADIR_CONTAMINATION",
-                value: contamination.to_string(),
-                reason: "must be a share between 0 and 0.5, e.g. 0.02".into(),
-            });
-        }
-        let detectors: Vec<String> = env
-            .get("NADIR_DETECTORS")
-            .unwrap_or_else(|| nadir_detectors::model::ALGORITHMS.join(","))
-            .split(',')
-            .map(|d| d.trim().to_string())
-            .filter(|d| !d.is_empty())
-            .collect();
-        if let Some(unknown) = detectors
-            .iter()
-            .find(|d| !nadir_detectors::model::ALGORITHMS.contains(&d.as_str()))
-            .or(detectors.is_empty().then_some(&String::new()))
-        {
-            return Err(ConfigError::Invalid {
-                var: "NADIR_DETECTORS",
-                value: unknown.clone(),
-                reason: format!(
-                    "expected a comma-separated list of {}",
-                    nadir_detectors::model::ALGORITHMS.join(", ")
-                ),
-            });
-        }
-        let scaling = parsed(env, "NADIR_SCALING", nadir_detectors::Scaling::Standard)?;
-        let flow_idle_timeout = seconds(env, "NADIR_FLOW_IDLE_TIMEOUT_SECS", 120)?;
-        let flow_active_timeout = seconds(env, "NADIR_FLOW_ACTIVE_TIMEOUT_SECS", 1800)?;
-        if flow_idle_timeout.is_zero() || flow_active_timeout < flow_idle_timeout {
-            return Err(ConfigError::Invalid {
-                var: "NADIR_FLOW_ACTIVE_TIMEOUT_SECS",
-                value: flow_active_timeout.as_secs().to_string(),
-                reason: format!(
-                    "the active timeout must be at least the idle timeout ({} s), and both above 0",
-                    flow_idle_timeout.as_secs()
-                ),
-            });
-        }
-        let window = crate::messages::TrainingWindow {
-            partitions: optional(env, "NADIR_TRAIN_PARTITIONS")?,
-            span_hours: optional(env, "NADIR_TRAIN_SPAN_HOURS")?,
-            holdout: optional(env, "NADIR_HOLDOUT")?,
-        };
-        if let Err(e) = window.check() {
-            return Err(ConfigError::Invalid {
-                var: "NADIR_TRAIN_PARTITIONS / NADIR_TRAIN_SPAN_HOURS / NADIR_HOLDOUT",
-                value: format!("{window:?}"),
-                reason: e.to_string(),
-            });
-        }
-        let selection_metric = env
-            .get("NADIR_SELECTION_METRIC")
-            .unwrap_or_else(|| "average_precision".into());
-        if !SELECTION_METRICS.contains(&selection_metric.as_str()) {
-            return Err(ConfigError::Invalid {
-                var: "NADIR_SELECTION_METRIC",
-                value: selection_metric,
-                reason: format!("expected one of {}", SELECTION_METRICS.join(", ")),
-            });
-        }
-        Ok(Analysis {
-            window,
-            selection_metric,
-            seed: parsed(env, "NADIR_SEED", 42)?,
-            contamination,
-            detectors,
-            scaling,
-            flow_idle_timeout,
-            flow_active_timeout,
-        })
-    }
-}
-
 /// `HOSTNAME` (the pod name on Kubernetes) and the process id.
 fn default_worker_id() -> String {
     let host = std::env::var("HOSTNAME")
@@ -619,7 +483,7 @@ fn default_worker_id() -> String {
 mod tests {
     #[test]
     fn every_variable_read_here_is_listed() {
-        let source = include_str!("config.rs");
+        let source = include_str!("lib.rs");
         let listed: Vec<&str> = super::VARIABLES
             .iter()
             .chain(super::DASHBOARD_VARIABLES)
@@ -643,10 +507,7 @@ mod tests {
                 "{name} is read but not listed"
             );
         }
-        assert!(seen > 20, "{seen}");
-        let dashboard = super::variables_of("nadir-dashboard").unwrap();
-        assert!(dashboard.contains(&("NADIR_DATABASE_URL", true)));
-        assert!(!dashboard.iter().any(|(v, _)| *v == "NADIR_NATS_URL"));
+        assert!(seen > 15, "{seen}");
     }
 
     use super::*;
@@ -708,39 +569,6 @@ mod tests {
                 .to_string()
                 .contains("NADIR_S3_ENDPOINT")
         );
-
-        let mut e = complete();
-        e.insert("NADIR_DETECTORS".into(), "isolation_forest,knn".into());
-        let err = Config::from(&e).unwrap_err().to_string();
-        assert!(err.contains("NADIR_DETECTORS=\"knn\""), "{err}");
-        assert!(err.contains("one_class_svm"), "{err}");
-
-        let mut e = complete();
-        e.insert("NADIR_SCALING".into(), "minmax".into());
-        let err = Config::from(&e).unwrap_err().to_string();
-        assert!(err.contains("NADIR_SCALING"), "{err}");
-    }
-
-    #[test]
-    fn detectors_default_to_all_four_and_can_be_chosen() {
-        let config = Config::from(&complete()).unwrap();
-        assert_eq!(
-            config.analysis.detectors,
-            nadir_detectors::model::ALGORITHMS
-        );
-        assert_eq!(config.analysis.scaling, nadir_detectors::Scaling::Standard);
-        let mut e = complete();
-        e.insert(
-            "NADIR_DETECTORS".into(),
-            " isolation_forest , host_group".into(),
-        );
-        e.insert("NADIR_SCALING".into(), "robust".into());
-        let config = Config::from(&e).unwrap();
-        assert_eq!(
-            config.analysis.detectors,
-            ["isolation_forest", "host_group"]
-        );
-        assert_eq!(config.analysis.scaling, nadir_detectors::Scaling::Robust);
     }
 
     #[test]

@@ -1,0 +1,22 @@
+//! The contracts of nadir: what users, operators and the stages see of each
+//! other, as types. Serde only: no async, no I/O, no service client, so
+//! every other crate (the dashboard included) can read them.
+//!
+//! - [`layout`]: buckets, artifact keys, versions, artifact references and
+//!   manifests (the storage contract).
+//! - [`messages`]: the JetStream subjects and message types (the wire contract).
+//! - [`stage`]: the four stages and their audit tables.
+//! - [`audit`]: one audit row as a stage hands it over.
+//! - [`registry`]: what a job changes in the model registry.
+//! - [`params`]: the parameters each stage records, typed.
+//!
+//! What is not here: how a message is pulled or acked (`nadir-runtime`), how
+//! a row is written (`nadir-db`), what a flow or a model is (`nadir-flows`,
+//! `nadir-detectors`).
+
+pub mod audit;
+pub mod layout;
+pub mod messages;
+pub mod params;
+pub mod registry;
+pub mod stage;

@@ -1,0 +1,266 @@
+//! The train core: SILVER partitions in, fitted models out.
+//!
+//! Fits every configured detector (`NADIR_DETECTORS`) on the run's SILVER
+//! partitions (labels are never shown to the detectors) and stores each as
+//! `models/<algorithm>/<version>/model.json` with a manifest naming the
+//! partitions and hashes it was fitted on, its parameters, seed, features
+//! and scaling. A detector the data cannot serve (the per-host group
+//! detector on flows without hosts and times) is recorded as skipped.
+
+use std::time::Instant;
+
+use nadir_contract::audit::AuditRecord;
+use nadir_contract::layout::{self, ArtifactRef, ManifestKind};
+use nadir_contract::messages::{SilverPartition, TrainedModel, TrainingWindow};
+use nadir_contract::params::ModelParams;
+use nadir_contract::registry::RegistryChange;
+use nadir_detectors::model::{DetectorParams, ModelSpec, ThresholdRule};
+use nadir_detectors::{Dataset, DetectorError, Model, PrepSpec};
+use nadir_flows::FlowTable;
+use nadir_flows::split::held_out;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::Analysis;
+use crate::memory;
+use crate::sink::{Artifact, Product, Written};
+
+/// The model specification of every configured detector, in order.
+pub fn model_specs(analysis: &Analysis) -> Result<Vec<ModelSpec>, String> {
+    analysis
+        .detectors
+        .iter()
+        .map(|algorithm| {
+            Ok(ModelSpec {
+                detector: DetectorParams::named(algorithm, analysis.seed)
+                    .map_err(|e| e.to_string())?,
+                prep: PrepSpec {
+                    scaling: analysis.scaling,
+                    ..Default::default()
+                },
+                threshold: ThresholdRule::Contamination(analysis.contamination),
+            })
+        })
+        .collect()
+}
+
+/// What fitting one detector gave.
+pub enum Fitted {
+    Model {
+        model: Box<Model>,
+        seconds: f64,
+        /// The most heap in use during the fit (zero unless the binary
+        /// counts allocations, see `nadir_pipeline::memory`).
+        peak_bytes: usize,
+    },
+    /// The data cannot serve this detector (the group detector on flows
+    /// without hosts and times).
+    Skipped(String),
+}
+
+/// Fits one detector (pure, CPU-bound); an error is bad input.
+pub fn fit(spec: &ModelSpec, data: &Dataset) -> Result<Fitted, String> {
+    memory::reset_peak();
+    let started = Instant::now();
+    match spec.fit(data) {
+        Ok(model) => Ok(Fitted::Model {
+            model: Box::new(model),
+            seconds: started.elapsed().as_secs_f64(),
+            peak_bytes: memory::peak(),
+        }),
+        Err(DetectorError::MissingField(what)) => {
+            Ok(Fitted::Skipped(format!("skipped: the flows lack {what}")))
+        }
+        Err(e) => Err(format!("{}: {e}", spec.detector.algorithm())),
+    }
+}
+
+/// What a model was fitted with, as its manifest and audit row record it
+/// (and `nadir reproduce` reads back).
+pub fn model_parameters(
+    spec: &ModelSpec,
+    training: &[SilverPartition],
+    window: &TrainingWindow,
+) -> ModelParams<ModelSpec> {
+    ModelParams {
+        spec: spec.clone(),
+        features: training[0].features.clone(),
+        code_version: layout::CODE_VERSION.to_string(),
+        window: window.clone(),
+        training_partitions: training.iter().map(|p| p.raw_version.clone()).collect(),
+    }
+}
+
+/// What the train stage records of a fitted model (manifest and audit row).
+pub fn model_metrics(
+    model: &Model,
+    rows: usize,
+    seconds: f64,
+    peak_bytes: usize,
+) -> serde_json::Value {
+    json!({
+        "rows": rows,
+        "fit_seconds": seconds,
+        "peak_heap_bytes": peak_bytes,
+        "threshold": model.threshold(),
+        "training_scores": model.metadata.training_scores,
+        "fit": model.metadata.fit,
+    })
+}
+
+/// The flows of all partitions as one dataset; they must share their
+/// features. With a hold-out share, the held-out flows are left out.
+pub fn training_dataset(
+    partitions: &[SilverPartition],
+    parquet: &[bytes::Bytes],
+    holdout: Option<f64>,
+) -> Result<Dataset, String> {
+    let features = &partitions[0].features;
+    let mut parts = Vec::new();
+    for (partition, bytes) in partitions.iter().zip(parquet) {
+        if &partition.features != features {
+            return Err(format!(
+                "partition {} has features {:?}, partition {} has {:?}; a model is fitted on one feature set",
+                partitions[0].raw_version, features, partition.raw_version, partition.features
+            ));
+        }
+        let table = FlowTable::from_parquet(bytes, features)
+            .map_err(|e| format!("{}: {e}", partition.flows.uri()))?;
+        let data = table.dataset().map_err(|e| e.to_string())?;
+        parts.push(match holdout {
+            Some(share) => {
+                let kept: Vec<usize> = table
+                    .flow_ids()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, id)| !held_out(&partition.raw_version, **id, share))
+                    .map(|(row, _)| row)
+                    .collect();
+                data.select(&kept)
+            }
+            None => data,
+        });
+    }
+    let data = Dataset::concat(&parts).map_err(|e| e.to_string())?;
+    if data.rows() == 0 {
+        return Err("no flows left to train on after the hold-out".into());
+    }
+    Ok(data)
+}
+
+/// The training window: the run's own partitions, then the newest others
+/// with the same features, as far as the window reaches (pure: `recent`
+/// is the transform stage's partitions, newest first).
+pub fn training_window(
+    own: &[SilverPartition],
+    recent: &[SilverPartition],
+    window: &TrainingWindow,
+) -> Vec<SilverPartition> {
+    if window.partitions.is_none() && window.span_hours.is_none() {
+        return own.to_vec();
+    }
+    let limit = window
+        .partitions
+        .map_or(usize::MAX, |n| n as usize)
+        .max(own.len());
+    let mut chosen = own.to_vec();
+    for p in recent {
+        if chosen.len() >= limit {
+            break;
+        }
+        if p.features == own[0].features && !chosen.iter().any(|c| c.raw_version == p.raw_version) {
+            chosen.push(p.clone());
+        }
+    }
+    chosen
+}
+
+/// What training one detector gave, in the configured order.
+pub enum Outcome {
+    /// A fitted model, as a product to write.
+    Fitted { model: Box<Model>, product: Product },
+    /// The detector could not serve these flows: its audit row says why.
+    Skipped(AuditRecord),
+}
+
+/// Fits every configured detector on `data` (CPU-bound, pure): the models
+/// as products (model file and manifest), or why a detector was skipped.
+/// An error is bad input.
+pub fn train(
+    analysis: &Analysis,
+    data: &Dataset,
+    training: &[SilverPartition],
+    window: &TrainingWindow,
+    run_id: Uuid,
+    version: &str,
+) -> Result<Vec<Outcome>, String> {
+    let inputs: Vec<ArtifactRef> = training.iter().map(|p| p.flows.clone()).collect();
+    let mut outcomes = Vec::new();
+    for spec in model_specs(analysis)? {
+        let algorithm = spec.detector.algorithm().to_string();
+        let parameters = serde_json::to_value(model_parameters(&spec, training, window))
+            .expect("parameters serialize");
+        outcomes.push(match fit(&spec, data)? {
+            Fitted::Skipped(reason) => Outcome::Skipped(AuditRecord {
+                item: algorithm,
+                inputs: json!(inputs),
+                outputs: json!([]),
+                parameters,
+                metrics: json!({ "skipped": reason }),
+            }),
+            Fitted::Model {
+                model,
+                seconds,
+                peak_bytes,
+            } => {
+                let product = Product {
+                    kind: ManifestKind::Model,
+                    run_id,
+                    version: version.to_string(),
+                    item: algorithm.clone(),
+                    inputs: inputs.clone(),
+                    audit_inputs: json!(inputs),
+                    artifacts: vec![Artifact::json(
+                        layout::model_key(&algorithm, version),
+                        model.to_bytes(),
+                    )],
+                    existing: Vec::new(),
+                    audit_metrics: None,
+                    manifest_key: layout::model_manifest_key(&algorithm, version),
+                    parameters,
+                    metrics: model_metrics(&model, data.rows(), seconds, peak_bytes),
+                };
+                Outcome::Fitted { model, product }
+            }
+        });
+    }
+    if !outcomes.iter().any(|o| matches!(o, Outcome::Fitted { .. })) {
+        return Err(format!(
+            "none of the configured detectors ({}) could be fitted on these flows",
+            analysis.detectors.join(", ")
+        ));
+    }
+    Ok(outcomes)
+}
+
+/// The model the next stage reads, and its registration, from what was
+/// written.
+pub fn trained(
+    algorithm: &str,
+    features: &[String],
+    written: &Written,
+) -> (TrainedModel, RegistryChange) {
+    let model = TrainedModel {
+        algorithm: algorithm.to_string(),
+        model: written.artifacts[0].clone(),
+        manifest: written.manifest.clone(),
+    };
+    let change = RegistryChange::Register {
+        algorithm: algorithm.to_string(),
+        feature_set: layout::feature_set(features),
+        model: model.model.clone(),
+        manifest: model.manifest.clone(),
+        metrics: written.record.metrics.clone(),
+    };
+    (model, change)
+}

@@ -1,0 +1,354 @@
+//! The transform core: RAW objects in, SILVER flow partitions out.
+//!
+//! Each RAW object of the run becomes one SILVER partition,
+//! `silver/flows/<raw version>/<version>/flows.parquet`, with its manifest.
+//! The bytes are checked against the sha256 ingest recorded, so a RAW object
+//! replaced in between is caught rather than silently mixed in. Packet
+//! captures (pcap, pcapng, plain or gzip) go through the flow meter, with
+//! the ground truth of a `<key>.labels.csv` sidecar joined as the label when
+//! one is in `raw`; Zeek conn.logs (TSV or JSON lines) become the same flow
+//! records; flow CSVs are read as they are.
+
+use std::io::Read;
+
+use nadir_contract::layout::{self, ArtifactRef, ManifestKind};
+use nadir_contract::messages::{RawObject, SilverPartition};
+use nadir_contract::params::TransformParams;
+use nadir_flowmeter::MeterConfig;
+use nadir_flows::FlowTable;
+use nadir_flows::capture::{SilverSummary, capture_to_silver, table_from_flows};
+use nadir_flows::labels::{GroundTruth, SIDECAR_SUFFIX};
+use nadir_store::HashingReader;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::sink::{Artifact, Product, Written};
+
+/// What transform made of one RAW object: the SILVER partition's bytes
+/// and what is in it.
+pub struct Transformed {
+    pub parquet: Vec<u8>,
+    pub silver: SilverSummary,
+    /// Packets read and skipped by reason, flows, labels joined.
+    pub metrics: serde_json::Value,
+}
+
+impl Transformed {
+    fn from_table(table: FlowTable, metrics: serde_json::Value) -> Result<Self, String> {
+        Ok(Transformed {
+            parquet: table.to_parquet().map_err(|e| e.to_string())?,
+            silver: SilverSummary {
+                rows: table.rows() as u64,
+                features: table.features,
+                text: table.text,
+                labelled: table.labelled,
+            },
+            metrics,
+        })
+    }
+}
+
+fn ground_truth(labels: Option<&[u8]>) -> Result<Option<GroundTruth>, String> {
+    labels
+        .map(|l| {
+            GroundTruth::parse(&String::from_utf8_lossy(l))
+                .map_err(|e| format!("ground truth: {e}"))
+        })
+        .transpose()
+}
+
+fn check_sha256(object: &RawObject, actual: &str) -> Result<(), String> {
+    if actual == object.sha256 {
+        Ok(())
+    } else {
+        Err(format!(
+            "content changed since ingest (sha256 {} was recorded, the object now hashes to {actual})",
+            object.sha256
+        ))
+    }
+}
+
+/// A flow CSV (plain or gzip) to a flow table. Pure: no I/O.
+pub fn transform_csv(object: &RawObject, bytes: &[u8]) -> Result<Transformed, String> {
+    check_sha256(object, &layout::sha256_hex(bytes))?;
+    let table = FlowTable::from_csv(&inflate(object, bytes)?).map_err(|e| e.to_string())?;
+    let metrics = json!({ "rows": table.rows() });
+    Transformed::from_table(table, metrics)
+}
+
+/// A packet capture, read once from `reader` in constant memory, to a flow
+/// table with the ground truth of `labels` joined, with the timeouts of
+/// `meter`. The bytes are checked against the sha256 ingest recorded.
+pub fn transform_capture<R: Read + Send>(
+    object: &RawObject,
+    reader: R,
+    labels: Option<&[u8]>,
+    meter: MeterConfig,
+) -> Result<Transformed, String> {
+    let truth = ground_truth(labels)?;
+    let mut hashing = HashingReader::new(reader);
+    let mut parquet = Vec::new();
+    let (stats, silver) =
+        capture_to_silver(&mut hashing, meter, truth.as_ref(), &mut parquet, |_| {})
+            .map_err(|e| e.to_string())?;
+    // Whatever follows the last record still counts towards the hash.
+    std::io::copy(&mut hashing, &mut std::io::sink())
+        .map_err(|e| format!("reading the capture: {e}"))?;
+    check_sha256(object, &hashing.sha256())?;
+    let metrics = json!({
+        "bytes": hashing.bytes_read(),
+        "packets": stats.packets,
+        "ip_packets": stats.ip_packets,
+        "skipped": stats.skipped,
+        "out_of_order": stats.out_of_order,
+        "flows": silver.rows,
+        "ground_truth_rows": truth.as_ref().map(GroundTruth::len),
+    });
+    Ok(Transformed {
+        parquet,
+        silver,
+        metrics,
+    })
+}
+
+/// A Zeek conn.log (tab-separated or JSON lines, plain or gzip) to a flow
+/// table with the ground truth of `labels` joined. Pure: no I/O.
+pub fn transform_zeek(
+    object: &RawObject,
+    bytes: &[u8],
+    labels: Option<&[u8]>,
+) -> Result<Transformed, String> {
+    check_sha256(object, &layout::sha256_hex(bytes))?;
+    let text = String::from_utf8_lossy(&inflate(object, bytes)?).into_owned();
+    let json = object.format.starts_with("json-lines");
+    let flows = nadir_flowmeter::zeek::flows_from_conn_log(
+        &text,
+        json,
+        MeterConfig::default().context_window_ns,
+    )
+    .map_err(|e| format!("Zeek conn.log: {e}"))?;
+    let truth = ground_truth(labels)?;
+    let table = table_from_flows(&flows, truth.as_ref().map(|t| t.labels(&flows)), 0)
+        .map_err(|e| e.to_string())?;
+    let metrics = json!({ "records": flows.len(), "ground_truth_rows": truth.as_ref().map(GroundTruth::len) });
+    Transformed::from_table(table, metrics)
+}
+
+/// Any RAW object held in memory (a capture, a Zeek log, a flow CSV) to
+/// SILVER, by the format ingest detected. Pure: no I/O. (The worker streams
+/// captures from S3 instead; `nadir analyze` reads local files with this.)
+pub fn transform_object(
+    object: &RawObject,
+    bytes: &[u8],
+    labels: Option<&[u8]>,
+    meter: MeterConfig,
+) -> Result<Transformed, String> {
+    if is_capture(&object.format) {
+        transform_capture(object, bytes, labels, meter)
+    } else if is_zeek(&object.format) {
+        transform_zeek(object, bytes, labels)
+    } else {
+        transform_csv(object, bytes)
+    }
+}
+
+/// The flow meter's settings from the configuration.
+pub fn meter_config(analysis: &crate::Analysis) -> MeterConfig {
+    meter(
+        analysis.flow_idle_timeout.as_secs(),
+        analysis.flow_active_timeout.as_secs(),
+    )
+}
+
+/// The flow meter's settings a SILVER partition recorded.
+pub fn recorded_meter(params: &TransformParams) -> MeterConfig {
+    meter(params.flow_idle_timeout_s, params.flow_active_timeout_s)
+}
+
+fn meter(idle_s: u64, active_s: u64) -> MeterConfig {
+    MeterConfig {
+        idle_timeout_ns: (idle_s * 1_000_000_000) as i64,
+        active_timeout_ns: (active_s * 1_000_000_000) as i64,
+        ..MeterConfig::default()
+    }
+}
+
+/// The key of a RAW object's ground-truth sidecar, when its format can
+/// carry one.
+pub fn sidecar_key(object: &RawObject) -> Option<String> {
+    takes_sidecar(&object.format).then(|| format!("{}{SIDECAR_SUFFIX}", object.key))
+}
+
+/// A sidecar's reference: its bucket and key, its bytes' hash as version.
+pub fn sidecar_ref(bucket: &str, key: String, labels: &[u8]) -> ArtifactRef {
+    let sha256 = layout::sha256_hex(labels);
+    ArtifactRef {
+        bucket: bucket.to_string(),
+        key,
+        version: sha256[..8].to_string(),
+        sha256,
+        size: labels.len() as u64,
+    }
+}
+
+/// Whether the object is a packet capture (the worker streams those).
+pub fn streams(object: &RawObject) -> bool {
+    is_capture(&object.format)
+}
+
+/// The SILVER partition of one RAW object as a product: its flows and
+/// their manifest, which names the RAW object, its RAW manifest and the
+/// ground truth joined.
+pub struct SilverOf<'a> {
+    pub run_id: Uuid,
+    pub version: &'a str,
+    pub object: &'a RawObject,
+    /// The RAW object's reference (its bucket is the sink's).
+    pub raw: ArtifactRef,
+    pub sidecar: Option<ArtifactRef>,
+    pub meter: MeterConfig,
+    pub seconds: f64,
+}
+
+impl SilverOf<'_> {
+    pub fn product(&self, transformed: Transformed) -> Product {
+        let Transformed {
+            parquet,
+            silver,
+            metrics: read,
+        } = transformed;
+        let raw_version = &self.object.version;
+        let parameters = TransformParams {
+            format: self.object.format.clone(),
+            features: silver.features.clone(),
+            text_columns: silver.text.clone(),
+            flow_idle_timeout_s: (self.meter.idle_timeout_ns / 1_000_000_000) as u64,
+            flow_active_timeout_s: (self.meter.active_timeout_ns / 1_000_000_000) as u64,
+        };
+        Product {
+            kind: ManifestKind::Silver,
+            run_id: self.run_id,
+            version: self.version.to_string(),
+            item: raw_version.clone(),
+            inputs: [self.raw.clone(), self.object.manifest.clone()]
+                .into_iter()
+                .chain(self.sidecar.clone())
+                .collect(),
+            audit_inputs: json!([self.raw]),
+            artifacts: vec![Artifact::parquet(
+                layout::silver_flows_key(raw_version, self.version),
+                parquet,
+            )],
+            existing: Vec::new(),
+            audit_metrics: None,
+            manifest_key: layout::silver_manifest_key(raw_version, self.version),
+            parameters: serde_json::to_value(parameters).expect("parameters serialize"),
+            metrics: json!({
+                "rows": silver.rows,
+                "features": silver.features.len(),
+                "labelled": silver.labelled,
+                "read": read,
+                "seconds": self.seconds,
+            }),
+        }
+    }
+}
+
+/// The partition the next stages read, from what was written.
+pub fn partition(
+    object: &RawObject,
+    features: Vec<String>,
+    rows: u64,
+    written: &Written,
+) -> SilverPartition {
+    SilverPartition {
+        raw_version: object.version.clone(),
+        features,
+        flows: written.artifacts[0].clone(),
+        manifest: written.manifest.clone(),
+        rows,
+    }
+}
+
+/// The object's bytes, gunzipped if ingest found them compressed.
+fn inflate<'a>(object: &RawObject, bytes: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, String> {
+    if object.format.ends_with("+gzip") {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("gzip stream is corrupt: {e}"))?;
+        Ok(out.into())
+    } else {
+        Ok(bytes.into())
+    }
+}
+
+/// Formats whose flows can carry a ground-truth sidecar.
+fn takes_sidecar(format: &str) -> bool {
+    is_capture(format) || is_zeek(format)
+}
+
+fn is_zeek(format: &str) -> bool {
+    matches!(format.trim_end_matches("+gzip"), "zeek-tsv" | "json-lines")
+}
+
+fn is_capture(format: &str) -> bool {
+    matches!(
+        format.trim_end_matches("+gzip"),
+        "pcap" | "pcap-ns" | "pcapng"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(bytes: &[u8], format: &str) -> RawObject {
+        RawObject {
+            key: "k".into(),
+            etag: "e".into(),
+            version: "v".into(),
+            sha256: layout::sha256_hex(bytes),
+            size: bytes.len() as u64,
+            format: format.into(),
+            manifest: ArtifactRef::of("silver", "m".into(), "v", b""),
+        }
+    }
+
+    #[test]
+    fn zeek_conn_logs_become_labelled_flows() {
+        let log = "{\"ts\":1767225600.5,\"id.orig_h\":\"10.0.0.1\",\"id.orig_p\":40000,\"id.resp_h\":\"10.0.0.2\",\"id.resp_p\":22,\"proto\":\"tcp\",\"duration\":1.5,\"conn_state\":\"SF\",\"history\":\"ShADadFf\",\"orig_pkts\":9,\"orig_ip_bytes\":900,\"resp_pkts\":7,\"resp_ip_bytes\":1200}\n{\"ts\":1767225601.0,\"id.orig_h\":\"10.0.0.3\",\"id.orig_p\":123,\"id.resp_h\":\"10.0.0.4\",\"id.resp_p\":123,\"proto\":\"udp\",\"orig_pkts\":1,\"orig_ip_bytes\":76,\"resp_pkts\":1,\"resp_ip_bytes\":76}\n";
+        let truth = b"protocol,src_ip,src_port,dst_ip,dst_port,label\n6,10.0.0.2,22,10.0.0.1,40000,ssh_bruteforce\n";
+        let t = transform_zeek(
+            &raw(log.as_bytes(), "json-lines"),
+            log.as_bytes(),
+            Some(truth),
+        )
+        .unwrap();
+        let t = FlowTable::from_parquet(&t.parquet, &t.silver.features).unwrap();
+        assert_eq!(t.rows(), 2);
+        assert_eq!(
+            t.labels().unwrap(),
+            [
+                Some("ssh_bruteforce".to_string()),
+                Some("normal".to_string())
+            ]
+        );
+        assert!(t.features.contains(&"fwd_packets".to_string()));
+        let x = t.feature_matrix().unwrap();
+        assert_eq!(
+            x[[
+                0,
+                t.features.iter().position(|f| f == "fwd_packets").unwrap()
+            ]],
+            9.0
+        );
+    }
+
+    #[test]
+    fn a_changed_object_is_caught_by_its_hash() {
+        let object = raw(b"a,b\n1,2\n", "csv");
+        let err = transform_csv(&object, b"a,b\n1,3\n").err().unwrap();
+        assert!(err.contains("content changed since ingest"), "{err}");
+    }
+}
