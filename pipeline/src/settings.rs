@@ -176,6 +176,10 @@ mod tests {
                 .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
                 .collect();
             rest = &rest[at + 1 + name.len()..];
+            // Prefixes in the code (`"NADIR_S3_"`) end with '_'.
+            if name.ends_with('_') {
+                continue;
+            }
             seen += 1;
             assert!(
                 ANALYSIS_VARIABLES.contains(&name.as_str()) || VARIABLES.contains(&name.as_str()),
