@@ -24,7 +24,7 @@ use nadir_flows::labels::SIDECAR_SUFFIX;
 use nadir_flows::table::write_parquet;
 use nadir_pipeline::Analysis;
 use nadir_pipeline::eval::{EvalOf, Scorer, evaluate};
-use nadir_pipeline::sink::{ArtifactSink, DirSink, Product, write};
+use nadir_store::sink::{ArtifactSink, DirSink, Product, write};
 use nadir_pipeline::train::{self, training_dataset};
 use nadir_pipeline::transform::{self, SilverOf, Transformed};
 use serde_json::json;

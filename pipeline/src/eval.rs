@@ -26,7 +26,7 @@ use polars::prelude::*;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::sink::{Artifact, Product};
+use nadir_store::sink::{Artifact, Product};
 
 /// Loads a model file, checking it holds the algorithm the message names.
 pub fn load_model(algorithm: &str, bytes: &[u8]) -> Result<Model, String> {

@@ -13,7 +13,7 @@ use nadir_store::HashingReader;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::sink::{Product, Written};
+use nadir_store::sink::{Product, Written};
 
 /// What reading a RAW object once found.
 pub struct Fingerprint {

@@ -1,13 +1,11 @@
 //! The pipeline's stage cores, shared by the workers and the CLI: each
 //! takes a stage's inputs and typed parameters and returns its artifacts
-//! as [`sink::Product`]s and what the next stage needs. The workers write
+//! as `nadir_store::sink::Product`s and what the next stage needs. The workers write
 //! the products to S3, `nadir analyze` and `nadir reproduce` to a
 //! directory or to nothing: the same functions, so they cannot drift.
 //!
 //! - [`settings`]: the analysis settings (`NADIR_DETECTORS`, seed, timeouts,
 //!   training window, selection metric).
-//! - [`sink`]: where artifacts go, and the one way a product and its
-//!   manifest are written.
 //! - [`ingest`]: a RAW object fingerprinted, its RAW manifest.
 //! - [`transform`]: a RAW object (capture, Zeek log, flow CSV) to SILVER.
 //! - [`train`]: the training window, the dataset, fitting every detector.
@@ -22,7 +20,6 @@ pub mod eval;
 pub mod ingest;
 pub mod memory;
 pub mod settings;
-pub mod sink;
 pub mod train;
 pub mod transform;
 

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::Analysis;
 use crate::memory;
-use crate::sink::{Artifact, Product, Written};
+use nadir_store::sink::{Artifact, Product, Written};
 
 /// The model specification of every configured detector, in order.
 pub fn model_specs(analysis: &Analysis) -> Result<Vec<ModelSpec>, String> {

@@ -22,7 +22,7 @@ use nadir_store::HashingReader;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::sink::{Artifact, Product, Written};
+use nadir_store::sink::{Artifact, Product, Written};
 
 /// What transform made of one RAW object: the SILVER partition's bytes
 /// and what is in it.

@@ -6,11 +6,13 @@
 //! - [`stage`]: the [`stage::Stage`] trait and the loop that pulls, dedupes,
 //!   locks, sends in-progress acks, records the audit rows, publishes the
 //!   next message, acks, counts metrics and dead-letters.
+//! - [`catalogue`]: what a stage may look up (read only).
 //! - [`jobs`]: the idempotency key of each stage message.
 //!
 //! A stage never touches an ack, a metric or an audit statement: it gets
 //! its input and a context, and returns its outcome.
 
+pub mod catalogue;
 pub mod jobs;
 pub mod services;
 pub mod stage;

@@ -37,6 +37,9 @@ use nadir_contract::stage::StageKind;
 use nadir_db::jobs::{self, Finish, JobKey};
 use nadir_db::registry::RegistryChange;
 
+use nadir_store::sink::S3Sink;
+
+use crate::catalogue::Catalogue;
 use crate::services::Services;
 
 /// Why a stage job did not succeed.
@@ -108,13 +111,16 @@ pub struct Outcome<N> {
     pub registry: Vec<RegistryChange>,
 }
 
-/// What a stage job may use.
+/// What a stage job sees: its run and version, what it may look up, and
+/// where its artifacts go. Nothing else: acks, metrics, the audit rows and
+/// the next message are the runtime's.
 pub struct JobContext<'a> {
-    pub services: &'a Services,
     pub run_id: Uuid,
     /// The version of everything this job writes, fixed at its first attempt.
     pub version: &'a str,
     pub attempt: i32,
+    pub catalogue: &'a Catalogue<'a>,
+    pub sink: &'a S3Sink<'a>,
 }
 
 /// A pipeline stage.
@@ -448,11 +454,17 @@ impl<S: Stage> Runtime<S> {
         tracing::info!(version = %version, delivered, "job started");
         drop(_enter);
 
+        let catalogue = Catalogue::new(&services.config.buckets, &services.store, &services.db);
+        let sink = S3Sink {
+            store: &services.store,
+            buckets: &services.config.buckets,
+        };
         let ctx = JobContext {
-            services,
             run_id,
             version: &version,
             attempt,
+            catalogue: &catalogue,
+            sink: &sink,
         };
         let in_flight = services
             .metrics

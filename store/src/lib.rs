@@ -1,6 +1,12 @@
 //! The S3 object store: MinIO in production, any S3-compatible server in
 //! development. Path-style addressing, static credentials from the
 //! configuration, and errors that name the bucket and key.
+//!
+//! - [`sink`]: where a stage's artifacts go (S3 for the workers, a
+//!   directory for `nadir analyze`), and the one way a product and its
+//!   manifest are written.
+
+pub mod sink;
 
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,

@@ -15,8 +15,8 @@ use nadir_detectors::Model;
 use nadir_flows::table::write_parquet;
 use nadir_pipeline::Analysis;
 use nadir_pipeline::eval::{EvalOf, Scorer, evaluate, load_model, promotion};
-use nadir_pipeline::sink::{ArtifactSink, S3Sink, write};
-use nadir_runtime::services::Services;
+use nadir_store::sink::{ArtifactSink, write};
+use nadir_runtime::catalogue::Catalogue;
 use nadir_runtime::stage::{JobContext, Outcome, Stage, StageError, compute};
 use serde_json::{Value, json};
 
@@ -27,11 +27,11 @@ pub struct Eval {
 
 /// Fetches a model file, checks its hash and that it holds `algorithm`.
 async fn fetch_model(
-    services: &Services,
+    catalogue: &Catalogue<'_>,
     algorithm: &str,
     file: &ArtifactRef,
 ) -> Result<Model, StageError> {
-    let bytes = services.store.get(&file.bucket, &file.key).await?;
+    let bytes = catalogue.artifact(file).await?;
     if layout::sha256_hex(&bytes) != file.sha256 {
         return Err(StageError::Rejected(format!(
             "{}: model file does not match its recorded sha256",
@@ -52,7 +52,7 @@ impl Stage for Eval {
         ctx: &JobContext<'_>,
         job: &EvalJob,
     ) -> Result<Outcome<RunDone>, StageError> {
-        let services = ctx.services;
+        let catalogue = ctx.catalogue;
         if job.silver.is_empty() || job.models.is_empty() {
             return Err(StageError::Rejected(
                 "pipeline.eval needs SILVER partitions and models".into(),
@@ -60,21 +60,21 @@ impl Stage for Eval {
         }
         let mut partitions = Vec::new();
         for p in &job.silver {
-            partitions.push(services.store.get(&p.flows.bucket, &p.flows.key).await?);
+            partitions.push(catalogue.artifact(&p.flows).await?);
         }
         let mut models = Vec::new();
         for m in &job.models {
-            models.push(fetch_model(services, &m.algorithm, &m.model).await?);
+            models.push(fetch_model(catalogue, &m.algorithm, &m.model).await?);
         }
         // The champion scores the same flows, to be compared on equal terms.
         let feature_set = layout::feature_set(&job.silver[0].features);
-        let champion = nadir_db::registry::champion(&services.db, &feature_set).await?;
+        let champion = catalogue.champion(&feature_set).await?;
         let champion_model = match &champion {
-            Some(c) => Some(fetch_model(services, &c.algorithm, &c.model).await?),
+            Some(c) => Some(fetch_model(catalogue, &c.algorithm, &c.model).await?),
             None => None,
         };
         let raw_versions: Vec<String> = job.silver.iter().map(|p| p.raw_version.clone()).collect();
-        let feedback = nadir_db::feedback::labels(&services.db, &raw_versions, None).await?;
+        let feedback = catalogue.feedback(&raw_versions).await?;
         let bytes_read = partitions.iter().map(|b| b.len() as u64).sum();
         let started = Instant::now();
         let params = EvalParams {
@@ -106,10 +106,7 @@ impl Stage for Eval {
         })
         .await?
         .map_err(StageError::Rejected)?;
-        let sink = S3Sink {
-            store: &services.store,
-            buckets: &services.config.buckets,
-        };
+        let sink = ctx.sink;
         let scores = sink.reference(
             Layer::Eval,
             &layout::eval_scores_key(ctx.version),
@@ -125,7 +122,7 @@ impl Stage for Eval {
             seconds: started.elapsed().as_secs_f64(),
         }
         .product(&evaluation, scores_parquet);
-        let written = write(&sink, product).await?;
+        let written = write(sink, product).await?;
         Ok(Outcome {
             records: vec![written.record],
             rows: evaluation.rows,

@@ -22,7 +22,7 @@ use nadir_contract::params::IngestParams;
 use nadir_contract::stage::StageKind;
 use nadir_flows::labels::is_sidecar;
 use nadir_pipeline::ingest::{self, Listed};
-use nadir_pipeline::sink::{S3Sink, write};
+use nadir_store::sink::write;
 use nadir_runtime::stage::{Job, JobContext, Outcome, Stage, StageError, compute};
 use nadir_store::{ObjectInfo, blocking_reader};
 use serde::Serialize;
@@ -141,11 +141,11 @@ impl Ingest {
         ctx: &JobContext<'_>,
         request: &IngestRequest,
     ) -> Result<Vec<ObjectInfo>, StageError> {
-        let services = ctx.services;
-        let raw = &services.config.buckets.raw;
+        let catalogue = ctx.catalogue;
+        let raw = &catalogue.buckets.raw;
         let objects = match &request.selection {
             Selection::Object { key, etag, .. } => {
-                let info = services.store.head(raw, key).await?;
+                let info = catalogue.raw_object(key).await?;
                 if &info.etag != etag {
                     return Err(StageError::Rejected(format!(
                         "s3://{raw}/{key} was replaced after the event (ETag {etag} is now {}); the new version gets its own run",
@@ -162,28 +162,24 @@ impl Ingest {
                             "{key} is the ground truth of a capture, not something to ingest on its own"
                         )));
                     }
-                    out.push(services.store.head(raw, key).await?);
+                    out.push(catalogue.raw_object(key).await?);
                 }
                 out
             }
-            Selection::Prefix { prefix } => services
-                .store
-                .list_with_etags(raw, prefix)
+            Selection::Prefix { prefix } => catalogue
+                .raw_objects(prefix)
                 .await?
                 .into_iter()
                 .filter(|o| !is_sidecar(&o.key))
                 .collect(),
             Selection::New => {
                 let mut out = Vec::new();
-                for o in services.store.list_with_etags(raw, "").await? {
+                for o in catalogue.raw_objects("").await? {
                     if is_sidecar(&o.key) {
                         continue;
                     }
                     let id = object_run_id(raw, &o.key, &o.etag);
-                    let seen = nadir_db::runs::object_seen(&services.db, id, &o.key, &o.etag)
-                        .await
-                        .map_err(|e| StageError::Transient(e.detail()))?;
-                    if !seen {
+                    if !catalogue.object_seen(id, &o.key, &o.etag).await? {
                         out.push(o);
                     }
                 }
@@ -211,12 +207,7 @@ impl Stage for Ingest {
         ctx: &JobContext<'_>,
         request: &IngestRequest,
     ) -> Result<Outcome<TransformJob>, StageError> {
-        let services = ctx.services;
-        let raw = services.config.buckets.raw.clone();
-        let sink = S3Sink {
-            store: &services.store,
-            buckets: &services.config.buckets,
-        };
+        let raw = ctx.catalogue.buckets.raw.clone();
         let params = IngestParams {
             requested_by: request.requested_by.clone(),
         };
@@ -227,7 +218,7 @@ impl Stage for Ingest {
         for info in objects {
             let started = std::time::Instant::now();
             // Streamed: the object is hashed in one pass, never held whole.
-            let stream = blocking_reader(services.store.open(&raw, &info.key).await?);
+            let stream = blocking_reader(ctx.catalogue.store().open(&raw, &info.key).await?);
             let print = compute(move || ingest::fingerprint(stream))
                 .await?
                 .map_err(|e| {
@@ -253,7 +244,7 @@ impl Stage for Ingest {
                 &params,
                 started.elapsed().as_secs_f64(),
             );
-            let written = write(&sink, product).await?;
+            let written = write(ctx.sink, product).await?;
             tracing::info!(run_id = %ctx.run_id, key = %info.key, sha256 = %print.sha256, format = %detected, size = print.size, "fingerprinted");
             fingerprinted.push(ingest::raw_object(
                 &listed,

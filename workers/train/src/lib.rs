@@ -8,7 +8,7 @@ use std::sync::Arc;
 use nadir_contract::messages::{EvalJob, SCHEMA_VERSION, TrainJob, subject};
 use nadir_contract::stage::StageKind;
 use nadir_pipeline::Analysis;
-use nadir_pipeline::sink::{S3Sink, write};
+use nadir_store::sink::write;
 use nadir_pipeline::train::{self, training_dataset, training_window};
 use nadir_runtime::stage::{JobContext, Outcome, Stage, StageError, compute};
 
@@ -28,7 +28,6 @@ impl Stage for Train {
         ctx: &JobContext<'_>,
         job: &TrainJob,
     ) -> Result<Outcome<EvalJob>, StageError> {
-        let services = ctx.services;
         if job.silver.is_empty() {
             return Err(StageError::Rejected(
                 "pipeline.train names no SILVER partitions".into(),
@@ -44,20 +43,16 @@ impl Stage for Train {
             let limit = window
                 .partitions
                 .map(|n| i64::from(n) + job.silver.len() as i64);
-            nadir_db::runs::silver_partitions(
-                &services.db,
-                &job.silver[0].features,
-                limit,
-                window.span_hours,
-            )
-            .await?
+            ctx.catalogue
+                .silver_partitions(&job.silver[0].features, limit, window.span_hours)
+                .await?
         } else {
             Vec::new()
         };
         let training = training_window(&job.silver, &recent, &window);
         let mut parquet = Vec::new();
         for p in &training {
-            parquet.push(services.store.get(&p.flows.bucket, &p.flows.key).await?);
+            parquet.push(ctx.catalogue.artifact(&p.flows).await?);
         }
         let bytes_read = parquet.iter().map(|b| b.len() as u64).sum();
         let (analysis, partitions, fit_window) =
@@ -71,10 +66,6 @@ impl Stage for Train {
         })
         .await?
         .map_err(StageError::Rejected)?;
-        let sink = S3Sink {
-            store: &services.store,
-            buckets: &services.config.buckets,
-        };
         let (mut records, mut registry, mut models) = (Vec::new(), Vec::new(), Vec::new());
         for outcome in outcomes {
             match outcome {
@@ -84,7 +75,7 @@ impl Stage for Train {
                 }
                 train::Outcome::Fitted { model, product } => {
                     let algorithm = model.algorithm().to_string();
-                    let written = write(&sink, product).await?;
+                    let written = write(ctx.sink, product).await?;
                     tracing::info!(run_id = %ctx.run_id, algorithm, rows, "model fitted");
                     let (trained, change) =
                         train::trained(&algorithm, &job.silver[0].features, &written);

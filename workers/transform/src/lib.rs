@@ -9,10 +9,10 @@ use std::time::Instant;
 use nadir_contract::messages::{SCHEMA_VERSION, TrainJob, TransformJob, subject};
 use nadir_contract::stage::StageKind;
 use nadir_pipeline::Analysis;
-use nadir_pipeline::sink::{S3Sink, write};
+use nadir_store::sink::write;
 use nadir_pipeline::transform::{self, SilverOf};
 use nadir_runtime::stage::{JobContext, Outcome, Stage, StageError, compute};
-use nadir_store::{StoreError, blocking_reader};
+use nadir_store::blocking_reader;
 
 /// The stage, with the analysis settings it works by.
 pub struct Transform {
@@ -30,10 +30,7 @@ impl Stage for Transform {
         ctx: &JobContext<'_>,
         job: &TransformJob,
     ) -> Result<Outcome<TrainJob>, StageError> {
-        let services = ctx.services;
-        let buckets = &services.config.buckets;
-        let store = &services.store;
-        let sink = S3Sink { store, buckets };
+        let buckets = ctx.catalogue.buckets;
         let meter = transform::meter_config(&self.analysis);
         let mut partitions = Vec::new();
         let mut records = Vec::new();
@@ -41,10 +38,10 @@ impl Stage for Transform {
         for object in &job.raw {
             let started = Instant::now();
             let sidecar = match transform::sidecar_key(object) {
-                Some(key) => match store.get(&buckets.raw, &key).await {
+                Some(key) => match ctx.catalogue.get(&buckets.raw, &key).await {
                     Ok(labels) => Some((key, labels)),
-                    Err(StoreError::NotFound { .. }) => None,
-                    Err(e) => return Err(e.into()),
+                    Err(StageError::Rejected(_)) => None,
+                    Err(e) => return Err(e),
                 },
                 None => None,
             };
@@ -54,13 +51,13 @@ impl Stage for Transform {
             let owned = object.clone();
             let labels = sidecar.map(|(_, l)| l);
             let result = if transform::streams(object) {
-                let stream = blocking_reader(store.open(&buckets.raw, &object.key).await?);
+                let stream = blocking_reader(ctx.catalogue.store().open(&buckets.raw, &object.key).await?);
                 compute(move || {
                     transform::transform_capture(&owned, stream, labels.as_deref(), meter)
                 })
                 .await?
             } else {
-                let bytes = store.get(&buckets.raw, &object.key).await?;
+                let bytes = ctx.catalogue.get(&buckets.raw, &object.key).await?;
                 compute(move || {
                     transform::transform_object(&owned, &bytes, labels.as_deref(), meter)
                 })
@@ -81,7 +78,7 @@ impl Stage for Transform {
                 meter,
                 seconds: started.elapsed().as_secs_f64(),
             };
-            let written = write(&sink, silver.product(transformed)).await?;
+            let written = write(ctx.sink, silver.product(transformed)).await?;
             rows += partition_rows;
             partitions.push(transform::partition(
                 object,

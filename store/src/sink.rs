@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use nadir_config::Buckets;
 use nadir_contract::audit::AuditRecord;
 use nadir_contract::layout::{ArtifactRef, Layer, Manifest, ManifestKind};
-use nadir_store::{ObjectStore, StoreError};
+use crate::{ObjectStore, StoreError};
 use serde_json::Value;
 use uuid::Uuid;
 
