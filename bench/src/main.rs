@@ -9,17 +9,19 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use nadir_detectors::model::{DetectorParams, ModelSpec, ThresholdRule};
 use nadir_detectors::ocsvm::Solver;
-use nadir_detectors::{Dataset, PrepSpec, Scaling};
+use nadir_detectors::{
+    Algorithm, Dataset, DetectorParams, ModelSpec, PrepSpec, Scaling, ThresholdRule,
+};
 use ndarray::{Array1, Array2};
 use ndarray_npy::{read_npy, write_npy};
 
 #[derive(Parser)]
 struct Args {
-    /// isolation_forest, local_outlier_factor or one_class_svm.
+    /// isolation_forest, local_outlier_factor or one_class_svm (the
+    /// matrices carry no hosts and times for host_group).
     #[arg(long)]
-    algorithm: String,
+    algorithm: Algorithm,
     #[arg(long)]
     train: PathBuf,
     #[arg(long)]
@@ -46,7 +48,7 @@ fn main() -> anyhow::Result<()> {
         read_npy(&args.train).with_context(|| format!("reading {}", args.train.display()))?;
     let test: Array2<f64> =
         read_npy(&args.test).with_context(|| format!("reading {}", args.test.display()))?;
-    let mut detector = DetectorParams::named(&args.algorithm, args.seed)?;
+    let mut detector = DetectorParams::defaults(args.algorithm, args.seed);
     match &mut detector {
         DetectorParams::LocalOutlierFactor(p) => {
             if let Some(m) = args.max_train {

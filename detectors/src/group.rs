@@ -19,10 +19,12 @@ use augurs_outlier::{DbscanDetector, MADDetector, OutlierDetector, OutlierOutput
 use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
-use crate::DetectorError;
+use crate::detector::{Checked, Contribution, Fit, Granularity, Input, ParamGuard, Score};
+use crate::model::ThresholdRule;
 use crate::prep::Activity;
+use crate::{DetectorError, bad_param};
 
-/// Parameters of the group detector.
+/// Parameters of the group detector ([`ParamGuard::check`] them to fit).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostGroupParams {
     pub bucket_secs: u64,
@@ -83,30 +85,73 @@ pub fn no_activity() -> DetectorError {
     DetectorError::MissingField("source/destination hosts and flow start times".into())
 }
 
-impl HostGroupParams {
-    pub fn check(&self) -> Result<(), DetectorError> {
-        if self.bucket_secs == 0 || self.mad_threshold.is_nan() || self.mad_threshold <= 0.0 {
-            return Err(DetectorError::Params(
-                "bucket_secs and mad_threshold must be positive".into(),
+impl ParamGuard for HostGroupParams {
+    fn validate(&self) -> Result<(), DetectorError> {
+        if self.bucket_secs == 0 {
+            return Err(bad_param("bucket_secs", "at least 1", self.bucket_secs));
+        }
+        if !(self.mad_threshold > 0.0 && self.mad_threshold.is_finite()) {
+            return Err(bad_param(
+                "mad_threshold",
+                "positive and finite",
+                self.mad_threshold,
             ));
         }
         if !(self.dbscan_sensitivity > 0.0 && self.dbscan_sensitivity < 1.0) {
-            return Err(DetectorError::Params(
-                "dbscan_sensitivity must be in (0, 1)".into(),
+            return Err(bad_param(
+                "dbscan_sensitivity",
+                "in (0, 1)",
+                self.dbscan_sensitivity,
             ));
         }
         Ok(())
     }
+}
 
-    pub fn fit(&self, activity: Option<&Activity>) -> Result<HostGroup, DetectorError> {
-        self.check()?;
-        match activity {
-            None => Err(no_activity()),
-            Some(a) if a.src.is_empty() => Err(DetectorError::Empty("fit")),
-            Some(_) => Ok(HostGroup {
-                params: self.clone(),
-            }),
+impl Fit for Checked<HostGroupParams> {
+    type Fitted = HostGroup;
+
+    /// Checks that the input has hosts and times; there is nothing else to
+    /// learn (see the module docs).
+    fn fit(&self, input: &Input<'_>) -> Result<HostGroup, DetectorError> {
+        if input.activity()?.src.is_empty() {
+            return Err(DetectorError::Empty("fit"));
         }
+        Ok(HostGroup {
+            params: (**self).clone(),
+        })
+    }
+}
+
+/// Every flow gets its source host's score; the threshold is [`THRESHOLD`]
+/// whatever the rule; no per-flow explanations (the findings are per host).
+impl Score for HostGroup {
+    fn granularity(&self) -> Granularity {
+        Granularity::Host
+    }
+
+    fn score(&self, input: &Input<'_>) -> Result<Array1<f64>, DetectorError> {
+        Ok(self.analyze(input.activity()?).flow_scores)
+    }
+
+    fn explain(
+        &self,
+        input: &Input<'_>,
+        _top: usize,
+    ) -> Result<Vec<Vec<Contribution>>, DetectorError> {
+        Ok(vec![Vec::new(); input.rows()])
+    }
+
+    fn threshold(&self, _rule: &ThresholdRule, _sorted: &[f64]) -> f64 {
+        THRESHOLD
+    }
+
+    fn fit_facts(&self) -> serde_json::Value {
+        serde_json::json!({ "threshold": THRESHOLD })
+    }
+
+    fn analyze_hosts(&self, input: &Input<'_>) -> Result<Option<GroupAnalysis>, DetectorError> {
+        Ok(Some(self.analyze(input.activity()?)))
     }
 }
 
@@ -242,6 +287,16 @@ fn run<D: OutlierDetector>(detector: &D, series: &[&[f64]]) -> Result<OutlierOut
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prep::Dataset;
+
+    /// Flows with `activity` and no features.
+    fn flows(activity: Option<Activity>) -> Dataset {
+        let n = activity.as_ref().map_or(0, |a| a.src.len());
+        Dataset {
+            activity,
+            ..Dataset::numeric(Vec::new(), ndarray::Array2::zeros((n, 0)))
+        }
+    }
 
     /// `hosts` hosts each opening 5 flows a minute to 2 peers for 10
     /// minutes; host `odd` opens 200 flows to 200 peers in minute 6.
@@ -272,8 +327,18 @@ mod tests {
     #[test]
     fn the_host_that_leaves_its_peers_is_flagged_in_the_minute_it_does() {
         let a = activity(20, 13);
-        let model = HostGroupParams::default().fit(Some(&a)).unwrap();
+        let data = flows(Some(a.clone()));
+        let model = HostGroupParams::default()
+            .check()
+            .unwrap()
+            .fit(&Input::dataset(&data))
+            .unwrap();
         let result = model.analyze(&a);
+        assert_eq!(model.granularity(), Granularity::Host);
+        assert_eq!(
+            model.score(&Input::dataset(&data)).unwrap(),
+            result.flow_scores
+        );
         assert_eq!(result.source_hosts, 20);
         assert_eq!(result.buckets, 10);
         assert_eq!(result.hosts.len(), 1, "{:?}", result.hosts);
@@ -294,14 +359,19 @@ mod tests {
     #[test]
     fn few_hosts_or_no_hosts() {
         let a = activity(2, 1);
-        let result = HostGroupParams::default()
-            .fit(Some(&a))
+        let params = HostGroupParams::default().check().unwrap();
+        let result = params
+            .fit(&Input::dataset(&flows(Some(a.clone()))))
             .unwrap()
             .analyze(&a);
         assert!(result.notes.iter().any(|n| n.contains("at least 3")));
         assert_eq!(result.flow_scores.len(), a.src.len());
         assert!(matches!(
-            HostGroupParams::default().fit(None),
+            params.fit(&Input::dataset(&flows(None))),
+            Err(DetectorError::MissingField(_))
+        ));
+        assert!(matches!(
+            params.fit(&Input::matrix(ndarray::Array2::zeros((3, 1)).view())),
             Err(DetectorError::MissingField(_))
         ));
     }

@@ -19,9 +19,10 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::{Detector, DetectorError, check_finite};
+use crate::detector::{Checked, Contribution, Fit, Granularity, Input, ParamGuard, Score};
+use crate::{DetectorError, bad_param, check_finite};
 
-/// Checked parameters of an Isolation Forest.
+/// Parameters of an Isolation Forest ([`ParamGuard::check`] them to fit).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsolationForestParams {
     pub trees: usize,
@@ -89,27 +90,27 @@ pub fn average_path_length(n: usize) -> f64 {
     }
 }
 
-impl IsolationForestParams {
-    pub fn check(&self) -> Result<(), DetectorError> {
+impl ParamGuard for IsolationForestParams {
+    fn validate(&self) -> Result<(), DetectorError> {
         if self.trees == 0 {
-            return Err(DetectorError::Params("trees must be at least 1".into()));
+            return Err(bad_param("trees", "at least 1", self.trees));
         }
         if self.sample_size < 2 {
-            return Err(DetectorError::Params(
-                "sample_size must be at least 2".into(),
-            ));
+            return Err(bad_param("sample_size", "at least 2", self.sample_size));
         }
         if !(self.max_features > 0.0 && self.max_features <= 1.0) {
-            return Err(DetectorError::Params(format!(
-                "max_features must be in (0, 1], not {}",
-                self.max_features
-            )));
+            return Err(bad_param("max_features", "in (0, 1]", self.max_features));
         }
         Ok(())
     }
+}
 
-    pub fn fit(&self, x: ArrayView2<'_, f64>) -> Result<IsolationForest, DetectorError> {
-        self.check()?;
+impl Fit for Checked<IsolationForestParams> {
+    type Fitted = IsolationForest;
+
+    /// Fits on the input's matrix.
+    fn fit(&self, input: &Input<'_>) -> Result<IsolationForest, DetectorError> {
+        let x = input.x()?;
         check_finite(x, "fit")?;
         let psi = self.sample_size.min(x.nrows());
         let max_depth = (psi as f64).log2().ceil() as usize;
@@ -132,7 +133,7 @@ impl IsolationForestParams {
             })
             .collect();
         Ok(IsolationForest {
-            params: self.clone(),
+            params: (**self).clone(),
             features: x.ncols(),
             psi,
             trees,
@@ -398,12 +399,14 @@ impl IsolationForest {
     }
 }
 
-impl Detector for IsolationForest {
-    fn algorithm(&self) -> &'static str {
-        "isolation_forest"
+impl Score for IsolationForest {
+    fn granularity(&self) -> Granularity {
+        Granularity::Flow
     }
 
-    fn score(&self, x: ArrayView2<'_, f64>) -> Result<Array1<f64>, DetectorError> {
+    /// Scores the input's matrix.
+    fn score(&self, input: &Input<'_>) -> Result<Array1<f64>, DetectorError> {
+        let x = input.x()?;
         crate::check_scoring_input(x, self.features)?;
         let c = average_path_length(self.psi).max(f64::MIN_POSITIVE);
         let corrections: Vec<f64> = (0..=self.psi).map(average_path_length).collect();
@@ -441,12 +444,24 @@ impl Detector for IsolationForest {
             .collect();
         Ok(Array1::from(scores))
     }
+
+    /// The features' shares of each flow's isolation paths
+    /// ([`IsolationForest::path_weights`]).
+    fn explain(
+        &self,
+        input: &Input<'_>,
+        top: usize,
+    ) -> Result<Vec<Vec<Contribution>>, DetectorError> {
+        let x = input.x()?;
+        Ok(input.contributions(top, |i| self.path_weights(x.row(i))))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::metrics::roc_auc;
+    use crate::on_matrix::{FitMatrix, ScoreMatrix};
     use ndarray::{Array2, array};
 
     /// Two tight clusters and `planted` far-away points, labelled.
@@ -472,8 +487,8 @@ mod tests {
     #[test]
     fn planted_outliers_score_highest() {
         let (x, labels) = clusters(1000, 10, 1);
-        let model = IsolationForestParams::default().fit(x.view()).unwrap();
-        let scores = model.score(x.view()).unwrap();
+        let model = IsolationForestParams::default().fit_x(x.view()).unwrap();
+        let scores = model.score_x(x.view()).unwrap();
         assert!(roc_auc(scores.as_slice().unwrap(), &labels).unwrap() > 0.99);
         let worst_inlier = scores
             .iter()
@@ -501,8 +516,8 @@ mod tests {
             seed: 9,
             ..Default::default()
         };
-        let a = params.fit(x.view()).unwrap();
-        let b = crate::on_one_thread(|| params.fit(x.view()).unwrap());
+        let a = params.fit_x(x.view()).unwrap();
+        let b = crate::on_one_thread(|| params.fit_x(x.view()).unwrap());
         assert_eq!(
             serde_json::to_vec(&a).unwrap(),
             serde_json::to_vec(&b).unwrap()
@@ -511,7 +526,7 @@ mod tests {
             seed: 10,
             ..Default::default()
         }
-        .fit(x.view())
+        .fit_x(x.view())
         .unwrap();
         assert_ne!(
             serde_json::to_vec(&a).unwrap(),
@@ -522,13 +537,13 @@ mod tests {
     #[test]
     fn a_loaded_model_scores_bit_for_bit_the_same() {
         let (x, _) = clusters(400, 4, 3);
-        let model = IsolationForestParams::default().fit(x.view()).unwrap();
+        let model = IsolationForestParams::default().fit_x(x.view()).unwrap();
         let loaded =
             serde_json::from_slice::<IsolationForest>(&serde_json::to_vec(&model).unwrap())
                 .unwrap();
         let (a, b) = (
-            model.score(x.view()).unwrap(),
-            loaded.score(x.view()).unwrap(),
+            model.score_x(x.view()).unwrap(),
+            loaded.score_x(x.view()).unwrap(),
         );
         assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
     }
@@ -562,8 +577,8 @@ mod tests {
     fn blocked_walk_matches_a_plain_walk_of_every_tree() {
         // Not a multiple of the lanes nor of the block: the last block is short.
         let (x, _) = clusters(SCORE_BLOCK * 2 + LANES * 3 + 5, 7, 4);
-        let model = IsolationForestParams::default().fit(x.view()).unwrap();
-        let scores = model.score(x.view()).unwrap();
+        let model = IsolationForestParams::default().fit_x(x.view()).unwrap();
+        let scores = model.score_x(x.view()).unwrap();
         let c = average_path_length(model.psi);
         for (row, score) in x.rows().into_iter().zip(&scores) {
             let sum: f64 = model.trees.iter().map(|t| path_length(t, row)).sum();
@@ -576,19 +591,21 @@ mod tests {
     fn constant_columns_single_rows_and_duplicates_are_handled() {
         let constant = Array2::from_elem((50, 2), 3.0);
         let model = IsolationForestParams::default()
-            .fit(constant.view())
+            .fit_x(constant.view())
             .unwrap();
-        let scores = model.score(constant.view()).unwrap();
+        let scores = model.score_x(constant.view()).unwrap();
         assert!(scores.iter().all(|s| (s - scores[0]).abs() < 1e-12));
         let one = array![[1.0, 2.0]];
-        let model = IsolationForestParams::default().fit(one.view()).unwrap();
-        assert_eq!(model.score(one.view()).unwrap().len(), 1);
+        let model = IsolationForestParams::default().fit_x(one.view()).unwrap();
+        assert_eq!(model.score_x(one.view()).unwrap().len(), 1);
     }
 
     #[test]
     fn bad_input_is_rejected_clearly() {
         let x = array![[1.0, f64::NAN], [2.0, 3.0]];
-        let err = IsolationForestParams::default().fit(x.view()).unwrap_err();
+        let err = IsolationForestParams::default()
+            .fit_x(x.view())
+            .unwrap_err();
         assert!(matches!(
             err,
             DetectorError::NonFinite {
@@ -600,15 +617,15 @@ mod tests {
         let empty = Array2::<f64>::zeros((0, 2));
         assert_eq!(
             IsolationForestParams::default()
-                .fit(empty.view())
+                .fit_x(empty.view())
                 .unwrap_err(),
             DetectorError::Empty("fit")
         );
         let model = IsolationForestParams::default()
-            .fit(array![[1.0, 2.0], [3.0, 4.0]].view())
+            .fit_x(array![[1.0, 2.0], [3.0, 4.0]].view())
             .unwrap();
         assert!(matches!(
-            model.score(array![[1.0]].view()),
+            model.score_x(array![[1.0]].view()),
             Err(DetectorError::FeatureCount {
                 expected: 2,
                 found: 1
@@ -619,7 +636,7 @@ mod tests {
                 trees: 0,
                 ..Default::default()
             }
-            .fit(array![[1.0]].view())
+            .fit_x(array![[1.0]].view())
             .is_err()
         );
     }
@@ -631,7 +648,7 @@ mod tests {
             max_features: 0.4,
             ..Default::default()
         };
-        let model = params.fit(x.view()).unwrap();
+        let model = params.fit_x(x.view()).unwrap();
         // floor(0.4 × 3) = 1 feature per tree.
         for tree in &model.trees {
             let used: std::collections::BTreeSet<u32> = tree
@@ -644,14 +661,14 @@ mod tests {
                 .collect();
             assert!(used.len() <= 1, "{used:?}");
         }
-        let scores = model.score(x.view()).unwrap();
+        let scores = model.score_x(x.view()).unwrap();
         assert!(roc_auc(scores.as_slice().unwrap(), &labels).unwrap() > 0.99);
         assert!(
             IsolationForestParams {
                 max_features: 0.0,
                 ..Default::default()
             }
-            .fit(x.view())
+            .fit_x(x.view())
             .is_err()
         );
     }

@@ -1,13 +1,31 @@
-//! Unsupervised anomaly detectors over ndarray, and the metrics that
-//! compare them. Pure library code: matrices in, scores out, no I/O.
+//! Unsupervised anomaly detectors for network flows, and the metrics that
+//! compare them. Pure library code: flows or matrices in, scores out. It is
+//! not a pipeline: no I/O, no NATS, S3 or PostgreSQL, no reading of flow
+//! files (`nadir-flows` builds the [`Dataset`]), no choice of which
+//! detectors to run (the workers' configuration makes it).
 //!
-//! Every detector follows one shape, after linfa: a checked parameter type
-//! whose `fit` returns a fitted, serializable model whose `score` gives one
-//! anomaly score per row, higher meaning more anomalous. Fitting is
-//! deterministic given the seed, whatever the number of threads.
+//! Every detector has the same shape, after linfa:
 //!
-//! - [`model`]: the common interface (fit, score, threshold) over every
-//!   detector with its preprocessing, and the versioned model file.
+//! - parameters, a plain serde struct (`IsolationForestParams`...), that
+//!   [`ParamGuard::check`] turns into [`Checked`] parameters, or refuses
+//!   naming the bad parameter and value;
+//! - [`Fit`], implemented by the checked parameters: fitting on an
+//!   [`Input`] gives the fitted, serializable detector
+//!   (`IsolationForest`...);
+//! - [`Score`], implemented by every fitted detector: one score per flow,
+//!   higher meaning more anomalous, whether it judges flows or hosts
+//!   ([`Granularity`]), and which features weighed in a flow's score.
+//!
+//! Fitting is deterministic given the seed, whatever the number of threads.
+//! A [`Model`] is a fitted detector with its preprocessing, threshold and
+//! metadata: the versioned model file the workers store and load.
+//!
+//! - [`detector`]: the traits ([`ParamGuard`], [`Fit`], [`Score`]) and
+//!   [`Input`], what they read.
+//! - [`registry`]: the one list of detectors: [`Algorithm`] and its names,
+//!   [`DetectorParams`], and the enums the model file dispatches through.
+//! - [`model`]: [`ModelSpec`] (what to fit) and [`Model`] (the model file;
+//!   score, explain, threshold).
 //! - [`prep`]: the data detectors see, and scaling and categorical
 //!   encoding fitted on training data.
 //! - [`iforest`]: Isolation Forest (Liu, Ting and Zhou, 2008).
@@ -19,6 +37,7 @@
 //!   metrics, thresholds.
 //! - [`profile`]: the training data per feature, for explanations and drift.
 
+pub mod detector;
 pub mod group;
 pub mod iforest;
 pub mod lof;
@@ -28,15 +47,18 @@ pub mod neighbours;
 pub mod ocsvm;
 pub mod prep;
 pub mod profile;
+pub mod registry;
 
-use ndarray::{Array1, ArrayView2};
+use ndarray::ArrayView2;
 
+pub use detector::{Checked, Contribution, Fit, Granularity, Input, ParamGuard, Score};
 pub use group::{HostGroup, HostGroupParams};
 pub use iforest::{IsolationForest, IsolationForestParams};
 pub use lof::{LocalOutlierFactor, LocalOutlierFactorParams};
-pub use model::{DetectorParams, Model, ModelSpec, ThresholdRule};
+pub use model::{Model, ModelSpec, ThresholdRule};
 pub use ocsvm::{OneClassSvm, OneClassSvmParams};
 pub use prep::{Activity, Categorical, Dataset, PrepSpec, Scaling};
+pub use registry::{Algorithm, CheckedParams, DetectorParams, FittedDetector};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DetectorError {
@@ -59,16 +81,13 @@ pub enum DetectorError {
     MissingField(String),
     #[error("invalid parameter: {0}")]
     Params(String),
+    #[error(
+        "unknown detector {0:?} (known: {known})",
+        known = Algorithm::ALL.map(Algorithm::name).join(", ")
+    )]
+    UnknownAlgorithm(String),
     #[error("model file: {0}")]
     Format(String),
-}
-
-/// A fitted detector.
-pub trait Detector {
-    /// The algorithm's name in artifact keys and reports (`isolation_forest`).
-    fn algorithm(&self) -> &'static str;
-    /// One score per row of `x`; higher is more anomalous.
-    fn score(&self, x: ArrayView2<'_, f64>) -> Result<Array1<f64>, DetectorError>;
 }
 
 /// Rejects empty or non-finite input with the position of the bad value.
@@ -120,4 +139,40 @@ pub(crate) fn on_one_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
         .build()
         .expect("a one-thread pool")
         .install(f)
+}
+
+/// The error for parameter `name`, whose `value` is not `rule`
+/// ("trees must be at least 1, not 0").
+pub(crate) fn bad_param(name: &str, rule: &str, value: impl std::fmt::Display) -> DetectorError {
+    DetectorError::Params(format!("{name} must be {rule}, not {value}"))
+}
+
+/// Fitting and scoring a bare matrix, for the detectors' own tests.
+#[cfg(test)]
+pub(crate) mod on_matrix {
+    use ndarray::{Array1, ArrayView2};
+
+    use crate::{Checked, DetectorError, Fit, Input, ParamGuard, Score};
+
+    pub(crate) trait FitMatrix: ParamGuard {
+        fn fit_x(
+            &self,
+            x: ArrayView2<'_, f64>,
+        ) -> Result<<Checked<Self> as Fit>::Fitted, DetectorError>
+        where
+            Checked<Self>: Fit,
+        {
+            self.check()?.fit(&Input::matrix(x))
+        }
+    }
+
+    impl<P: ParamGuard> FitMatrix for P {}
+
+    pub(crate) trait ScoreMatrix: Score {
+        fn score_x(&self, x: ArrayView2<'_, f64>) -> Result<Array1<f64>, DetectorError> {
+            self.score(&Input::matrix(x))
+        }
+    }
+
+    impl<S: Score> ScoreMatrix for S {}
 }

@@ -10,14 +10,15 @@
 //! [`crate::neighbours`]); ties and duplicates are handled as scikit-learn does (a
 //! 1e-10 floor keeps densities of duplicate points finite).
 
-use ndarray::{Array1, Array2, ArrayView2, Axis};
+use ndarray::{Array1, Array2, Axis};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::detector::{Checked, Contribution, Fit, Granularity, Input, ParamGuard, Score};
 use crate::neighbours::nearest;
-use crate::{Detector, DetectorError, check_finite};
+use crate::{DetectorError, bad_param, check_finite};
 
-/// Checked parameters of a Local Outlier Factor.
+/// Parameters of a Local Outlier Factor ([`ParamGuard::check`] them to fit).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LocalOutlierFactorParams {
     /// k, the number of neighbours (20 in scikit-learn).
@@ -68,23 +69,33 @@ fn density(neighbours: &[(usize, f64)], k_distance: &Array1<f64>) -> f64 {
     1.0 / (mean_reach + 1e-10)
 }
 
-impl LocalOutlierFactorParams {
-    pub fn fit(&self, x: ArrayView2<'_, f64>) -> Result<LocalOutlierFactor, DetectorError> {
-        self.fit_scored(x).map(|(model, _)| model)
+impl ParamGuard for LocalOutlierFactorParams {
+    fn validate(&self) -> Result<(), DetectorError> {
+        if self.neighbours == 0 {
+            return Err(bad_param("neighbours", "at least 1", self.neighbours));
+        }
+        if self.max_train == 0 {
+            return Err(bad_param("max_train", "at least 1", self.max_train));
+        }
+        Ok(())
+    }
+}
+
+impl Fit for Checked<LocalOutlierFactorParams> {
+    type Fitted = LocalOutlierFactor;
+
+    fn fit(&self, input: &Input<'_>) -> Result<LocalOutlierFactor, DetectorError> {
+        self.fit_scored(input).map(|(model, _)| model)
     }
 
-    /// Fits, and also returns the factor of every training row kept
-    /// (scikit-learn's `negative_outlier_factor_`, negated), from the same
-    /// neighbour search.
-    pub fn fit_scored(
+    /// Fits on the input's matrix, and also returns the factor of every
+    /// training row kept (scikit-learn's `negative_outlier_factor_`,
+    /// negated), from the same neighbour search.
+    fn fit_scored(
         &self,
-        x: ArrayView2<'_, f64>,
-    ) -> Result<(LocalOutlierFactor, Vec<f64>), DetectorError> {
-        if self.neighbours == 0 {
-            return Err(DetectorError::Params(
-                "neighbours must be at least 1".into(),
-            ));
-        }
+        input: &Input<'_>,
+    ) -> Result<(LocalOutlierFactor, Option<Vec<f64>>), DetectorError> {
+        let x = input.x()?;
         check_finite(x, "fit")?;
         let x = if x.nrows() > self.max_train {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed);
@@ -108,13 +119,13 @@ impl LocalOutlierFactorParams {
             .map(|(n, own)| factor(n, *own, &lrd))
             .collect();
         let model = LocalOutlierFactor {
-            params: self.clone(),
+            params: (**self).clone(),
             k,
             train,
             k_distance,
             lrd,
         };
-        Ok((model, factors))
+        Ok((model, Some(factors)))
     }
 }
 
@@ -129,12 +140,14 @@ impl LocalOutlierFactor {
     }
 }
 
-impl Detector for LocalOutlierFactor {
-    fn algorithm(&self) -> &'static str {
-        "local_outlier_factor"
+impl Score for LocalOutlierFactor {
+    fn granularity(&self) -> Granularity {
+        Granularity::Flow
     }
 
-    fn score(&self, x: ArrayView2<'_, f64>) -> Result<Array1<f64>, DetectorError> {
+    /// Scores the input's matrix.
+    fn score(&self, input: &Input<'_>) -> Result<Array1<f64>, DetectorError> {
+        let x = input.x()?;
         crate::check_scoring_input(x, self.train.ncols())?;
         let neighbours = nearest(x, self.train.view(), self.k, false);
         Ok(neighbours
@@ -142,12 +155,26 @@ impl Detector for LocalOutlierFactor {
             .map(|n| factor(n, density(n, &self.k_distance), &self.lrd))
             .collect())
     }
+
+    /// Deviation from the training profile ([`Input::deviations`]).
+    fn explain(
+        &self,
+        input: &Input<'_>,
+        top: usize,
+    ) -> Result<Vec<Vec<Contribution>>, DetectorError> {
+        Ok(input.deviations(top))
+    }
+
+    fn fit_facts(&self) -> serde_json::Value {
+        serde_json::json!({ "training_rows_kept": self.training_rows() })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::metrics::roc_auc;
+    use crate::on_matrix::{FitMatrix, ScoreMatrix};
     use ndarray::array;
     use rand::RngExt;
 
@@ -159,9 +186,9 @@ mod tests {
             x[[i, 0]] = rng.random::<f64>();
             x[[i, 1]] = rng.random::<f64>();
         }
-        let model = LocalOutlierFactorParams::default().fit(x.view()).unwrap();
-        let inlier = model.score(array![[0.5, 0.5]].view()).unwrap()[0];
-        let outlier = model.score(array![[5.0, 5.0]].view()).unwrap()[0];
+        let model = LocalOutlierFactorParams::default().fit_x(x.view()).unwrap();
+        let inlier = model.score_x(array![[0.5, 0.5]].view()).unwrap()[0];
+        let outlier = model.score_x(array![[5.0, 5.0]].view()).unwrap()[0];
         assert!((0.8..1.3).contains(&inlier), "{inlier}");
         assert!(outlier > 5.0, "{outlier}");
         let mut test = x.slice(ndarray::s![..100, ..]).to_owned();
@@ -170,7 +197,7 @@ mod tests {
             test[[i, 0]] = 3.0 + i as f64;
             labels[i] = true;
         }
-        let scores = model.score(test.view()).unwrap();
+        let scores = model.score_x(test.view()).unwrap();
         assert_eq!(roc_auc(scores.as_slice().unwrap(), &labels), Some(1.0));
     }
 
@@ -184,21 +211,21 @@ mod tests {
             neighbours: 1,
             ..Default::default()
         };
-        let model = params.fit(x.view()).unwrap();
-        let lof = model.score(array![[4.0]].view()).unwrap()[0];
+        let model = params.fit_x(x.view()).unwrap();
+        let lof = model.score_x(array![[4.0]].view()).unwrap()[0];
         assert!((lof - 2.0).abs() < 1e-6, "{lof}");
     }
 
     #[test]
     fn duplicates_keep_scores_finite_and_loading_is_exact() {
         let x = Array2::from_elem((30, 3), 1.0);
-        let model = LocalOutlierFactorParams::default().fit(x.view()).unwrap();
-        let scores = model.score(x.view()).unwrap();
+        let model = LocalOutlierFactorParams::default().fit_x(x.view()).unwrap();
+        let scores = model.score_x(x.view()).unwrap();
         assert!(scores.iter().all(|s| s.is_finite()));
         let loaded =
             serde_json::from_slice::<LocalOutlierFactor>(&serde_json::to_vec(&model).unwrap())
                 .unwrap();
-        let again = loaded.score(x.view()).unwrap();
+        let again = loaded.score_x(x.view()).unwrap();
         assert!(
             scores
                 .iter()
@@ -210,10 +237,12 @@ mod tests {
     #[test]
     fn single_rows_constant_columns_and_bad_values() {
         let one = array![[1.0, 2.0]];
-        let model = LocalOutlierFactorParams::default().fit(one.view()).unwrap();
+        let model = LocalOutlierFactorParams::default()
+            .fit_x(one.view())
+            .unwrap();
         assert!(
             model
-                .score(array![[1.0, 2.0], [9.0, 9.0]].view())
+                .score_x(array![[1.0, 2.0], [9.0, 9.0]].view())
                 .unwrap()
                 .iter()
                 .all(|s| s.is_finite())
@@ -223,14 +252,14 @@ mod tests {
             (200, 2),
             |(i, j)| if j == 0 { 7.0 } else { (i % 20) as f64 },
         );
-        let model = LocalOutlierFactorParams::default().fit(x.view()).unwrap();
+        let model = LocalOutlierFactorParams::default().fit_x(x.view()).unwrap();
         let scores = model
-            .score(array![[7.0, 5.0], [7.0, 500.0]].view())
+            .score_x(array![[7.0, 5.0], [7.0, 500.0]].view())
             .unwrap();
         assert!(scores[1] > 10.0 * scores[0], "{scores}");
         let bad = array![[1.0, f64::NAN]];
         assert!(matches!(
-            LocalOutlierFactorParams::default().fit(bad.view()),
+            LocalOutlierFactorParams::default().fit_x(bad.view()),
             Err(DetectorError::NonFinite {
                 row: 0,
                 feature: 1,
@@ -238,7 +267,7 @@ mod tests {
             })
         ));
         assert!(matches!(
-            model.score(array![[f64::NEG_INFINITY, 1.0]].view()),
+            model.score_x(array![[f64::NEG_INFINITY, 1.0]].view()),
             Err(DetectorError::NonFinite {
                 row: 0,
                 feature: 0,
@@ -255,8 +284,8 @@ mod tests {
             max_train: 1000,
             ..Default::default()
         };
-        let a = params.fit(x.view()).unwrap();
-        let b = crate::on_one_thread(|| params.fit(x.view()).unwrap());
+        let a = params.fit_x(x.view()).unwrap();
+        let b = crate::on_one_thread(|| params.fit_x(x.view()).unwrap());
         assert_eq!(
             serde_json::to_vec(&a).unwrap(),
             serde_json::to_vec(&b).unwrap()

@@ -4,7 +4,9 @@
 //! preprocess, how to set the threshold) is fitted on a [`Dataset`] into a
 //! [`Model`]: the fitted preprocessing, the fitted detector, the operating
 //! threshold and metadata. `Model::score` preprocesses and scores new flows
-//! exactly as training did.
+//! exactly as training did. Fitting and scoring go through the [`Fit`] and
+//! [`Score`] traits; the detector enums of [`crate::registry`] serve only
+//! the recorded spec and the model file.
 //!
 //! The model file is JSON (`to_bytes`/`from_bytes`), documented in
 //! `docs/models.md`: `format` ("nadir-model"), `format_version`,
@@ -16,13 +18,15 @@ use ndarray::Array1;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::group::{GroupAnalysis, HostGroup, HostGroupParams};
-use crate::iforest::{IsolationForest, IsolationForestParams};
-use crate::lof::{LocalOutlierFactor, LocalOutlierFactorParams};
-use crate::ocsvm::{OneClassSvm, OneClassSvmParams};
+use crate::detector::{Fit, Granularity, Input, Score};
+use crate::group::GroupAnalysis;
 use crate::prep::{Dataset, PrepSpec, Preprocessor};
 use crate::profile::FeatureProfile;
-use crate::{Detector, DetectorError, metrics};
+use crate::registry::FittedDetector;
+use crate::{DetectorError, metrics};
+
+pub use crate::detector::Contribution;
+pub use crate::registry::{Algorithm, DetectorParams};
 
 pub const FORMAT: &str = "nadir-model";
 pub const FORMAT_VERSION: u32 = 1;
@@ -30,62 +34,6 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Training rows scored to place the threshold, at most (a seeded sample;
 /// LOF uses the factors of the rows it kept, which its fit computes).
 pub const CALIBRATION_ROWS: usize = 20_000;
-
-/// Which detector, with its parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "algorithm", content = "params", rename_all = "snake_case")]
-pub enum DetectorParams {
-    IsolationForest(IsolationForestParams),
-    LocalOutlierFactor(LocalOutlierFactorParams),
-    OneClassSvm(OneClassSvmParams),
-    HostGroup(HostGroupParams),
-}
-
-/// Every algorithm name, in the order reports list them.
-pub const ALGORITHMS: [&str; 4] = [
-    "isolation_forest",
-    "local_outlier_factor",
-    "one_class_svm",
-    "host_group",
-];
-
-impl DetectorParams {
-    /// The default parameters of the algorithm called `name`, with `seed`.
-    pub fn named(name: &str, seed: u64) -> Result<Self, DetectorError> {
-        Ok(match name {
-            "isolation_forest" => DetectorParams::IsolationForest(IsolationForestParams {
-                seed,
-                ..Default::default()
-            }),
-            "local_outlier_factor" => {
-                DetectorParams::LocalOutlierFactor(LocalOutlierFactorParams {
-                    seed,
-                    ..Default::default()
-                })
-            }
-            "one_class_svm" => DetectorParams::OneClassSvm(OneClassSvmParams {
-                seed,
-                ..Default::default()
-            }),
-            "host_group" => DetectorParams::HostGroup(HostGroupParams::default()),
-            other => {
-                return Err(DetectorError::Params(format!(
-                    "unknown detector {other:?} (known: {})",
-                    ALGORITHMS.join(", ")
-                )));
-            }
-        })
-    }
-
-    pub fn algorithm(&self) -> &'static str {
-        match self {
-            DetectorParams::IsolationForest(_) => "isolation_forest",
-            DetectorParams::LocalOutlierFactor(_) => "local_outlier_factor",
-            DetectorParams::OneClassSvm(_) => "one_class_svm",
-            DetectorParams::HostGroup(_) => "host_group",
-        }
-    }
-}
 
 /// How the operating threshold is set from the training scores.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -153,7 +101,7 @@ impl ScoreSummary {
 /// What a model file says about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
-    pub algorithm: String,
+    pub algorithm: Algorithm,
     pub params: DetectorParams,
     pub prep: PrepSpec,
     pub training_rows: usize,
@@ -172,28 +120,6 @@ pub struct Metadata {
     pub profile: Vec<FeatureProfile>,
 }
 
-/// One feature's part in a flow's score.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Contribution {
-    pub feature: String,
-    /// The flow's value.
-    pub value: f64,
-    /// The training data's median.
-    pub typical: f64,
-    /// Isolation Forest: the feature's share of the isolation paths;
-    /// others: the distance from the median in robust standard deviations.
-    pub weight: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "algorithm", rename_all = "snake_case")]
-enum Fitted {
-    IsolationForest(IsolationForest),
-    LocalOutlierFactor(LocalOutlierFactor),
-    OneClassSvm(OneClassSvm),
-    HostGroup(HostGroup),
-}
-
 /// A fitted model: preprocessing, detector, threshold, metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Model {
@@ -201,47 +127,29 @@ pub struct Model {
     format_version: u32,
     pub metadata: Metadata,
     pub preprocessing: Preprocessor,
-    detector: Fitted,
+    detector: FittedDetector,
 }
 
 impl ModelSpec {
+    /// Checks the parameters and the threshold rule, fits the
+    /// preprocessing and the detector on `data`, and places the threshold
+    /// on the training scores: those the fit computed (LOF), else the
+    /// scores of a seeded sample of at most [`CALIBRATION_ROWS`] training
+    /// flows (all of them for a detector of [`Granularity::Host`], which
+    /// compares hosts within the window).
     pub fn fit(&self, data: &Dataset) -> Result<Model, DetectorError> {
         self.threshold.check()?;
+        let params = self.detector.check()?;
         let preprocessing = Preprocessor::fit(&self.prep, data)?;
-        // Scores of training rows the fit computed anyway (LOF's).
-        let mut training_scores: Option<Vec<f64>> = None;
-        let (detector, fit) = match &self.detector {
-            DetectorParams::HostGroup(p) => (
-                Fitted::HostGroup(p.fit(data.activity.as_ref())?),
-                serde_json::json!({ "threshold": crate::group::THRESHOLD }),
-            ),
-            params => {
-                let x = preprocessing.transform(data)?;
-                match params {
-                    DetectorParams::IsolationForest(p) => (
-                        Fitted::IsolationForest(p.fit(x.view())?),
-                        serde_json::json!({}),
-                    ),
-                    DetectorParams::LocalOutlierFactor(p) => {
-                        let (m, factors) = p.fit_scored(x.view())?;
-                        training_scores = Some(factors);
-                        let fit = serde_json::json!({ "training_rows_kept": m.training_rows() });
-                        (Fitted::LocalOutlierFactor(m), fit)
-                    }
-                    DetectorParams::OneClassSvm(p) => {
-                        let m = p.fit(x.view())?;
-                        let fit = serde_json::to_value(m.summary()).expect("summaries serialize");
-                        (Fitted::OneClassSvm(m), fit)
-                    }
-                    DetectorParams::HostGroup(_) => unreachable!("matched above"),
-                }
-            }
-        };
+        let profile = crate::profile::profile(&data.names, data.numeric.view());
+        let (detector, training_scores) =
+            params.fit_scored(&Input::new(data, &preprocessing, &profile))?;
+        let fit = detector.as_score().fit_facts();
         let mut model = Model {
             format: FORMAT.into(),
             format_version: FORMAT_VERSION,
             metadata: Metadata {
-                algorithm: self.detector.algorithm().into(),
+                algorithm: self.detector.algorithm(),
                 params: self.detector.clone(),
                 prep: self.prep,
                 training_rows: data.rows(),
@@ -251,130 +159,84 @@ impl ModelSpec {
                 calibration_rows: 0,
                 training_scores: ScoreSummary::of(&[]),
                 fit,
-                profile: crate::profile::profile(&data.names, data.numeric.view()),
+                profile,
             },
             preprocessing,
             detector,
         };
-        // Place the threshold on (a seeded sample of) the training scores.
-        let scores = match training_scores {
+        let mut scores = match training_scores {
             Some(scores) => scores,
             None => {
-                let calibration = match &self.detector {
-                    // The group detector compares hosts within a window: keep it whole.
-                    DetectorParams::HostGroup(_) => None,
-                    _ if data.rows() > CALIBRATION_ROWS => {
-                        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed());
+                let sample = match model.detector().granularity() {
+                    Granularity::Flow if data.rows() > CALIBRATION_ROWS => {
+                        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.detector.seed());
                         let mut rows =
                             rand::seq::index::sample(&mut rng, data.rows(), CALIBRATION_ROWS)
                                 .into_vec();
                         rows.sort_unstable();
                         Some(data.select(&rows))
                     }
-                    _ => None,
+                    Granularity::Flow | Granularity::Host => None,
                 };
-                model.score(calibration.as_ref().unwrap_or(data))?.to_vec()
+                model.score(sample.as_ref().unwrap_or(data))?.to_vec()
             }
         };
-        let mut scores = scores;
         scores.sort_by(f64::total_cmp);
         model.metadata.calibration_rows = scores.len();
         model.metadata.training_scores = ScoreSummary::of(&scores);
-        model.metadata.threshold = match self.detector {
-            DetectorParams::HostGroup(_) => crate::group::THRESHOLD,
-            _ => self.threshold.threshold(&scores),
-        };
+        model.metadata.threshold = model.detector().threshold(&self.threshold, &scores);
         Ok(model)
     }
 }
 
-impl ModelSpec {
-    fn seed(&self) -> u64 {
-        match &self.detector {
-            DetectorParams::IsolationForest(p) => p.seed,
-            DetectorParams::LocalOutlierFactor(p) => p.seed,
-            DetectorParams::OneClassSvm(p) => p.seed,
-            DetectorParams::HostGroup(_) => 0,
-        }
-    }
-}
-
 impl Model {
-    pub fn algorithm(&self) -> &str {
-        &self.metadata.algorithm
+    pub fn algorithm(&self) -> Algorithm {
+        self.metadata.algorithm
     }
 
+    /// Scores above this are flagged.
     pub fn threshold(&self) -> f64 {
         self.metadata.threshold
     }
 
+    /// The fitted detector, through its trait.
+    pub fn detector(&self) -> &dyn Score {
+        self.detector.as_score()
+    }
+
+    /// `data` as the detector sees it: through the fitted preprocessing,
+    /// explained against the training profile.
+    pub fn input<'a>(&'a self, data: &'a Dataset) -> Input<'a> {
+        Input::new(data, &self.preprocessing, &self.metadata.profile)
+    }
+
     /// One score per flow, higher meaning more anomalous.
     pub fn score(&self, data: &Dataset) -> Result<Array1<f64>, DetectorError> {
-        let x = match &self.detector {
-            Fitted::HostGroup(g) => return Ok(g.analyze(activity(data)?).flow_scores),
-            _ => self.preprocessing.transform(data)?,
-        };
-        match &self.detector {
-            Fitted::IsolationForest(m) => m.score(x.view()),
-            Fitted::LocalOutlierFactor(m) => m.score(x.view()),
-            Fitted::OneClassSvm(m) => m.score(x.view()),
-            Fitted::HostGroup(_) => unreachable!("returned above"),
-        }
+        self.detector().score(&self.input(data))
     }
 
     /// The features that weighed most in the scores of `rows` of `data`,
     /// at most `top` each, heaviest first (numeric features; none for the
-    /// group detector, whose findings are per host). Isolation Forest
-    /// reads its isolation paths; the other detectors rank how far each
-    /// value stands from the training median.
+    /// group detector, whose findings are per host, nor for a model file
+    /// without a training profile). Isolation Forest reads its isolation
+    /// paths; the other detectors rank how far each value stands from the
+    /// training median.
     pub fn explain(
         &self,
         data: &Dataset,
         rows: &[usize],
         top: usize,
     ) -> Result<Vec<Vec<Contribution>>, DetectorError> {
-        if matches!(self.detector, Fitted::HostGroup(_)) || self.metadata.profile.is_empty() {
+        if self.metadata.profile.is_empty() {
             return Ok(vec![Vec::new(); rows.len()]);
         }
         let picked = data.select(rows);
-        let x = self.preprocessing.transform(&picked)?;
-        let profile = &self.metadata.profile;
-        Ok((0..rows.len())
-            .map(|i| {
-                let values = picked.numeric.row(i);
-                let weights: Vec<f64> = match &self.detector {
-                    Fitted::IsolationForest(m) => m.path_weights(x.row(i)),
-                    _ => profile
-                        .iter()
-                        .zip(values)
-                        .map(|(p, v)| p.deviation(*v))
-                        .collect(),
-                };
-                let mut contributions: Vec<Contribution> = profile
-                    .iter()
-                    .zip(values)
-                    .zip(weights)
-                    .filter(|(_, w)| *w > 0.0)
-                    .map(|((p, v), weight)| Contribution {
-                        feature: p.name.clone(),
-                        value: *v,
-                        typical: p.median,
-                        weight,
-                    })
-                    .collect();
-                contributions.sort_by(|a, b| b.weight.total_cmp(&a.weight));
-                contributions.truncate(top);
-                contributions
-            })
-            .collect())
+        self.detector().explain(&self.input(&picked), top)
     }
 
     /// The group detector's per-host findings; `None` for other detectors.
     pub fn analyze_hosts(&self, data: &Dataset) -> Result<Option<GroupAnalysis>, DetectorError> {
-        match &self.detector {
-            Fitted::HostGroup(g) => Ok(Some(g.analyze(activity(data)?))),
-            _ => Ok(None),
-        }
+        self.detector().analyze_hosts(&self.input(data))
     }
 
     /// The model file.
@@ -405,10 +267,6 @@ impl Model {
         }
         serde_json::from_slice(bytes).map_err(|e| DetectorError::Format(e.to_string()))
     }
-}
-
-fn activity(data: &Dataset) -> Result<&crate::prep::Activity, DetectorError> {
-    data.activity.as_ref().ok_or_else(crate::group::no_activity)
 }
 
 #[cfg(test)]
@@ -445,30 +303,34 @@ mod tests {
         }
     }
 
+    fn spec(algorithm: Algorithm, seed: u64, threshold: ThresholdRule) -> ModelSpec {
+        ModelSpec {
+            detector: DetectorParams::defaults(algorithm, seed),
+            prep: PrepSpec {
+                scaling: Scaling::Robust,
+                ..Default::default()
+            },
+            threshold,
+        }
+    }
+
     #[test]
     fn every_detector_fits_saves_and_reloads_bit_for_bit() {
         let data = flows(600, 1);
-        for name in ALGORITHMS {
-            let spec = ModelSpec {
-                detector: DetectorParams::named(name, 7).unwrap(),
-                prep: PrepSpec {
-                    scaling: Scaling::Robust,
-                    ..Default::default()
-                },
-                threshold: ThresholdRule::Contamination(0.05),
-            };
+        for algorithm in Algorithm::ALL {
+            let spec = spec(algorithm, 7, ThresholdRule::Contamination(0.05));
             let model = spec.fit(&data).unwrap();
-            assert_eq!(model.algorithm(), name);
-            assert!(model.threshold().is_finite(), "{name}");
+            assert_eq!(model.algorithm(), algorithm);
+            assert!(model.threshold().is_finite(), "{algorithm}");
             let bytes = model.to_bytes();
-            assert_eq!(bytes, spec.fit(&data).unwrap().to_bytes(), "{name}");
+            assert_eq!(bytes, spec.fit(&data).unwrap().to_bytes(), "{algorithm}");
             let loaded = Model::from_bytes(&bytes).unwrap();
             let (a, b) = (model.score(&data).unwrap(), loaded.score(&data).unwrap());
             assert!(
                 a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
-                "{name}"
+                "{algorithm}"
             );
-            if name != "host_group" {
+            if model.detector().granularity() == Granularity::Flow {
                 assert!(
                     model
                         .metadata
@@ -476,7 +338,7 @@ mod tests {
                         .contains(&"protocol=udp".to_string())
                 );
                 let flagged = a.iter().filter(|s| **s > model.threshold()).count();
-                assert!((20..=45).contains(&flagged), "{name}: {flagged}");
+                assert!((20..=45).contains(&flagged), "{algorithm}: {flagged}");
             }
         }
     }
@@ -485,7 +347,7 @@ mod tests {
     fn thresholds_follow_their_rule() {
         let data = flows(1000, 2);
         let spec = |rule| ModelSpec {
-            detector: DetectorParams::named("isolation_forest", 1).unwrap(),
+            detector: DetectorParams::defaults(Algorithm::IsolationForest, 1),
             prep: PrepSpec::default(),
             threshold: rule,
         };
@@ -499,16 +361,318 @@ mod tests {
     #[test]
     fn foreign_or_future_files_are_refused_by_name() {
         let data = flows(100, 3);
-        let spec = ModelSpec {
-            detector: DetectorParams::named("isolation_forest", 1).unwrap(),
-            prep: PrepSpec::default(),
-            threshold: ThresholdRule::Contamination(0.1),
-        };
+        let spec = spec(
+            Algorithm::IsolationForest,
+            1,
+            ThresholdRule::Contamination(0.1),
+        );
         let text = String::from_utf8(spec.fit(&data).unwrap().to_bytes()).unwrap();
+        assert!(text.contains("\"metadata\":{\"algorithm\":\"isolation_forest\""));
         let future = text.replace("\"format_version\":1", "\"format_version\":2");
         let err = Model::from_bytes(future.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("version 2"), "{err}");
         assert!(Model::from_bytes(b"{}").is_err());
-        assert!(DetectorParams::named("knn", 1).is_err());
+    }
+
+    #[test]
+    fn unknown_algorithm_names_are_refused_listing_the_known_ones() {
+        let err = "knn".parse::<Algorithm>().unwrap_err();
+        assert_eq!(err, DetectorError::UnknownAlgorithm("knn".into()));
+        assert_eq!(
+            err.to_string(),
+            "unknown detector \"knn\" (known: isolation_forest, local_outlier_factor, \
+             one_class_svm, host_group)"
+        );
+        // Names are exact: no other case, no padding.
+        assert!("Isolation_Forest".parse::<Algorithm>().is_err());
+        assert!(" host_group".parse::<Algorithm>().is_err());
+        // Nor does a recorded spec or a model file name an unknown detector.
+        let recorded = r#"{"algorithm":"knn","params":{}}"#;
+        let err = serde_json::from_str::<DetectorParams>(recorded).unwrap_err();
+        assert!(err.to_string().contains("knn"), "{err}");
+        assert!(serde_json::from_str::<Algorithm>("\"knn\"").is_err());
+    }
+
+    #[test]
+    fn algorithms_round_trip_through_their_names() {
+        let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "isolation_forest",
+                "local_outlier_factor",
+                "one_class_svm",
+                "host_group"
+            ]
+        );
+        for algorithm in Algorithm::ALL {
+            let name = algorithm.name();
+            assert_eq!(algorithm.to_string(), name);
+            assert_eq!(name.parse::<Algorithm>(), Ok(algorithm));
+            assert_eq!(algorithm, name);
+            let json = serde_json::to_string(&algorithm).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<Algorithm>(&json).unwrap(), algorithm);
+            let params = DetectorParams::defaults(algorithm, 5);
+            assert_eq!(params.algorithm(), algorithm);
+            // The recorded spec names the algorithm the same way.
+            let recorded = serde_json::to_value(&params).unwrap();
+            assert_eq!(recorded["algorithm"], name);
+            let read: DetectorParams = serde_json::from_value(recorded).unwrap();
+            assert_eq!(read, params);
+        }
+    }
+
+    #[test]
+    fn bad_parameters_are_refused_by_name_before_any_fit() {
+        use crate::HostGroupParams;
+        use crate::iforest::IsolationForestParams;
+        use crate::lof::LocalOutlierFactorParams;
+        use crate::ocsvm::{Gamma, OneClassSvmParams};
+        let bad: Vec<(DetectorParams, &str, &str)> = vec![
+            (
+                DetectorParams::IsolationForest(IsolationForestParams {
+                    trees: 0,
+                    ..Default::default()
+                }),
+                "trees",
+                "0",
+            ),
+            (
+                DetectorParams::IsolationForest(IsolationForestParams {
+                    sample_size: 1,
+                    ..Default::default()
+                }),
+                "sample_size",
+                "1",
+            ),
+            (
+                DetectorParams::IsolationForest(IsolationForestParams {
+                    max_features: 1.5,
+                    ..Default::default()
+                }),
+                "max_features",
+                "1.5",
+            ),
+            (
+                DetectorParams::LocalOutlierFactor(LocalOutlierFactorParams {
+                    neighbours: 0,
+                    ..Default::default()
+                }),
+                "neighbours",
+                "0",
+            ),
+            (
+                DetectorParams::LocalOutlierFactor(LocalOutlierFactorParams {
+                    max_train: 0,
+                    ..Default::default()
+                }),
+                "max_train",
+                "0",
+            ),
+            (
+                DetectorParams::OneClassSvm(OneClassSvmParams {
+                    nu: 0.0,
+                    ..Default::default()
+                }),
+                "nu",
+                "0",
+            ),
+            (
+                DetectorParams::OneClassSvm(OneClassSvmParams {
+                    gamma: Gamma::Value(-2.0),
+                    ..Default::default()
+                }),
+                "gamma",
+                "-2",
+            ),
+            (
+                DetectorParams::OneClassSvm(OneClassSvmParams {
+                    tolerance: f64::NAN,
+                    ..Default::default()
+                }),
+                "tolerance",
+                "NaN",
+            ),
+            (
+                DetectorParams::OneClassSvm(OneClassSvmParams {
+                    components: 0,
+                    ..Default::default()
+                }),
+                "components",
+                "0",
+            ),
+            (
+                DetectorParams::OneClassSvm(OneClassSvmParams {
+                    epochs: 0,
+                    ..Default::default()
+                }),
+                "epochs",
+                "0",
+            ),
+            (
+                DetectorParams::HostGroup(HostGroupParams {
+                    bucket_secs: 0,
+                    ..Default::default()
+                }),
+                "bucket_secs",
+                "0",
+            ),
+            (
+                DetectorParams::HostGroup(HostGroupParams {
+                    mad_threshold: -1.0,
+                    ..Default::default()
+                }),
+                "mad_threshold",
+                "-1",
+            ),
+            (
+                DetectorParams::HostGroup(HostGroupParams {
+                    dbscan_sensitivity: 1.0,
+                    ..Default::default()
+                }),
+                "dbscan_sensitivity",
+                "1",
+            ),
+        ];
+        // No rows at all: any fit would fail on them, so the error says
+        // the parameters were checked first.
+        let nothing = Dataset::numeric(vec!["a".into()], Array2::zeros((0, 1)));
+        for (params, name, value) in bad {
+            let Err(DetectorError::Params(message)) = params.check() else {
+                panic!("{params:?} passed its check");
+            };
+            assert!(
+                message.starts_with(&format!("{name} must be ")),
+                "{message}"
+            );
+            assert!(message.ends_with(&format!("not {value}")), "{message}");
+            let spec = ModelSpec {
+                detector: params,
+                prep: PrepSpec::default(),
+                threshold: ThresholdRule::Contamination(0.1),
+            };
+            assert_eq!(spec.fit(&nothing), Err(DetectorError::Params(message)));
+        }
+        for algorithm in Algorithm::ALL {
+            assert!(DetectorParams::defaults(algorithm, 1).check().is_ok());
+        }
+    }
+
+    /// Every algorithm through the traits alone: the loop knows no detector.
+    #[test]
+    fn every_algorithm_fits_scores_and_explains_through_the_traits() {
+        let (data, test) = (flows(800, 4), flows(300, 5));
+        let prep = Preprocessor::fit(&PrepSpec::default(), &data).unwrap();
+        let profile = crate::profile::profile(&data.names, data.numeric.view());
+        let (train_input, test_input) = (
+            Input::new(&data, &prep, &profile),
+            Input::new(&test, &prep, &profile),
+        );
+        for algorithm in Algorithm::ALL {
+            let params = DetectorParams::defaults(algorithm, 3).check().unwrap();
+            let fitted = params.fit(&train_input).unwrap();
+            let detector: &dyn Score = fitted.as_score();
+            let scores = detector.score(&test_input).unwrap();
+            assert_eq!(scores.len(), test.rows(), "{algorithm}");
+            assert!(scores.iter().all(|s| s.is_finite()), "{algorithm}");
+            let explained = detector.explain(&test_input, 2).unwrap();
+            assert_eq!(explained.len(), test.rows(), "{algorithm}");
+            assert!(explained.iter().all(|e| e.len() <= 2), "{algorithm}");
+            let hosts = detector.analyze_hosts(&test_input).unwrap();
+            match detector.granularity() {
+                Granularity::Flow => {
+                    assert!(hosts.is_none(), "{algorithm}");
+                    // The planted rows are explained by their features.
+                    assert!(!explained[49].is_empty(), "{algorithm}");
+                }
+                Granularity::Host => {
+                    assert_eq!(hosts.unwrap().flow_scores, scores, "{algorithm}");
+                    assert!(explained.iter().all(Vec::is_empty), "{algorithm}");
+                }
+            }
+            // A model scores through the same traits.
+            let spec = ModelSpec {
+                detector: DetectorParams::defaults(algorithm, 3),
+                prep: PrepSpec::default(),
+                threshold: ThresholdRule::Contamination(0.05),
+            };
+            let model = spec.fit(&data).unwrap();
+            assert_eq!(model.detector().granularity(), detector.granularity());
+            let again = model.score(&test).unwrap();
+            assert!(
+                again
+                    .iter()
+                    .zip(&scores)
+                    .all(|(p, q)| p.to_bits() == q.to_bits()),
+                "{algorithm}"
+            );
+            let rows = [3, 49, 99];
+            let picked = model.explain(&test, &rows, 2).unwrap();
+            for (row, contributions) in rows.iter().zip(&picked) {
+                assert_eq!(contributions, &explained[*row], "{algorithm} row {row}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_host_group_gives_every_flow_its_source_hosts_score() {
+        // 8 hosts, 20 flows a minute each to 2 peers for 5 minutes; host 3
+        // reaches 100 peers in minute 2.
+        let (mut src, mut dst, mut start_ns) = (vec![], vec![], vec![]);
+        for minute in 0..5i64 {
+            for h in 0..8u32 {
+                let (flows, peers) = if h == 3 && minute == 2 {
+                    (100, 100)
+                } else {
+                    (20, 2)
+                };
+                for f in 0..flows {
+                    src.push(h);
+                    dst.push(8 + f % peers);
+                    start_ns.push(minute * 60_000_000_000 + i64::from(f) * 1_000_000);
+                }
+            }
+        }
+        let n = src.len();
+        let data = Dataset {
+            activity: Some(Activity {
+                hosts: (0..108).map(|h| format!("10.0.0.{h}")).collect(),
+                src,
+                dst,
+                start_ns,
+                bytes: vec![500.0; n],
+            }),
+            ..Dataset::numeric(Vec::new(), Array2::zeros((n, 0)))
+        };
+        let model = spec(Algorithm::HostGroup, 1, ThresholdRule::Contamination(0.3))
+            .fit(&data)
+            .unwrap();
+        assert_eq!(model.detector().granularity(), Granularity::Host);
+        // The rule does not move the group detector's threshold.
+        assert_eq!(model.threshold(), crate::group::THRESHOLD);
+        let scores = model.score(&data).unwrap();
+        let a = data.activity.as_ref().unwrap();
+        let bucket = |i: usize| a.start_ns[i] / 60_000_000_000;
+        let mut by_host_and_minute = std::collections::BTreeMap::new();
+        for (i, s) in scores.iter().enumerate() {
+            let first = *by_host_and_minute
+                .entry((a.src[i], bucket(i)))
+                .or_insert(*s);
+            assert_eq!(first.to_bits(), s.to_bits(), "flow {i}");
+            let odd = a.src[i] == 3 && bucket(i) == 2;
+            assert_eq!(*s > model.threshold(), odd, "flow {i}: {s}");
+        }
+        let found = model.analyze_hosts(&data).unwrap().unwrap();
+        assert_eq!(found.hosts.len(), 1);
+        assert_eq!(found.hosts[0].host, "10.0.0.3");
+        assert_eq!(found.hosts[0].score, by_host_and_minute[&(3, 2)]);
+        assert!(
+            model
+                .explain(&data, &[0, 1], 3)
+                .unwrap()
+                .iter()
+                .all(Vec::is_empty)
+        );
     }
 }

@@ -27,7 +27,8 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::{Detector, DetectorError, check_finite};
+use crate::detector::{Checked, Contribution, Fit, Granularity, Input, ParamGuard, Score};
+use crate::{DetectorError, bad_param, check_finite};
 
 /// The RBF kernel's width: `exp(-gamma * |x - y|²)`.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -50,7 +51,7 @@ pub enum Solver {
     Nystroem,
 }
 
-/// Checked parameters of a One-Class SVM.
+/// Parameters of a One-Class SVM ([`ParamGuard::check`] them to fit).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OneClassSvmParams {
     /// Upper bound on the share of training rows outside the region, and
@@ -175,29 +176,34 @@ fn kernel_times(
     ndarray::concatenate(Axis(0), &views).expect("blocks share their width")
 }
 
-impl OneClassSvmParams {
-    pub fn check(&self) -> Result<(), DetectorError> {
+impl ParamGuard for OneClassSvmParams {
+    fn validate(&self) -> Result<(), DetectorError> {
         if !(self.nu > 0.0 && self.nu <= 1.0) {
-            return Err(DetectorError::Params(format!(
-                "nu must be in (0, 1], not {}",
-                self.nu
-            )));
+            return Err(bad_param("nu", "in (0, 1]", self.nu));
         }
         if let Gamma::Value(g) = self.gamma
             && !(g > 0.0 && g.is_finite())
         {
-            return Err(DetectorError::Params(format!(
-                "gamma must be positive, not {g}"
-            )));
+            return Err(bad_param("gamma", "positive and finite", g));
         }
-        if self.components == 0 || self.epochs == 0 {
-            return Err(DetectorError::Params(
-                "components and epochs must be at least 1".into(),
+        if !(self.tolerance > 0.0 && self.tolerance.is_finite()) {
+            return Err(bad_param(
+                "tolerance",
+                "positive and finite",
+                self.tolerance,
             ));
+        }
+        if self.components == 0 {
+            return Err(bad_param("components", "at least 1", self.components));
+        }
+        if self.epochs == 0 {
+            return Err(bad_param("epochs", "at least 1", self.epochs));
         }
         Ok(())
     }
+}
 
+impl OneClassSvmParams {
     fn resolve_gamma(&self, x: ArrayView2<'_, f64>) -> f64 {
         let d = x.ncols() as f64;
         match self.gamma {
@@ -211,9 +217,14 @@ impl OneClassSvmParams {
             }
         }
     }
+}
 
-    pub fn fit(&self, x: ArrayView2<'_, f64>) -> Result<OneClassSvm, DetectorError> {
-        self.check()?;
+impl Fit for Checked<OneClassSvmParams> {
+    type Fitted = OneClassSvm;
+
+    /// Fits on the input's matrix.
+    fn fit(&self, input: &Input<'_>) -> Result<OneClassSvm, DetectorError> {
+        let x = input.x()?;
         check_finite(x, "fit")?;
         let gamma = self.resolve_gamma(x);
         let exact = match self.solver {
@@ -227,7 +238,7 @@ impl OneClassSvmParams {
             nystroem(x, self, gamma)
         };
         Ok(OneClassSvm {
-            params: self.clone(),
+            params: (**self).clone(),
             features: x.ncols(),
             gamma,
             fitted,
@@ -521,12 +532,14 @@ impl OneClassSvm {
     }
 }
 
-impl Detector for OneClassSvm {
-    fn algorithm(&self) -> &'static str {
-        "one_class_svm"
+impl Score for OneClassSvm {
+    fn granularity(&self) -> Granularity {
+        Granularity::Flow
     }
 
-    fn score(&self, x: ArrayView2<'_, f64>) -> Result<Array1<f64>, DetectorError> {
+    /// Scores the input's matrix.
+    fn score(&self, input: &Input<'_>) -> Result<Array1<f64>, DetectorError> {
+        let x = input.x()?;
         crate::check_scoring_input(x, self.features)?;
         Ok(match &self.fitted {
             Fitted::Exact {
@@ -549,12 +562,27 @@ impl Detector for OneClassSvm {
             }
         })
     }
+
+    /// Deviation from the training profile ([`Input::deviations`]).
+    fn explain(
+        &self,
+        input: &Input<'_>,
+        top: usize,
+    ) -> Result<Vec<Vec<Contribution>>, DetectorError> {
+        Ok(input.deviations(top))
+    }
+
+    /// The solver that ran and why ([`OneClassSvm::summary`]).
+    fn fit_facts(&self) -> serde_json::Value {
+        serde_json::to_value(self.summary()).expect("summaries serialize")
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::metrics::roc_auc;
+    use crate::on_matrix::{FitMatrix, ScoreMatrix};
     use ndarray::array;
     use rand::RngExt;
 
@@ -579,7 +607,7 @@ mod tests {
     #[test]
     fn exact_solver_satisfies_the_dual_constraints_and_finds_planted_outliers() {
         let (x, labels) = blob(600, 6, 1);
-        let model = OneClassSvmParams::default().fit(x.view()).unwrap();
+        let model = OneClassSvmParams::default().fit_x(x.view()).unwrap();
         let Fitted::Exact { coef, .. } = &model.fitted else {
             panic!("600 rows are solved exactly")
         };
@@ -588,7 +616,7 @@ mod tests {
         assert!((sum - 0.1 * 606.0).abs() < 1e-6, "{sum}");
         assert!(coef.iter().all(|a| (0.0..=1.0).contains(a)));
         assert!(coef.len() >= 60);
-        let scores = model.score(x.view()).unwrap();
+        let scores = model.score_x(x.view()).unwrap();
         assert!(roc_auc(scores.as_slice().unwrap(), &labels).unwrap() > 0.99);
         // About ν of the training rows fall outside the region.
         let outside = scores.iter().filter(|s| **s > 0.0).count() as f64 / 606.0;
@@ -599,18 +627,18 @@ mod tests {
     #[test]
     fn nystroem_solver_ranks_like_the_exact_one() {
         let (x, labels) = blob(3000, 30, 2);
-        let exact = OneClassSvmParams::default().fit(x.view()).unwrap();
+        let exact = OneClassSvmParams::default().fit_x(x.view()).unwrap();
         let approx = OneClassSvmParams {
             exact_max_rows: 1000,
             ..Default::default()
         }
-        .fit(x.view())
+        .fit_x(x.view())
         .unwrap();
         assert_eq!(approx.summary().solver, "nystroem");
         assert!(approx.summary().reason.contains("exact_max_rows (1000)"));
         let (a, b) = (
-            exact.score(x.view()).unwrap(),
-            approx.score(x.view()).unwrap(),
+            exact.score_x(x.view()).unwrap(),
+            approx.score_x(x.view()).unwrap(),
         );
         assert!(roc_auc(b.as_slice().unwrap(), &labels).unwrap() > 0.99);
         // The two agree on which inliers are on the edge.
@@ -632,15 +660,18 @@ mod tests {
                 solver,
                 ..Default::default()
             };
-            let a = params.fit(x.view()).unwrap();
-            let b = crate::on_one_thread(|| params.fit(x.view()).unwrap());
+            let a = params.fit_x(x.view()).unwrap();
+            let b = crate::on_one_thread(|| params.fit_x(x.view()).unwrap());
             let (ja, jb) = (
                 serde_json::to_vec(&a).unwrap(),
                 serde_json::to_vec(&b).unwrap(),
             );
             assert_eq!(ja, jb);
             let loaded: OneClassSvm = serde_json::from_slice(&ja).unwrap();
-            let (sa, sl) = (a.score(x.view()).unwrap(), loaded.score(x.view()).unwrap());
+            let (sa, sl) = (
+                a.score_x(x.view()).unwrap(),
+                loaded.score_x(x.view()).unwrap(),
+            );
             assert!(sa.iter().zip(&sl).all(|(p, q)| p.to_bits() == q.to_bits()));
         }
     }
@@ -649,20 +680,20 @@ mod tests {
     fn degenerate_inputs() {
         // A single row, a constant column, duplicates: finite scores.
         let one = array![[1.0, 2.0]];
-        let model = OneClassSvmParams::default().fit(one.view()).unwrap();
-        assert!(model.score(one.view()).unwrap()[0].is_finite());
+        let model = OneClassSvmParams::default().fit_x(one.view()).unwrap();
+        assert!(model.score_x(one.view()).unwrap()[0].is_finite());
         let same = Array2::from_elem((40, 2), 3.0);
-        let model = OneClassSvmParams::default().fit(same.view()).unwrap();
+        let model = OneClassSvmParams::default().fit_x(same.view()).unwrap();
         assert!(
             model
-                .score(same.view())
+                .score_x(same.view())
                 .unwrap()
                 .iter()
                 .all(|s| s.is_finite())
         );
         let bad = array![[1.0, f64::INFINITY]];
         assert!(matches!(
-            OneClassSvmParams::default().fit(bad.view()),
+            OneClassSvmParams::default().fit_x(bad.view()),
             Err(DetectorError::NonFinite {
                 row: 0,
                 feature: 1,
@@ -674,7 +705,7 @@ mod tests {
                 nu: 0.0,
                 ..Default::default()
             }
-            .fit(one.view())
+            .fit_x(one.view())
             .is_err()
         );
     }
