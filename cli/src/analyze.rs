@@ -24,9 +24,9 @@ use nadir_flows::labels::SIDECAR_SUFFIX;
 use nadir_flows::table::write_parquet;
 use nadir_pipeline::Analysis;
 use nadir_pipeline::eval::{EvalOf, Scorer, evaluate};
-use nadir_store::sink::{ArtifactSink, DirSink, Product, write};
 use nadir_pipeline::train::{self, training_dataset};
 use nadir_pipeline::transform::{self, SilverOf, Transformed};
+use nadir_store::sink::{ArtifactSink, DirSink, Product, write};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -100,7 +100,7 @@ pub async fn analyze(
             train::Outcome::Fitted { model, product } => {
                 let written = write(&sink, product).await?;
                 let (model_ref, _) =
-                    train::trained(model.algorithm(), &training[0].features, &written);
+                    train::trained(model.algorithm().name(), &training[0].features, &written);
                 trained.push(model_ref);
                 models.push(*model);
             }

@@ -34,7 +34,7 @@ pub fn load_model(algorithm: &str, bytes: &[u8]) -> Result<Model, String> {
     if model.algorithm() != algorithm {
         return Err(format!(
             "the message names {algorithm:?} but the file holds {:?}",
-            model.algorithm()
+            model.algorithm().name()
         ));
     }
     Ok(model)

@@ -7,6 +7,7 @@ use std::time::Duration;
 use nadir_config::{ConfigError, DASHBOARD_VARIABLES, Env, ProcessEnv, REQUIRED, VARIABLES};
 use nadir_config::{optional, parsed, seconds};
 use nadir_contract::messages::TrainingWindow;
+use nadir_detectors::Algorithm;
 
 /// How flows are made and detectors fitted and judged: the settings the
 /// workers and `nadir analyze` share (no service is needed to read them).
@@ -16,8 +17,8 @@ pub struct Analysis {
     pub seed: u64,
     /// Share of flows the operating threshold flags as anomalous.
     pub contamination: f64,
-    /// Detectors the train stage fits, by algorithm name.
-    pub detectors: Vec<String>,
+    /// Detectors the train stage fits, in this order.
+    pub detectors: Vec<Algorithm>,
     /// Scaling of numeric features before fitting.
     pub scaling: nadir_detectors::Scaling,
     /// Flow meter: time without a packet that ends a flow.
@@ -91,27 +92,7 @@ impl Analysis {
                 reason: "must be a share between 0 and 0.5, e.g. 0.02".into(),
             });
         }
-        let detectors: Vec<String> = env
-            .get("NADIR_DETECTORS")
-            .unwrap_or_else(|| nadir_detectors::model::ALGORITHMS.join(","))
-            .split(',')
-            .map(|d| d.trim().to_string())
-            .filter(|d| !d.is_empty())
-            .collect();
-        if let Some(unknown) = detectors
-            .iter()
-            .find(|d| !nadir_detectors::model::ALGORITHMS.contains(&d.as_str()))
-            .or(detectors.is_empty().then_some(&String::new()))
-        {
-            return Err(ConfigError::Invalid {
-                var: "NADIR_DETECTORS",
-                value: unknown.clone(),
-                reason: format!(
-                    "expected a comma-separated list of {}",
-                    nadir_detectors::model::ALGORITHMS.join(", ")
-                ),
-            });
-        }
+        let detectors = detectors(env)?;
         let scaling = parsed(env, "NADIR_SCALING", nadir_detectors::Scaling::Standard)?;
         let flow_idle_timeout = seconds(env, "NADIR_FLOW_IDLE_TIMEOUT_SECS", 120)?;
         let flow_active_timeout = seconds(env, "NADIR_FLOW_ACTIVE_TIMEOUT_SECS", 1800)?;
@@ -158,6 +139,32 @@ impl Analysis {
             flow_active_timeout,
         })
     }
+}
+
+/// `NADIR_DETECTORS`: a comma-separated list of algorithm names; every
+/// registered detector when unset.
+fn detectors(env: &dyn Env) -> Result<Vec<Algorithm>, ConfigError> {
+    let Some(list) = env.get("NADIR_DETECTORS") else {
+        return Ok(Algorithm::ALL.to_vec());
+    };
+    let invalid = |value: &str| ConfigError::Invalid {
+        var: "NADIR_DETECTORS",
+        value: value.to_string(),
+        reason: format!(
+            "expected a comma-separated list of {}",
+            Algorithm::ALL.map(Algorithm::name).join(", ")
+        ),
+    };
+    let detectors = list
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse::<Algorithm>().map_err(|_| invalid(d)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if detectors.is_empty() {
+        return Err(invalid(""));
+    }
+    Ok(detectors)
 }
 
 #[cfg(test)]
@@ -215,7 +222,7 @@ mod tests {
     fn detectors_default_to_all_four_and_can_be_chosen() {
         let complete: HashMap<String, String> = HashMap::new();
         let analysis = Analysis::from(&complete).unwrap();
-        assert_eq!(analysis.detectors, nadir_detectors::model::ALGORITHMS);
+        assert_eq!(analysis.detectors, Algorithm::ALL);
         assert_eq!(analysis.scaling, nadir_detectors::Scaling::Standard);
         let mut e = complete.clone();
         e.insert(
@@ -224,7 +231,10 @@ mod tests {
         );
         e.insert("NADIR_SCALING".into(), "robust".into());
         let analysis = Analysis::from(&e).unwrap();
-        assert_eq!(analysis.detectors, ["isolation_forest", "host_group"]);
+        assert_eq!(
+            analysis.detectors,
+            [Algorithm::IsolationForest, Algorithm::HostGroup]
+        );
         assert_eq!(analysis.scaling, nadir_detectors::Scaling::Robust);
     }
 }

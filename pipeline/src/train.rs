@@ -26,20 +26,17 @@ use crate::memory;
 use nadir_store::sink::{Artifact, Product, Written};
 
 /// The model specification of every configured detector, in order.
-pub fn model_specs(analysis: &Analysis) -> Result<Vec<ModelSpec>, String> {
+pub fn model_specs(analysis: &Analysis) -> Vec<ModelSpec> {
     analysis
         .detectors
         .iter()
-        .map(|algorithm| {
-            Ok(ModelSpec {
-                detector: DetectorParams::named(algorithm, analysis.seed)
-                    .map_err(|e| e.to_string())?,
-                prep: PrepSpec {
-                    scaling: analysis.scaling,
-                    ..Default::default()
-                },
-                threshold: ThresholdRule::Contamination(analysis.contamination),
-            })
+        .map(|algorithm| ModelSpec {
+            detector: DetectorParams::defaults(*algorithm, analysis.seed),
+            prep: PrepSpec {
+                scaling: analysis.scaling,
+                ..Default::default()
+            },
+            threshold: ThresholdRule::Contamination(analysis.contamination),
         })
         .collect()
 }
@@ -196,7 +193,7 @@ pub fn train(
 ) -> Result<Vec<Outcome>, String> {
     let inputs: Vec<ArtifactRef> = training.iter().map(|p| p.flows.clone()).collect();
     let mut outcomes = Vec::new();
-    for spec in model_specs(analysis)? {
+    for spec in model_specs(analysis) {
         let algorithm = spec.detector.algorithm().to_string();
         let parameters = serde_json::to_value(model_parameters(&spec, training, window))
             .expect("parameters serialize");
@@ -237,7 +234,12 @@ pub fn train(
     if !outcomes.iter().any(|o| matches!(o, Outcome::Fitted { .. })) {
         return Err(format!(
             "none of the configured detectors ({}) could be fitted on these flows",
-            analysis.detectors.join(", ")
+            analysis
+                .detectors
+                .iter()
+                .map(|a| a.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     Ok(outcomes)

@@ -51,11 +51,19 @@ impl<'a> Catalogue<'a> {
 
     /// The RAW objects under `prefix`.
     pub async fn raw_objects(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StageError> {
-        Ok(self.store.list_with_etags(&self.buckets.raw, prefix).await?)
+        Ok(self
+            .store
+            .list_with_etags(&self.buckets.raw, prefix)
+            .await?)
     }
 
     /// Whether a RAW object already has a run or an ingestion.
-    pub async fn object_seen(&self, run_id: Uuid, key: &str, etag: &str) -> Result<bool, StageError> {
+    pub async fn object_seen(
+        &self,
+        run_id: Uuid,
+        key: &str,
+        etag: &str,
+    ) -> Result<bool, StageError> {
         Ok(nadir_db::runs::object_seen(self.db, run_id, key, etag).await?)
     }
 

@@ -10,10 +10,10 @@
 use std::future::Future;
 use std::path::PathBuf;
 
+use crate::{ObjectStore, StoreError};
 use nadir_config::Buckets;
 use nadir_contract::audit::AuditRecord;
 use nadir_contract::layout::{ArtifactRef, Layer, Manifest, ManifestKind};
-use crate::{ObjectStore, StoreError};
 use serde_json::Value;
 use uuid::Uuid;
 

@@ -15,9 +15,9 @@ use nadir_detectors::Model;
 use nadir_flows::table::write_parquet;
 use nadir_pipeline::Analysis;
 use nadir_pipeline::eval::{EvalOf, Scorer, evaluate, load_model, promotion};
-use nadir_store::sink::{ArtifactSink, write};
 use nadir_runtime::catalogue::Catalogue;
 use nadir_runtime::stage::{JobContext, Outcome, Stage, StageError, compute};
+use nadir_store::sink::{ArtifactSink, write};
 use serde_json::{Value, json};
 
 /// The stage, with the analysis settings it works by.

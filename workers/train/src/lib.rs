@@ -8,9 +8,9 @@ use std::sync::Arc;
 use nadir_contract::messages::{EvalJob, SCHEMA_VERSION, TrainJob, subject};
 use nadir_contract::stage::StageKind;
 use nadir_pipeline::Analysis;
-use nadir_store::sink::write;
 use nadir_pipeline::train::{self, training_dataset, training_window};
 use nadir_runtime::stage::{JobContext, Outcome, Stage, StageError, compute};
+use nadir_store::sink::write;
 
 /// The stage, with the analysis settings it works by.
 pub struct Train {

@@ -9,10 +9,10 @@ use std::time::Instant;
 use nadir_contract::messages::{SCHEMA_VERSION, TrainJob, TransformJob, subject};
 use nadir_contract::stage::StageKind;
 use nadir_pipeline::Analysis;
-use nadir_store::sink::write;
 use nadir_pipeline::transform::{self, SilverOf};
 use nadir_runtime::stage::{JobContext, Outcome, Stage, StageError, compute};
 use nadir_store::blocking_reader;
+use nadir_store::sink::write;
 
 /// The stage, with the analysis settings it works by.
 pub struct Transform {
@@ -51,7 +51,12 @@ impl Stage for Transform {
             let owned = object.clone();
             let labels = sidecar.map(|(_, l)| l);
             let result = if transform::streams(object) {
-                let stream = blocking_reader(ctx.catalogue.store().open(&buckets.raw, &object.key).await?);
+                let stream = blocking_reader(
+                    ctx.catalogue
+                        .store()
+                        .open(&buckets.raw, &object.key)
+                        .await?,
+                );
                 compute(move || {
                     transform::transform_capture(&owned, stream, labels.as_deref(), meter)
                 })
