@@ -5,8 +5,10 @@
 //! analysts' feedback, and writes the evaluation through the S3 sink with
 //! the promotion it decided.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use nadir_config::shutdown::Shutdown;
 use nadir_contract::layout::{self, ArtifactRef, Layer};
 use nadir_contract::messages::{EvalJob, RunDone, SCHEMA_VERSION, subject};
 use nadir_contract::params::EvalParams;
@@ -15,14 +17,26 @@ use nadir_detectors::Model;
 use nadir_flows::table::write_parquet;
 use nadir_pipeline::Analysis;
 use nadir_pipeline::eval::{EvalOf, Scorer, evaluate, load_model, promotion};
+use nadir_runtime::Services;
 use nadir_runtime::catalogue::Catalogue;
-use nadir_runtime::stage::{JobContext, Outcome, Stage, StageError, compute};
+use nadir_runtime::stage::{self, JobContext, Outcome, Source, Stage, StageError, compute};
 use nadir_store::sink::{ArtifactSink, write};
 use serde_json::{Value, json};
 
 /// The stage, with the analysis settings it works by.
 pub struct Eval {
     pub analysis: Analysis,
+}
+
+/// Runs the stage on its durable consumer until `shutdown`: what
+/// `nadir-eval` does once connected, and what tests call in-process.
+pub async fn run(
+    services: Arc<Services>,
+    analysis: Analysis,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let sources = vec![Source::messages(nadir_bus::EVAL)];
+    stage::run(Arc::new(Eval { analysis }), services, sources, shutdown).await
 }
 
 /// Fetches a model file, checks its hash and that it holds `algorithm`.

@@ -22,7 +22,11 @@ use nadir_contract::params::IngestParams;
 use nadir_contract::stage::StageKind;
 use nadir_flows::labels::is_sidecar;
 use nadir_pipeline::ingest::{self, Listed};
-use nadir_runtime::stage::{Job, JobContext, Outcome, Stage, StageError, compute};
+use std::sync::Arc;
+
+use nadir_config::shutdown::Shutdown;
+use nadir_runtime::Services;
+use nadir_runtime::stage::{self, Job, JobContext, Outcome, Source, Stage, StageError, compute};
 use nadir_store::sink::write;
 use nadir_store::{ObjectInfo, blocking_reader};
 use serde::Serialize;
@@ -134,6 +138,32 @@ pub fn decode_start(payload: &[u8]) -> Result<Vec<IngestRequest>, MessageError> 
 }
 
 pub struct Ingest;
+
+/// Runs ingest on its two durable consumers (`minio.raw`, `pipeline.start`)
+/// and the reconciler until `shutdown`: what `nadir-ingest` does once
+/// connected, and what tests call in-process.
+pub async fn run(services: Arc<Services>, shutdown: Shutdown) -> anyhow::Result<()> {
+    let raw = services.config.buckets.raw.clone();
+    let sources = vec![
+        Source {
+            consumer: nadir_bus::INGEST_EVENTS,
+            decode: Box::new(move |payload| decode_event(&raw, payload)),
+        },
+        Source {
+            consumer: nadir_bus::INGEST_START,
+            decode: Box::new(decode_start),
+        },
+    ];
+    let stage = stage::run(
+        Arc::new(Ingest),
+        services.clone(),
+        sources,
+        shutdown.clone(),
+    );
+    let reconciler = reconciler::run(services, shutdown);
+    tokio::try_join!(stage, reconciler)?;
+    Ok(())
+}
 
 impl Ingest {
     async fn resolve(

@@ -5,16 +5,29 @@
 
 use std::sync::Arc;
 
+use nadir_config::shutdown::Shutdown;
 use nadir_contract::messages::{EvalJob, SCHEMA_VERSION, TrainJob, subject};
 use nadir_contract::stage::StageKind;
 use nadir_pipeline::Analysis;
 use nadir_pipeline::train::{self, training_dataset, training_window};
-use nadir_runtime::stage::{JobContext, Outcome, Stage, StageError, compute};
+use nadir_runtime::Services;
+use nadir_runtime::stage::{self, JobContext, Outcome, Source, Stage, StageError, compute};
 use nadir_store::sink::write;
 
 /// The stage, with the analysis settings it works by.
 pub struct Train {
     pub analysis: Analysis,
+}
+
+/// Runs the stage on its durable consumer until `shutdown`: what
+/// `nadir-train` does once connected, and what tests call in-process.
+pub async fn run(
+    services: Arc<Services>,
+    analysis: Analysis,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let sources = vec![Source::messages(nadir_bus::TRAIN)];
+    stage::run(Arc::new(Train { analysis }), services, sources, shutdown).await
 }
 
 impl Stage for Train {

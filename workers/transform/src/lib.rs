@@ -4,19 +4,39 @@
 //! streamed, never held whole) and its ground-truth sidecar from `raw`,
 //! and writes the partition through the S3 sink.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use nadir_config::shutdown::Shutdown;
 use nadir_contract::messages::{SCHEMA_VERSION, TrainJob, TransformJob, subject};
 use nadir_contract::stage::StageKind;
 use nadir_pipeline::Analysis;
 use nadir_pipeline::transform::{self, SilverOf};
-use nadir_runtime::stage::{JobContext, Outcome, Stage, StageError, compute};
+use nadir_runtime::Services;
+use nadir_runtime::stage::{self, JobContext, Outcome, Source, Stage, StageError, compute};
 use nadir_store::blocking_reader;
 use nadir_store::sink::write;
 
 /// The stage, with the analysis settings it works by.
 pub struct Transform {
     pub analysis: Analysis,
+}
+
+/// Runs the stage on its durable consumer until `shutdown`: what
+/// `nadir-transform` does once connected, and what tests call in-process.
+pub async fn run(
+    services: Arc<Services>,
+    analysis: Analysis,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let sources = vec![Source::messages(nadir_bus::TRANSFORM)];
+    stage::run(
+        Arc::new(Transform { analysis }),
+        services,
+        sources,
+        shutdown,
+    )
+    .await
 }
 
 impl Stage for Transform {
