@@ -17,6 +17,7 @@ use nadir_db::{jobs, runs};
 use nadir_detectors::{Model, ModelSpec};
 use nadir_flows::table::write_parquet;
 use nadir_pipeline::eval::{Scorer, evaluate};
+use nadir_pipeline::report::EvalReport;
 use nadir_pipeline::train::{Fitted, fit, training_dataset};
 use nadir_pipeline::transform;
 use nadir_store::ObjectStore;
@@ -144,14 +145,12 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
         .ok_or_else(|| anyhow!("the run has no evaluation row"))?;
     let [report_ref, recorded_scores, _manifest]: [ArtifactRef; 3] =
         serde_json::from_value(row.outputs.clone()).context("the outputs of the evaluation")?;
-    let recorded_report: Value =
-        serde_json::from_slice(&store.get(&report_ref.bucket, &report_ref.key).await?)?;
+    let mut recorded_report: EvalReport =
+        serde_json::from_slice(&store.get(&report_ref.bucket, &report_ref.key).await?)
+            .with_context(|| format!("reading the recorded report {}", report_ref.uri()))?;
     let mut champion = None;
     // The champion the run was held against (scored or not).
-    if let (Some(algorithm), Some(version)) = (
-        recorded_report["champion"][0].as_str(),
-        recorded_report["champion"][1].as_str(),
-    ) {
+    if let Some((algorithm, version)) = &recorded_report.champion {
         let entry = registry::model(&db, algorithm, version)
             .await
             .map_err(detail)?
@@ -199,20 +198,21 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
         &scores_sha,
     ));
     let mut report = evaluation.report;
-    report["version"] = recorded_report["version"].clone();
-    report["scores"] = serde_json::to_value(ArtifactRef {
+    report.version = recorded_report.version.clone();
+    report.scores = Some(ArtifactRef {
         sha256: scores_sha,
         size: scores.len() as u64,
         ..recorded_scores.clone()
-    })?;
-    let mut recorded_report = recorded_report;
-    for r in [&mut report, &mut recorded_report] {
-        if let Value::Object(o) = r {
-            o.remove("seconds"); // a timing, not a result
-        }
-    }
+    });
+    // A timing, not a result.
+    recorded_report.seconds = None;
     let mut differences = Vec::new();
-    diff("", &recorded_report, &report, &mut differences);
+    diff(
+        "",
+        &serde_json::to_value(&recorded_report)?,
+        &serde_json::to_value(&report)?,
+        &mut differences,
+    );
     checks.push(Check {
         what: "report: every metric, threshold, decision".into(),
         difference: (!differences.is_empty()).then(|| differences.join("; ")),

@@ -57,7 +57,7 @@ pub const THRESHOLD: f64 = 1.0;
 pub const METRICS: [&str; 3] = ["flows", "bytes", "peers"];
 
 /// One host's verdict.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostVerdict {
     pub host: String,
     /// Highest bucket score.

@@ -10,6 +10,7 @@
 //! - [`transform`]: a RAW object (capture, Zeek log, flow CSV) to SILVER.
 //! - [`train`]: the training window, the dataset, fitting every detector.
 //! - [`eval`]: scoring, metrics, explanations, drift and the champion rule.
+//! - [`report`]: the evaluation report and the run's figures, typed.
 //! - [`memory`]: heap accounting for the peak memory of a fit.
 //!
 //! What is not here: pulling messages, acks, the audit trail's statements
@@ -19,6 +20,7 @@
 pub mod eval;
 pub mod ingest;
 pub mod memory;
+pub mod report;
 pub mod settings;
 pub mod train;
 pub mod transform;

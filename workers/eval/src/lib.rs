@@ -141,14 +141,14 @@ impl Stage for Eval {
             records: vec![written.record],
             rows: evaluation.rows,
             bytes: bytes_read,
-            registry: promotion(&evaluation.decision, &report, &feature_set),
+            registry: promotion(&report, &feature_set),
             next: RunDone {
                 schema: SCHEMA_VERSION,
                 run_id: ctx.run_id,
                 outcome: "succeeded".into(),
                 report: written.artifacts[0].clone(),
                 scores: written.artifacts[1].clone(),
-                summary: evaluation.summary,
+                summary: serde_json::to_value(&evaluation.summary).expect("figures serialize"),
             },
         })
     }
