@@ -17,15 +17,13 @@ use anyhow::{Context, bail};
 use nadir_contract::layout::{self, ArtifactRef, Layer};
 use nadir_contract::messages::{EvalJob, RawObject, SCHEMA_VERSION, SilverPartition};
 use nadir_contract::params::EvalParams;
-use nadir_flows::FlowTable;
-use nadir_flows::capture::SilverSummary;
 use nadir_flows::format::SNIFF_LEN;
 use nadir_flows::labels::SIDECAR_SUFFIX;
 use nadir_flows::table::write_parquet;
 use nadir_pipeline::Analysis;
 use nadir_pipeline::eval::{EvalOf, Scorer, evaluate};
 use nadir_pipeline::train::{self, training_dataset};
-use nadir_pipeline::transform::{self, SilverOf, Transformed};
+use nadir_pipeline::transform::{self, SilverOf};
 use nadir_store::sink::{ArtifactSink, DirSink, Product, write};
 use serde_json::json;
 use uuid::Uuid;
@@ -171,15 +169,8 @@ async fn silver(
         size: bytes.len() as u64,
     };
     let meter = transform::meter_config(analysis);
-    // A Parquet file is flows already (`nadir flows` output, a SILVER partition).
-    let is_flows = bytes.starts_with(b"PAR1");
-    let format = if is_flows {
-        "parquet".to_string()
-    } else {
-        nadir_flows::format::detect(&bytes[..bytes.len().min(SNIFF_LEN)])
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .to_string()
-    };
+    let format = nadir_flows::format::detect(&bytes[..bytes.len().min(SNIFF_LEN)])
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let object = RawObject {
         key: path.display().to_string(),
         etag: String::new(),
@@ -194,22 +185,9 @@ async fn silver(
         let file = PathBuf::from(format!("{}{SIDECAR_SUFFIX}", path.display()));
         std::fs::read(&file).ok().map(|labels| (file, labels))
     });
-    let transformed = if is_flows {
-        let table = FlowTable::from_parquet(&bytes, &parquet_features(&bytes)?)?;
-        Transformed {
-            silver: SilverSummary {
-                rows: table.rows() as u64,
-                features: table.features.clone(),
-                text: table.text.clone(),
-                labelled: table.labelled,
-            },
-            metrics: json!({ "rows": table.rows() }),
-            parquet: bytes,
-        }
-    } else {
-        let labels = sidecar.as_ref().map(|(_, l)| &l[..]);
-        transform::transform_object(&object, &bytes, labels, meter).map_err(anyhow::Error::msg)?
-    };
+    let labels = sidecar.as_ref().map(|(_, l)| &l[..]);
+    let transformed =
+        transform::transform_object(&object, &bytes, labels, meter).map_err(anyhow::Error::msg)?;
     let sidecar_ref = sidecar
         .map(|(file, labels)| transform::sidecar_ref(LOCAL, file.display().to_string(), &labels));
     let (features, rows) = (transformed.silver.features.clone(), transformed.silver.rows);
@@ -229,21 +207,6 @@ async fn silver(
         silver: transform::partition(&object, features, rows, &written),
         parquet,
     })
-}
-
-/// The feature columns of a flows Parquet file: its Float64 columns.
-fn parquet_features(bytes: &[u8]) -> anyhow::Result<Vec<String>> {
-    let frame = nadir_flows::table::read_parquet(bytes)?;
-    let features: Vec<String> = frame
-        .columns()
-        .iter()
-        .filter(|c| c.dtype() == &polars::prelude::DataType::Float64)
-        .map(|c| c.name().to_string())
-        .collect();
-    if features.is_empty() {
-        bail!("the Parquet file has no Float64 feature columns");
-    }
-    Ok(features)
 }
 
 /// The comparison table `nadir analyze` and `nadir status` print.

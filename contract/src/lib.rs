@@ -6,6 +6,7 @@
 //!   manifests (the storage contract).
 //! - [`messages`]: the JetStream subjects and message types (the wire contract).
 //! - [`stage`]: the four stages and their audit tables.
+//! - [`format`]: what a RAW object holds, as ingest detected it.
 //! - [`audit`]: one audit row as a stage hands it over.
 //! - [`registry`]: what a job changes in the model registry.
 //! - [`params`]: the parameters each stage records, typed.
@@ -15,6 +16,7 @@
 //! `nadir-detectors`).
 
 pub mod audit;
+pub mod format;
 pub mod layout;
 pub mod messages;
 pub mod params;

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
+use crate::format::Detected;
 use crate::layout::ArtifactRef;
 
 /// Version of every message type below. Bumped on an incompatible change.
@@ -177,7 +178,7 @@ pub struct RawObject {
     pub version: String,
     pub sha256: String,
     pub size: u64,
-    pub format: String,
+    pub format: Detected,
     /// The RAW manifest written by ingest.
     pub manifest: ArtifactRef,
 }

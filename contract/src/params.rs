@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::format::Detected;
 use crate::messages::TrainingWindow;
 
 /// What ingest records of a RAW object it fingerprinted.
@@ -17,7 +18,7 @@ pub struct IngestParams {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TransformParams {
     /// The RAW object's format as ingest detected it (`pcap+gzip`, `csv`, ...).
-    pub format: String,
+    pub format: Detected,
     /// The numeric columns detectors learn from, in order.
     pub features: Vec<String>,
     /// Text columns kept beside them (DNS names, server names, ...).

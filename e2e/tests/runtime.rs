@@ -140,7 +140,7 @@ fn job(run_id: Uuid) -> TransformJob {
             version: "20261201T000000Z-00000000".into(),
             sha256: "0".repeat(64),
             size: 1,
-            format: "csv".into(),
+            format: "csv".parse().unwrap(),
             manifest: ArtifactRef::of("silver", "m".into(), "v", b""),
         }],
         training: None,

@@ -2,62 +2,19 @@
 //!
 //! A capture's file name is whatever a sensor or a person chose; its first
 //! bytes are not. Gzip is looked through, so `capture.pcap.gz` is `pcap+gzip`.
+//! The formats themselves are `nadir_contract::format` (they travel in
+//! messages and manifests).
 
-use std::fmt;
 use std::io::Read;
 
-/// What a RAW object holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// libpcap, microsecond timestamps (either byte order).
-    Pcap,
-    /// libpcap, nanosecond timestamps (either byte order).
-    PcapNs,
-    Pcapng,
-    /// Zeek's tab-separated log with its `#separator` header.
-    ZeekTsv,
-    /// JSON lines (Zeek's JSON logs among them).
-    JsonLines,
-    /// Text with a delimited header row: a flow CSV.
-    Csv,
-}
-
-impl Format {
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Pcap => "pcap",
-            Format::PcapNs => "pcap-ns",
-            Format::Pcapng => "pcapng",
-            Format::ZeekTsv => "zeek-tsv",
-            Format::JsonLines => "json-lines",
-            Format::Csv => "csv",
-        }
-    }
-}
-
-/// A detected format, and whether it came gzip-compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Detected {
-    pub format: Format,
-    pub gzip: bool,
-}
-
-impl fmt::Display for Detected {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.format.name())?;
-        if self.gzip {
-            f.write_str("+gzip")?;
-        }
-        Ok(())
-    }
-}
+pub use nadir_contract::format::{Detected, Format};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FormatError {
     #[error("the object is empty")]
     Empty,
     #[error(
-        "unrecognised content (first bytes: {0}): expected a pcap or pcapng capture, a Zeek log, JSON lines or a CSV with a header row, optionally gzip-compressed"
+        "unrecognised content (first bytes: {0}): expected a pcap or pcapng capture, a Zeek log, JSON lines, a CSV with a header row or a flows Parquet file, optionally gzip-compressed"
     )]
     Unknown(String),
     #[error("gzip stream is corrupt: {0}")]
@@ -102,6 +59,7 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, FormatError> {
 
 fn sniff(head: &[u8]) -> Result<Format, FormatError> {
     match head.get(..4) {
+        Some(b"PAR1") => return Ok(Format::Parquet),
         Some([0xd4, 0xc3, 0xb2, 0xa1]) | Some([0xa1, 0xb2, 0xc3, 0xd4]) => return Ok(Format::Pcap),
         Some([0x4d, 0x3c, 0xb2, 0xa1]) | Some([0xa1, 0xb2, 0x3c, 0x4d]) => {
             return Ok(Format::PcapNs);
@@ -170,6 +128,7 @@ mod tests {
         assert_eq!(detect(&pcap_ns).unwrap().format, Format::PcapNs);
         assert_eq!(detect(&pcapng).unwrap().format, Format::Pcapng);
         assert_eq!(detect(&gzip(&pcapng)).unwrap().to_string(), "pcapng+gzip");
+        assert_eq!(detect(b"PAR1\x15\x04").unwrap().format, Format::Parquet);
     }
 
     #[test]

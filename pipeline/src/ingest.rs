@@ -108,7 +108,7 @@ pub fn raw_object(
         version: layout::raw_version(object.last_modified, &sha256),
         sha256,
         size,
-        format: detected.to_string(),
+        format: detected,
         manifest: written.manifest.clone(),
     }
 }

@@ -11,6 +11,7 @@
 
 use std::io::Read;
 
+use nadir_contract::format::Format;
 use nadir_contract::layout::{self, ArtifactRef, ManifestKind};
 use nadir_contract::messages::{RawObject, SilverPartition};
 use nadir_contract::params::TransformParams;
@@ -120,7 +121,7 @@ pub fn transform_zeek(
 ) -> Result<Transformed, String> {
     check_sha256(object, &layout::sha256_hex(bytes))?;
     let text = String::from_utf8_lossy(&inflate(object, bytes)?).into_owned();
-    let json = object.format.starts_with("json-lines");
+    let json = object.format.format == Format::JsonLines;
     let flows = nadir_flowmeter::zeek::flows_from_conn_log(
         &text,
         json,
@@ -134,19 +135,43 @@ pub fn transform_zeek(
     Transformed::from_table(table, metrics)
 }
 
-/// Any RAW object held in memory (a capture, a Zeek log, a flow CSV) to
-/// SILVER, by the format ingest detected. Pure: no I/O. (The worker streams
-/// captures from S3 instead; `nadir analyze` reads local files with this.)
+/// Flows already (a `nadir flows` file, a SILVER partition): read as they
+/// are, their Float64 columns as features. Pure: no I/O.
+pub fn transform_parquet(object: &RawObject, bytes: &[u8]) -> Result<Transformed, String> {
+    check_sha256(object, &layout::sha256_hex(bytes))?;
+    let bytes = inflate(object, bytes)?;
+    let frame = nadir_flows::table::read_parquet(&bytes).map_err(|e| e.to_string())?;
+    let features: Vec<String> = frame
+        .columns()
+        .iter()
+        .filter(|c| c.dtype() == &polars::prelude::DataType::Float64)
+        .map(|c| c.name().to_string())
+        .collect();
+    if features.is_empty() {
+        return Err("the Parquet file has no Float64 feature columns".into());
+    }
+    let table = FlowTable::from_parquet(&bytes, &features).map_err(|e| e.to_string())?;
+    let metrics = json!({ "rows": table.rows() });
+    Transformed::from_table(table, metrics)
+}
+
+/// Any RAW object held in memory (a capture, a Zeek log, a flow CSV or
+/// Parquet file) to SILVER, by the format ingest detected. Pure: no I/O.
+/// (The worker streams captures from S3 instead; `nadir analyze` reads
+/// local files with this.)
 pub fn transform_object(
     object: &RawObject,
     bytes: &[u8],
     labels: Option<&[u8]>,
     meter: MeterConfig,
 ) -> Result<Transformed, String> {
-    if is_capture(&object.format) {
+    let format = object.format.format;
+    if format.is_capture() {
         transform_capture(object, bytes, labels, meter)
-    } else if is_zeek(&object.format) {
+    } else if format.is_zeek() {
         transform_zeek(object, bytes, labels)
+    } else if format == Format::Parquet {
+        transform_parquet(object, bytes)
     } else {
         transform_csv(object, bytes)
     }
@@ -176,7 +201,11 @@ fn meter(idle_s: u64, active_s: u64) -> MeterConfig {
 /// The key of a RAW object's ground-truth sidecar, when its format can
 /// carry one.
 pub fn sidecar_key(object: &RawObject) -> Option<String> {
-    takes_sidecar(&object.format).then(|| format!("{}{SIDECAR_SUFFIX}", object.key))
+    object
+        .format
+        .format
+        .takes_sidecar()
+        .then(|| format!("{}{SIDECAR_SUFFIX}", object.key))
 }
 
 /// A sidecar's reference: its bucket and key, its bytes' hash as version.
@@ -193,7 +222,7 @@ pub fn sidecar_ref(bucket: &str, key: String, labels: &[u8]) -> ArtifactRef {
 
 /// Whether the object is a packet capture (the worker streams those).
 pub fn streams(object: &RawObject) -> bool {
-    is_capture(&object.format)
+    object.format.format.is_capture()
 }
 
 /// The SILVER partition of one RAW object as a product: its flows and
@@ -219,7 +248,7 @@ impl SilverOf<'_> {
         } = transformed;
         let raw_version = &self.object.version;
         let parameters = TransformParams {
-            format: self.object.format.clone(),
+            format: self.object.format,
             features: silver.features.clone(),
             text_columns: silver.text.clone(),
             flow_idle_timeout_s: (self.meter.idle_timeout_ns / 1_000_000_000) as u64,
@@ -272,7 +301,7 @@ pub fn partition(
 
 /// The object's bytes, gunzipped if ingest found them compressed.
 fn inflate<'a>(object: &RawObject, bytes: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, String> {
-    if object.format.ends_with("+gzip") {
+    if object.format.gzip {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(bytes)
             .read_to_end(&mut out)
@@ -283,36 +312,41 @@ fn inflate<'a>(object: &RawObject, bytes: &'a [u8]) -> Result<std::borrow::Cow<'
     }
 }
 
-/// Formats whose flows can carry a ground-truth sidecar.
-fn takes_sidecar(format: &str) -> bool {
-    is_capture(format) || is_zeek(format)
-}
-
-fn is_zeek(format: &str) -> bool {
-    matches!(format.trim_end_matches("+gzip"), "zeek-tsv" | "json-lines")
-}
-
-fn is_capture(format: &str) -> bool {
-    matches!(
-        format.trim_end_matches("+gzip"),
-        "pcap" | "pcap-ns" | "pcapng"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn raw(bytes: &[u8], format: &str) -> RawObject {
+        let format = format.parse().unwrap();
         RawObject {
             key: "k".into(),
             etag: "e".into(),
             version: "v".into(),
             sha256: layout::sha256_hex(bytes),
             size: bytes.len() as u64,
-            format: format.into(),
+            format,
             manifest: ArtifactRef::of("silver", "m".into(), "v", b""),
         }
+    }
+
+    #[test]
+    fn a_flows_parquet_file_is_read_as_it_is() {
+        let csv = b"duration,fwd_packets,label\n1.5,3,normal\n0.1,90,portscan\n";
+        let silver = transform_csv(&raw(csv, "csv"), csv).unwrap();
+        let object = raw(&silver.parquet, "parquet");
+        assert_eq!(
+            nadir_flows::format::detect(&silver.parquet).unwrap(),
+            object.format
+        );
+        let again =
+            transform_object(&object, &silver.parquet, None, MeterConfig::default()).unwrap();
+        assert_eq!(again.silver.rows, 2);
+        assert_eq!(again.silver.features, silver.silver.features);
+        assert!(again.silver.labelled);
+        let bad = transform_parquet(&raw(b"PAR1", "parquet"), b"PAR1")
+            .err()
+            .unwrap();
+        assert!(!bad.is_empty());
     }
 
     #[test]
