@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nadir_contract::layout::{ArtifactRef, sha256_hex};
+use nadir_pipeline::report::EvalReport;
 use nadir_store::ObjectStore;
 use serde_json::Value;
 use tokio::sync::OnceCell;
@@ -22,7 +23,7 @@ use crate::index::RunIndex;
 /// A run's report and its index.
 #[derive(Debug)]
 pub struct LoadedRun {
-    pub report: Value,
+    pub report: EvalReport,
     pub index: RunIndex,
     /// Bytes of `scores.parquet`.
     pub scores_bytes: u64,
@@ -152,7 +153,7 @@ impl Artifacts {
             tokio::try_join!(self.fetch(&report_ref), self.fetch(&scores_ref))?;
         let uri = scores_ref.uri();
         let loaded = tokio::task::spawn_blocking(move || {
-            let report: Value = serde_json::from_slice(&report_bytes)
+            let report: EvalReport = serde_json::from_slice(&report_bytes)
                 .map_err(|e| LoadError::Invalid(format!("{}: {e}", report_ref.uri())))?;
             let frame = nadir_flows::table::read_parquet(&scores_bytes)
                 .map_err(|e| LoadError::Invalid(format!("{}: {e}", scores_ref.uri())))?;

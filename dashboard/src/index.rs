@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use nadir_detectors::metrics::Histogram;
 use nadir_detectors::model::Contribution;
 use nadir_detectors::profile::FeatureProfile;
+use nadir_pipeline::report::{EvalReport, Role};
 use polars::prelude::*;
 use serde::Serialize;
-use serde_json::Value;
 
 /// One detector of the run, as the report describes it.
 #[derive(Debug, Clone, Serialize)]
@@ -139,7 +139,7 @@ fn column(frame: &DataFrame, name: &str, dtype: &DataType) -> Option<Column> {
 
 impl RunIndex {
     /// Builds the index from a run's report and scores table.
-    pub fn build(report: &Value, scores: &DataFrame) -> Result<Self, IndexError> {
+    pub fn build(report: &EvalReport, scores: &DataFrame) -> Result<Self, IndexError> {
         let detectors = detectors_of(report)?;
         let rows = scores.height();
         let primary = primary_detector(report, &detectors);
@@ -264,25 +264,18 @@ impl RunIndex {
             _ => (Vec::new(), 0, None),
         };
 
-        let profile = match report.get("training_profile") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(p) => serde_json::from_value(p.clone())
-                .map_err(|e| IndexError::Report(format!("training_profile: {e}")))?,
-        };
+        let profile = report.training_profile.clone().unwrap_or_default();
         let mut outlying_hosts: HashMap<String, Vec<String>> = HashMap::new();
-        let partitions = report["detectors"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|d| d["hosts"].as_array().into_iter().flatten());
-        for h in partitions.flat_map(|p| p["outlying"].as_array().into_iter().flatten()) {
-            let Some(host) = h["host"].as_str() else {
-                continue;
-            };
-            let series = outlying_hosts.entry(host.to_string()).or_default();
-            for s in h["flagged_by"].as_array().into_iter().flatten() {
-                if let Some(s) = s.as_str().filter(|s| !series.iter().any(|x| x == s)) {
-                    series.push(s.to_string());
+        let verdicts = report
+            .detectors
+            .iter()
+            .flat_map(|d| &d.hosts)
+            .flat_map(|p| &p.outlying);
+        for h in verdicts {
+            let series = outlying_hosts.entry(h.host.clone()).or_default();
+            for s in &h.flagged_by {
+                if !series.contains(s) {
+                    series.push(s.clone());
                 }
             }
         }
@@ -530,24 +523,21 @@ pub fn per_flow(algorithm: &str) -> bool {
 /// The detector flows are ranked by: the run's champion when it scores
 /// flows one by one; else the per-flow detector with the best figure on
 /// the run's selection metric; else the first.
-fn primary_detector(report: &Value, detectors: &[Detector]) -> usize {
+fn primary_detector(report: &EvalReport, detectors: &[Detector]) -> usize {
     let candidates = || {
         detectors
             .iter()
             .enumerate()
             .filter(|(_, d)| per_flow(&d.algorithm))
     };
-    let champion = report["selection"]["champion"][0].as_str();
+    let champion = report.selection.champion.as_ref().map(|(a, _)| a.as_str());
     let by_champion = champion.and_then(|c| {
         candidates()
             .filter(|(_, d)| d.algorithm == c)
             .min_by_key(|(_, d)| d.role != "challenger")
             .map(|(i, _)| i)
     });
-    let metric = report["selection_metric"]
-        .as_str()
-        .unwrap_or("average_precision");
-    let figure = |i: usize| report["detectors"][i][metric].as_f64();
+    let figure = |i: usize| report.detectors[i].metric(&report.selection_metric);
     let by_metric = || {
         candidates()
             .filter_map(|(i, _)| figure(i).map(|f| (i, f)))
@@ -563,29 +553,27 @@ fn primary_detector(report: &Value, detectors: &[Detector]) -> usize {
         .unwrap_or(0)
 }
 
-fn detectors_of(report: &Value) -> Result<Vec<Detector>, IndexError> {
-    let list = report["detectors"]
-        .as_array()
-        .ok_or_else(|| IndexError::Report("no detectors list".into()))?;
-    list.iter()
-        .map(|d| {
-            let text = |k: &str| d[k].as_str().unwrap_or_default().to_string();
-            let name = text("name");
-            if name.is_empty() {
-                return Err(IndexError::Report("a detector without a name".into()));
+fn detectors_of(report: &EvalReport) -> Result<Vec<Detector>, IndexError> {
+    if report.detectors.is_empty() {
+        return Err(IndexError::Report("no detectors".into()));
+    }
+    Ok(report
+        .detectors
+        .iter()
+        .map(|d| Detector {
+            name: d.name.clone(),
+            algorithm: d.algorithm.name().to_string(),
+            version: d.version.clone(),
+            role: match d.role {
+                Role::Champion => "champion",
+                Role::Challenger => "challenger",
             }
-            Ok(Detector {
-                algorithm: text("algorithm"),
-                version: text("version"),
-                role: text("role"),
-                threshold: d["threshold"].as_f64().unwrap_or(f64::NAN),
-                flagged: d["flagged"].as_u64().unwrap_or(0),
-                histogram: serde_json::from_value(d["histogram"].clone())
-                    .map_err(|e| IndexError::Report(format!("{name}: histogram: {e}")))?,
-                name,
-            })
+            .to_string(),
+            threshold: d.threshold,
+            flagged: d.flagged as u64,
+            histogram: d.histogram.clone(),
         })
-        .collect()
+        .collect())
 }
 
 fn parse_explanation(
@@ -703,22 +691,99 @@ fn host_activity(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nadir_detectors::group::HostVerdict;
+    use nadir_detectors::model::ScoreSummary;
+    use nadir_detectors::profile::FeatureProfile;
+    use nadir_detectors::{Algorithm, ThresholdRule};
+    use nadir_pipeline::report::{
+        Action, Decision, DetectorReport, HostsReport, LabelledMetrics, PrecisionAtK,
+    };
     use serde_json::json;
 
-    fn report() -> Value {
-        json!({
-            "selection": {"champion": ["one_class_svm", "v1"]},
-            "detectors": [
-                {"name": "isolation_forest", "algorithm": "isolation_forest", "version": "v1",
-                 "role": "challenger", "threshold": 0.6, "flagged": 2,
-                 "histogram": {"edges": [0.0, 0.5, 1.0], "counts": [2, 2]}},
-                {"name": "one_class_svm", "algorithm": "one_class_svm", "version": "v1",
-                 "role": "challenger", "threshold": 0.0, "flagged": 2,
-                 "histogram": {"edges": [-1.0, 0.0, 1.0], "counts": [2, 2]}},
+    fn detector(algorithm: Algorithm, edges: [f64; 3], threshold: f64) -> DetectorReport {
+        let quantiles = ScoreSummary {
+            p50: 0.0,
+            p90: 0.0,
+            p99: 0.0,
+            max: 0.0,
+        };
+        DetectorReport {
+            name: algorithm.name().into(),
+            algorithm,
+            version: "v1".into(),
+            role: Role::Challenger,
+            threshold,
+            threshold_rule: ThresholdRule::Contamination(0.02),
+            training_scores: quantiles.clone(),
+            flagged: 2,
+            score_quantiles: quantiles,
+            histogram: Histogram {
+                edges: edges.to_vec(),
+                counts: vec![2, 2],
+            },
+            hosts: Vec::new(),
+            labelled: None,
+        }
+    }
+
+    fn report() -> EvalReport {
+        EvalReport {
+            run_id: uuid::Uuid::nil(),
+            rows: 4,
+            partitions: Vec::new(),
+            contamination: 0.02,
+            selection_metric: "average_precision".into(),
+            feature_set: None,
+            champion: None,
+            champion_not_scored: None,
+            training_partitions: Vec::new(),
+            holdout: None,
+            labelled: false,
+            labelled_rows: 0,
+            attacks: None,
+            attack_types: Vec::new(),
+            flagged: 3,
+            detectors: vec![
+                detector(Algorithm::IsolationForest, [0.0, 0.5, 1.0], 0.6),
+                detector(Algorithm::OneClassSvm, [-1.0, 0.0, 1.0], 0.0),
             ],
-            "training_profile": [{"name": "duration_s", "median": 1.0, "p25": 0.5, "p75": 2.0,
-                "mean": 1.2, "std": 0.4, "edges": [1.0], "shares": [0.5, 0.5]}],
-        })
+            agreement: Vec::new(),
+            drift: Vec::new(),
+            training_profile: Some(vec![FeatureProfile {
+                name: "duration_s".into(),
+                median: 1.0,
+                p25: 0.5,
+                p75: 2.0,
+                mean: 1.2,
+                std: 0.4,
+                edges: vec![1.0],
+                shares: vec![0.5, 0.5],
+            }]),
+            selection: Decision {
+                action: Action::Promote,
+                champion: Some(("one_class_svm".into(), "v1".into())),
+                reason: String::new(),
+                replaces: None,
+            },
+            version: None,
+            scores: None,
+            seconds: None,
+        }
+    }
+
+    /// Average precision only: what the primary detector is chosen by.
+    fn with_average_precision(mut d: DetectorReport, ap: f64) -> DetectorReport {
+        d.labelled = Some(LabelledMetrics {
+            roc_auc: None,
+            average_precision: Some(ap),
+            precision_at_k: PrecisionAtK { k: 0, value: None },
+            recall_at_1pct_fpr: None,
+            precision: 0.0,
+            recall: 0.0,
+            f1: 0.0,
+            by_attack_type: Default::default(),
+        });
+        d
     }
 
     fn scores() -> DataFrame {
@@ -770,18 +835,34 @@ mod tests {
     #[test]
     fn a_host_group_champion_does_not_rank_flows() {
         let mut report = report();
-        report["selection"]["champion"] = json!(["host_group", "v1"]);
-        report["selection_metric"] = json!("average_precision");
-        report["detectors"][0]["average_precision"] = json!(0.4);
-        report["detectors"][1]["average_precision"] = json!(0.3);
+        report.selection.champion = Some(("host_group".into(), "v1".into()));
+        report.detectors = report
+            .detectors
+            .into_iter()
+            .zip([0.4, 0.3])
+            .map(|(d, ap)| with_average_precision(d, ap))
+            .collect();
         let index = RunIndex::build(&report, &scores()).unwrap();
         assert_eq!(
             index.primary, 0,
             "the per-flow detector with the best figure"
         );
-        report["detectors"][1]["hosts"] = json!([{"outlying": [
-            {"host": "10.0.0.1", "flagged_by": ["mad:peers", "dbscan:flows"]},
-            {"host": "10.0.0.1", "flagged_by": ["mad:peers"]}]}]);
+        let verdict = |flagged_by: &[&str]| HostVerdict {
+            host: "10.0.0.1".into(),
+            score: 9.0,
+            outlying_buckets: 1,
+            flagged_by: flagged_by.iter().map(|s| s.to_string()).collect(),
+        };
+        report.detectors[1].hosts = vec![HostsReport {
+            raw_version: "r1".into(),
+            source_hosts: 3,
+            buckets: 2,
+            outlying: vec![
+                verdict(&["mad:peers", "dbscan:flows"]),
+                verdict(&["mad:peers"]),
+            ],
+            notes: Vec::new(),
+        }];
         let index = RunIndex::build(&report, &scores()).unwrap();
         assert_eq!(
             index.outlying_hosts["10.0.0.1"],

@@ -16,6 +16,8 @@ use crate::words;
 use nadir_db::feedback::Verdict;
 use nadir_db::registry::{ChampionChange, RegisteredModel};
 use nadir_db::runs::{EvaluationPoint, RunSummary as Run};
+use nadir_detectors::group::HostVerdict;
+use nadir_pipeline::report::{DetectorReport, Drift, EvalReport, LabelledMetrics};
 
 /// Where a page sits in the navigation.
 pub enum Section<'a> {
@@ -239,49 +241,58 @@ fn read_artifacts(r: &nadir_db::runs::StageRow) -> Value {
     }
 }
 
-fn metric(d: &Value, key: &str) -> String {
-    d[key]
-        .as_f64()
+/// A figure, or a dash when there is none.
+fn figure(v: Option<f64>) -> String {
+    v.filter(|v| v.is_finite())
         .map(words::number)
         .unwrap_or_else(|| "–".into())
 }
 
 /// The detector comparison table and the champion decision.
-fn comparison(report: &Value, index: &RunIndex) -> Markup {
-    let selection = &report["selection"];
+fn comparison(report: &EvalReport, index: &RunIndex) -> Markup {
+    let selection = &report.selection;
+    let is_champion = |d: &DetectorReport| {
+        selection
+            .champion
+            .as_ref()
+            .is_some_and(|(a, v)| d.algorithm == *a && d.version == *v)
+    };
+    let labelled = |d: &DetectorReport, f: fn(&LabelledMetrics) -> Option<f64>| {
+        figure(d.labelled.as_ref().and_then(f))
+    };
     html! {
         h2 { "Detectors compared" }
         p { (words::number(index.rows as f64)) " flows scored, "
-            (words::number(report["flagged"].as_f64().unwrap_or(0.0))) " flagged"
-            @if report["labelled"].as_bool() == Some(true) {
-                "; " (words::number(report["labelled_rows"].as_f64().unwrap_or(0.0))) " carry labels ("
-                (words::number(report["attacks"].as_f64().unwrap_or(0.0))) " attacks)"
+            (words::number(report.flagged as f64)) " flagged"
+            @if report.labelled {
+                "; " (words::number(report.labelled_rows as f64)) " carry labels ("
+                (words::number(report.attacks.unwrap_or(0) as f64)) " attacks)"
             } @else { "; no labels, so no accuracy figures" } "." }
         table.detectors {
             thead { tr { th { "detector" } th { "role" } th { "version" } th { "ROC-AUC" } th { "average precision" }
                 th { "precision@k" } th { "recall at 1% FPR" } th { "F1" } th { "threshold" } th { "flagged" } } }
             tbody {
-                @for d in report["detectors"].as_array().into_iter().flatten() {
-                    @let name = d["name"].as_str().unwrap_or("");
-                    tr class=(if selection["champion"][0].as_str() == d["algorithm"].as_str() && selection["champion"][1].as_str() == d["version"].as_str() { "champion" } else { "" }) {
-                        td { (words::detector(name)) } td { (d["role"].as_str().unwrap_or("")) }
-                        td { code { (d["version"].as_str().unwrap_or("")) } }
-                        td.num { (metric(d, "roc_auc")) } td.num { (metric(d, "average_precision")) }
-                        td.num { (d["precision_at_k"]["value"].as_f64().map(words::number).unwrap_or_else(|| "–".into())) }
-                        td.num { (metric(d, "recall_at_1pct_fpr")) } td.num { (metric(d, "f1")) }
-                        td.num { (metric(d, "threshold")) } td.num { (metric(d, "flagged")) }
+                @for d in &report.detectors {
+                    tr class=(if is_champion(d) { "champion" } else { "" }) {
+                        td { (words::detector(&d.name)) }
+                        td { (if d.is_champion() { "champion" } else { "challenger" }) }
+                        td { code { (d.version) } }
+                        td.num { (labelled(d, |m| m.roc_auc)) } td.num { (labelled(d, |m| m.average_precision)) }
+                        td.num { (labelled(d, |m| m.precision_at_k.value)) }
+                        td.num { (labelled(d, |m| m.recall_at_1pct_fpr)) } td.num { (labelled(d, |m| Some(m.f1))) }
+                        td.num { (figure(Some(d.threshold))) } td.num { (words::number(d.flagged as f64)) }
                     }
                 }
             }
         }
         div.decision {
-            strong { "Decision: " (selection["action"].as_str().unwrap_or("none")) }
-            @if let Some(c) = selection["champion"].as_array() {
-                " · champion " (words::detector(c[0].as_str().unwrap_or(""))) " " code { (c[1].as_str().unwrap_or("")) }
+            strong { "Decision: " (selection.action.name()) }
+            @if let Some((algorithm, version)) = &selection.champion {
+                " · champion " (words::detector(algorithm)) " " code { (version) }
             }
-            p { (selection["reason"].as_str().unwrap_or("")) }
+            p { (selection.reason) }
         }
-        @if let Some(note) = report["champion_not_scored"].as_str() { p.muted { "Champion left out: " (note) } }
+        @if let Some(note) = &report.champion_not_scored { p.muted { "Champion left out: " (note) } }
     }
 }
 
@@ -575,17 +586,16 @@ fn ordered_features<'a>(f: &Flow, values: &'a [(String, f64)]) -> Vec<(String, &
 
 pub fn scores(run_id: Uuid, loaded: &LoadedRun) -> Markup {
     let index = &loaded.index;
-    let by_type = |d: &Value, label: &str| d["by_attack_type"][label].clone();
     let body = html! {
         h1 { "Score distributions" }
         p.muted { "How each detector scored the run's flows (bar height: square root of the count). The red line is the operating threshold: flows to its right are flagged." }
         @for (k, d) in index.detectors.iter().enumerate() {
-            @let entry = &loaded.report["detectors"][k];
+            @let entry = loaded.report.detectors[k].labelled.as_ref();
             section.detector {
                 h2 { (words::detector(&d.name)) }
                 p { (words::number(d.flagged as f64)) " flagged above " (words::number(d.threshold))
-                    @if let Some(auc) = entry["roc_auc"].as_f64() { " · ROC-AUC " (words::number(auc)) }
-                    @if let Some(ap) = entry["average_precision"].as_f64() { " · average precision " (words::number(ap)) } }
+                    @if let Some(auc) = entry.and_then(|m| m.roc_auc) { " · ROC-AUC " (words::number(auc)) }
+                    @if let Some(ap) = entry.and_then(|m| m.average_precision) { " · average precision " (words::number(ap)) } }
                 (charts::histogram(&format!("{} scores", words::detector(&d.name)), &d.histogram.edges, &d.histogram.counts, d.threshold, None))
                 @if !index.labels.is_empty() {
                     h3 { "By label" }
@@ -593,9 +603,9 @@ pub fn scores(run_id: Uuid, loaded: &LoadedRun) -> Markup {
                         @for l in &index.labels {
                             figure {
                                 figcaption { strong.label { (l.label) } " · " (words::number(l.flows as f64)) " flows"
-                                    @let t = by_type(entry, &l.label);
-                                    @if let Some(r) = t["recall"].as_f64() { " · " (words::number(r * 100.0)) "% flagged" }
-                                    @if let Some(a) = t["roc_auc"].as_f64() { " · ROC-AUC " (words::number(a)) } }
+                                    @let t = entry.and_then(|m| m.by_attack_type.get(&l.label));
+                                    @if let Some(t) = t { " · " (words::number(t.recall * 100.0)) "% flagged" }
+                                    @if let Some(a) = t.and_then(|t| t.roc_auc) { " · ROC-AUC " (words::number(a)) } }
                                 (charts::histogram(&format!("{} scores of {}", words::detector(&d.name), l.label), &d.histogram.edges, &d.histogram.counts, d.threshold, Some(&l.counts[k])))
                             }
                         }
@@ -604,11 +614,11 @@ pub fn scores(run_id: Uuid, loaded: &LoadedRun) -> Markup {
                 }
             }
         }
-        @if let Some(agreement) = loaded.report["agreement"].as_array().filter(|a| !a.is_empty()) {
+        @if !loaded.report.agreement.is_empty() {
             h2 { "Agreement between detectors" }
             p.muted { "Spearman rank correlation of their scores: 1 means they rank flows alike." }
             table { thead { tr { th { "detector" } th { "detector" } th { "rank correlation" } } }
-                tbody { @for a in agreement { tr { td { (words::detector(a["a"].as_str().unwrap_or(""))) } td { (words::detector(a["b"].as_str().unwrap_or(""))) } td.num { (metric(a, "spearman")) } } } } }
+                tbody { @for a in &loaded.report.agreement { tr { td { (words::detector(&a.a)) } td { (words::detector(&a.b)) } td.num { (figure(a.spearman)) } } } } }
         }
     };
     layout("Scores", Section::Run(run_id, "scores"), None, body)
@@ -618,25 +628,12 @@ pub fn scores(run_id: Uuid, loaded: &LoadedRun) -> Markup {
 
 pub fn hosts(run_id: Uuid, loaded: &LoadedRun, selected: Option<&str>) -> Markup {
     let index = &loaded.index;
-    let outlying: Vec<(&str, &Value)> = loaded.report["detectors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|d| d["hosts"].is_array())
-        .flat_map(|d| {
-            let name = d["name"].as_str().unwrap_or("");
-            d["hosts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(move |p| {
-                    p["outlying"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(move |h| (name, h))
-                })
-        })
+    let outlying: Vec<&HostVerdict> = loaded
+        .report
+        .detectors
+        .iter()
+        .flat_map(|d| &d.hosts)
+        .flat_map(|p| &p.outlying)
         .collect();
     let span = index.timeline.map(|t| {
         (
@@ -655,11 +652,10 @@ pub fn hosts(run_id: Uuid, loaded: &LoadedRun, selected: Option<&str>) -> Markup
             p.muted { "Hosts whose traffic series (flows, bytes, distinct peers per minute) stood apart from the other hosts'." }
             table.outlying {
                 thead { tr { th { "host" } th { "score" } th { "outlying minutes" } th { "flagged by" } } }
-                tbody { @for (_, h) in &outlying {
-                    @let host = h["host"].as_str().unwrap_or("");
-                    tr { td { a href=(anomalies_of(host)) { span.addr { (host) } } } td.num { (metric(h, "score")) }
-                         td.num { (metric(h, "outlying_buckets")) }
-                         td { @for m in h["flagged_by"].as_array().into_iter().flatten() { code { (m.as_str().unwrap_or("")) } " " } } }
+                tbody { @for h in &outlying {
+                    tr { td { a href=(anomalies_of(&h.host)) { span.addr { (h.host) } } } td.num { (figure(Some(h.score))) }
+                         td.num { (words::number(h.outlying_buckets as f64)) }
+                         td { @for m in &h.flagged_by { code { (m) } " " } } }
                 } }
             }
         }
@@ -698,7 +694,7 @@ pub fn models(
     models: &[RegisteredModel],
     history: &[ChampionChange],
     evaluations: &[EvaluationPoint],
-    latest_drift: Option<(Uuid, &Value)>,
+    latest_drift: Option<(Uuid, &[Drift])>,
 ) -> Markup {
     let champions: Vec<&ChampionChange> = {
         let mut seen = std::collections::HashSet::new();
@@ -770,8 +766,9 @@ pub fn models(
             p.muted { "Population stability index of each feature between the training flows and the flows of run "
                 a href={ "/runs/" (run_id) } { code { (short(&run_id.to_string(), 8)) } }
                 ": above 0.1 a moderate shift, above 0.25 a large one." }
-            @let items: Vec<(String, f64)> = drift.as_array().into_iter().flatten().take(25)
-                .filter_map(|d| Some((words::feature_name(d["feature"].as_str()?), d["psi"].as_f64()?))).collect();
+            @let items: Vec<(String, f64)> = drift.iter().take(25)
+                .filter(|d| d.psi.is_finite())
+                .map(|d| (words::feature_name(&d.feature), d.psi)).collect();
             (charts::bars("drift (PSI) per feature", &items, &[0.1, 0.25]))
         } @else { p.muted { "No evaluation with a training profile yet." } }
 

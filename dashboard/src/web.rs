@@ -793,7 +793,7 @@ async fn models(AxumState(state): Shared) -> Result<Response, Problem> {
         &models,
         &history,
         &evaluations,
-        drift.as_ref().map(|(id, l)| (*id, &l.report["drift"])),
+        drift.as_ref().map(|(id, l)| (*id, &l.report.drift[..])),
     )))
 }
 
