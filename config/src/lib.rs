@@ -479,6 +479,25 @@ fn default_worker_id() -> String {
     format!("{host}/{}", std::process::id())
 }
 
+/// The `NADIR_*` variable names quoted in `source` (prefixes such as
+/// `"NADIR_S3_"` left out): what the tests of every crate that reads
+/// settings compare with its list of variables.
+pub fn variables_named_in(source: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = source;
+    while let Some(at) = rest.find("\"NADIR_") {
+        let name: String = rest[at + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        rest = &rest[at + 1 + name.len()..];
+        if !name.ends_with('_') {
+            names.push(name);
+        }
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -489,24 +508,14 @@ mod tests {
             .chain(super::DASHBOARD_VARIABLES)
             .copied()
             .collect();
-        let mut rest = source;
-        let mut seen = 0;
-        while let Some(at) = rest.find("\"NADIR_") {
-            let name: String = rest[at + 1..]
-                .chars()
-                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
-                .collect();
-            rest = &rest[at + 1 + name.len()..];
-            // Prefixes in the code (`"NADIR_S3_"`) end with '_'.
-            if name.ends_with('_') {
-                continue;
-            }
-            seen += 1;
+        let named = super::variables_named_in(source);
+        for name in &named {
             assert!(
                 listed.contains(&name.as_str()),
                 "{name} is read but not listed"
             );
         }
+        let seen = named.len();
         assert!(seen > 15, "{seen}");
     }
 

@@ -175,24 +175,14 @@ mod tests {
     #[test]
     fn every_variable_read_here_is_listed() {
         let source = include_str!("settings.rs");
-        let mut rest = source;
-        let mut seen = 0;
-        while let Some(at) = rest.find("\"NADIR_") {
-            let name: String = rest[at + 1..]
-                .chars()
-                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
-                .collect();
-            rest = &rest[at + 1 + name.len()..];
-            // Prefixes in the code (`"NADIR_S3_"`) end with '_'.
-            if name.ends_with('_') {
-                continue;
-            }
-            seen += 1;
+        let named = nadir_config::variables_named_in(source);
+        for name in &named {
             assert!(
                 ANALYSIS_VARIABLES.contains(&name.as_str()) || VARIABLES.contains(&name.as_str()),
                 "{name} is read but not listed"
             );
         }
+        let seen = named.len();
         assert!(seen >= 10, "{seen}");
         let dashboard = variables_of("nadir-dashboard").unwrap();
         assert!(dashboard.contains(&("NADIR_DATABASE_URL", true)));

@@ -182,6 +182,27 @@ pub async fn run<S: Stage>(
     Ok(())
 }
 
+/// Runs a stage on one durable consumer whose messages are its input
+/// type, until shutdown: the whole of a one-consumer worker.
+pub async fn run_on<S>(
+    stage: S,
+    consumer: ConsumerSpec,
+    services: Arc<Services>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()>
+where
+    S: Stage,
+    S::Input: Message,
+{
+    run(
+        Arc::new(stage),
+        services,
+        vec![Source::messages(consumer)],
+        shutdown,
+    )
+    .await
+}
+
 struct Runtime<S> {
     stage: Arc<S>,
     services: Arc<Services>,

@@ -19,7 +19,7 @@ use nadir_pipeline::Analysis;
 use nadir_pipeline::eval::{EvalOf, Scorer, evaluate, load_model, promotion};
 use nadir_runtime::Services;
 use nadir_runtime::catalogue::Catalogue;
-use nadir_runtime::stage::{self, JobContext, Outcome, Source, Stage, StageError, compute};
+use nadir_runtime::stage::{self, JobContext, Outcome, Stage, StageError, compute};
 use nadir_store::sink::{ArtifactSink, write};
 use serde_json::{Value, json};
 
@@ -35,8 +35,7 @@ pub async fn run(
     analysis: Analysis,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let sources = vec![Source::messages(nadir_bus::EVAL)];
-    stage::run(Arc::new(Eval { analysis }), services, sources, shutdown).await
+    stage::run_on(Eval { analysis }, nadir_bus::EVAL, services, shutdown).await
 }
 
 /// Fetches a model file, checks its hash and that it holds `algorithm`.

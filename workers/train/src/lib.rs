@@ -11,7 +11,7 @@ use nadir_contract::stage::StageKind;
 use nadir_pipeline::Analysis;
 use nadir_pipeline::train::{self, training_dataset, training_window};
 use nadir_runtime::Services;
-use nadir_runtime::stage::{self, JobContext, Outcome, Source, Stage, StageError, compute};
+use nadir_runtime::stage::{self, JobContext, Outcome, Stage, StageError, compute};
 use nadir_store::sink::write;
 
 /// The stage, with the analysis settings it works by.
@@ -26,8 +26,7 @@ pub async fn run(
     analysis: Analysis,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let sources = vec![Source::messages(nadir_bus::TRAIN)];
-    stage::run(Arc::new(Train { analysis }), services, sources, shutdown).await
+    stage::run_on(Train { analysis }, nadir_bus::TRAIN, services, shutdown).await
 }
 
 impl Stage for Train {

@@ -13,7 +13,7 @@ use nadir_contract::stage::StageKind;
 use nadir_pipeline::Analysis;
 use nadir_pipeline::transform::{self, SilverOf};
 use nadir_runtime::Services;
-use nadir_runtime::stage::{self, JobContext, Outcome, Source, Stage, StageError, compute};
+use nadir_runtime::stage::{self, JobContext, Outcome, Stage, StageError, compute};
 use nadir_store::blocking_reader;
 use nadir_store::sink::write;
 
@@ -29,11 +29,10 @@ pub async fn run(
     analysis: Analysis,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let sources = vec![Source::messages(nadir_bus::TRANSFORM)];
-    stage::run(
-        Arc::new(Transform { analysis }),
+    stage::run_on(
+        Transform { analysis },
+        nadir_bus::TRANSFORM,
         services,
-        sources,
         shutdown,
     )
     .await
