@@ -6,24 +6,27 @@
 //! `pipeline.dead`, `runs` and `status` read the audit trail, and `sample`
 //! writes the generated demo data set. Every command but `sample` reads the
 //! same `NADIR_*` settings as the workers.
+//!
+//! This file holds the arguments and the dispatcher; each command's code is
+//! in [`commands`] (the offline pipeline of `analyze` in [`analyze`], the
+//! replay of `reproduce` in [`reproduce`]), terminal helpers in [`output`].
 
 mod analyze;
+mod commands;
+mod output;
 mod reproduce;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use futures::StreamExt;
-use nadir_bus::{ALL_CONSUMERS, Bus};
-use nadir_config::{Config, telemetry};
-use nadir_contract::messages::{
-    Message, RunDead, RunDone, StartRun, TrainingWindow, object_run_id, subject,
+use commands::{
+    flows, gen_capture, grant_dashboard, models, probe, runs, sample, setup, start, upload,
+    variables,
 };
-use nadir_db::registry;
-use nadir_db::runs::{self, RunSummary, StageRow};
-use nadir_store::ObjectStore;
+use nadir_config::{Config, telemetry};
+use nadir_contract::messages::TrainingWindow;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -235,79 +238,46 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    use std::process::ExitCode;
-    if let Command::Probe { url, timeout } = &cli.command {
-        return probe(url, Duration::from_secs(*timeout)).await;
-    }
-    if let Command::Variables { binary } = &cli.command {
-        let vars = nadir_pipeline::settings::variables_of(binary)
-            .with_context(|| format!("{binary:?} is not a nadir binary"))?;
-        for (var, required) in vars {
-            println!("{var} {}", if required { "required" } else { "optional" });
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    if let Command::Sample { output, rows, seed } = &cli.command {
-        std::fs::write(output, nadir_flows::sample::flow_csv(*rows, *seed))
-            .with_context(|| format!("writing {}", output.display()))?;
-        println!("wrote {} flows to {}", rows, output.display());
-        return Ok(ExitCode::SUCCESS);
-    }
-    if let Command::GenCapture {
-        output,
-        hosts,
-        duration,
-        rate,
-        seed,
-        attacks,
-    } = &cli.command
-    {
-        return gen_capture(output, *hosts, *duration, *rate, *seed, attacks.as_deref());
-    }
-    if let Command::Flows {
-        capture,
-        output,
-        idle_timeout,
-        active_timeout,
-    } = &cli.command
-    {
-        return flows(capture, output, *idle_timeout, *active_timeout);
-    }
-    if let Command::Analyze {
-        inputs,
-        output,
-        train,
-        eval,
-        json,
-    } = &cli.command
-    {
-        let settings = nadir_pipeline::Analysis::from_env()?;
-        let result = analyze::analyze(inputs, train, eval, output, &settings).await?;
-        if *json {
-            println!("{}", serde_json::to_string_pretty(&result["report"])?);
-        } else {
-            let summary = &result["summary"];
-            println!(
-                "flows {}  flagged {}  (artifacts in {})",
-                summary["rows"],
-                summary["flagged"],
-                output.display()
-            );
-            println!();
-            analyze::print_comparison(summary);
-            if let Some(reason) = summary["reason"].as_str() {
-                println!();
-                println!("{reason}");
-            }
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    if std::env::var_os("RUST_LOG").is_some() {
-        telemetry::init_logging();
-    }
-    let config = Config::from_env()?;
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Commands that need no service, and so none of the NADIR_* settings.
     match cli.command {
+        Command::Probe { url, timeout } => probe::probe(&url, Duration::from_secs(timeout)).await,
+        Command::Variables { binary } => variables::variables(&binary),
+        Command::Sample { output, rows, seed } => sample::sample(&output, rows, seed),
+        Command::GenCapture {
+            output,
+            hosts,
+            duration,
+            rate,
+            seed,
+            attacks,
+        } => gen_capture::gen_capture(&output, hosts, duration, rate, seed, attacks.as_deref()),
+        Command::Flows {
+            capture,
+            output,
+            idle_timeout,
+            active_timeout,
+        } => flows::flows(&capture, &output, idle_timeout, active_timeout),
+        Command::Analyze {
+            inputs,
+            output,
+            train,
+            eval,
+            json,
+        } => commands::analyze::analyze(&inputs, &train, &eval, &output, json).await,
+        command => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                telemetry::init_logging();
+            }
+            let config = Config::from_env()?;
+            with_services(&config, command).await
+        }
+    }
+}
+
+/// The commands that talk to the services, configured from `NADIR_*`.
+async fn with_services(config: &Config, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Sample { .. }
         | Command::Probe { .. }
         | Command::Variables { .. }
@@ -319,14 +289,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Setup {
             reset_streams,
             grant_dashboard: role,
-        } => {
-            setup(&config, reset_streams).await?;
-            if let Some(role) = role {
-                grant_dashboard(&config, &role).await?;
-            }
-        }
-        Command::GrantDashboard { role } => grant_dashboard(&config, &role).await?,
-        Command::Upload { files, prefix } => upload(&config, &files, &prefix).await?,
+        } => setup::setup(config, reset_streams, role.as_deref()).await,
+        Command::GrantDashboard { role } => grant_dashboard::grant_dashboard(config, &role).await,
+        Command::Upload { files, prefix } => upload::upload(config, &files, &prefix).await,
         Command::Start {
             keys,
             prefix,
@@ -336,559 +301,30 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             train_span_hours,
             holdout,
         } => {
-            let mut start = StartRun::new(keys, prefix, "cli");
             let window = TrainingWindow {
                 partitions: train_partitions,
                 span_hours: train_span_hours,
                 holdout,
             };
-            if window != TrainingWindow::default() {
-                window.check()?;
-                start.training = Some(window);
-            }
-            let bus = Bus::connect(&config.nats_url, "nadir-cli").await?;
-            bus.publish(subject::START, &start.run_id.to_string(), start.encode())
-                .await?;
-            println!("run {} requested on {}", start.run_id, subject::START);
-            if wait {
-                return wait_for(&config, start.run_id, timeout).await;
-            }
+            start::start(config, keys, prefix, wait, timeout, window).await
         }
-        Command::Wait { run_id, timeout } => return wait_for(&config, run_id, timeout).await,
-        Command::Runs { limit, json } => {
-            let db = nadir_db::pool(&config.database_url, 1)?;
-            let runs = runs::runs(&db, limit)
-                .await
-                .map_err(|e| anyhow::anyhow!(e.detail()))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&runs)?);
-            } else {
-                print_runs(&runs);
-            }
-        }
-        Command::Reproduce { run_id } => {
-            if !reproduce::reproduce(&config, run_id).await? {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-        Command::Models { limit, json } => {
-            let db = nadir_db::pool(&config.database_url, 1)?;
-            let detail = |e: nadir_db::DbError| anyhow::anyhow!(e.detail());
-            let models = registry::models(&db, limit).await.map_err(detail)?;
-            let history = registry::history(&db, limit).await.map_err(detail)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "models": models, "champion_history": history })
-                    )?
-                );
-            } else {
-                print_models(&models, &history);
-            }
-        }
+        Command::Wait { run_id, timeout } => start::wait(config, run_id, timeout).await,
+        Command::Runs { limit, json } => runs::runs(config, limit, json).await,
+        Command::Status { run_id, json } => runs::status(config, run_id, json).await,
+        Command::Reproduce { run_id } => Ok(if reproduce::reproduce(config, run_id).await? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+        Command::Models { limit, json } => models::models(config, limit, json).await,
         Command::Promote {
             algorithm,
             version,
             reason,
-        } => {
-            let db = nadir_db::pool(&config.database_url, 1)?;
-            registry::promote(&db, &algorithm, &version, &reason, &actor()).await?;
-            println!("{algorithm} ({version}) is now the champion");
-        }
+        } => models::promote(config, &algorithm, &version, &reason).await,
         Command::Rollback {
             reason,
             feature_set,
-        } => {
-            let db = nadir_db::pool(&config.database_url, 1)?;
-            let c = registry::rollback(&db, feature_set.as_deref(), &reason, &actor()).await?;
-            println!(
-                "rolled back: {} ({}) is the champion of feature set {} again",
-                c.algorithm, c.version, c.feature_set
-            );
-        }
-        Command::Status { run_id, json } => {
-            let db = nadir_db::pool(&config.database_url, 1)?;
-            let Some(run) = runs::run(&db, run_id)
-                .await
-                .map_err(|e| anyhow::anyhow!(e.detail()))?
-            else {
-                bail!("no run {run_id} in the audit trail");
-            };
-            let rows = runs::stage_rows(&db, run_id)
-                .await
-                .map_err(|e| anyhow::anyhow!(e.detail()))?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "run": run, "stages": rows })
-                    )?
-                );
-            } else {
-                print_status(&run, &rows);
-            }
-            if run.status == "failed" {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn flows(
-    capture: &PathBuf,
-    output: &PathBuf,
-    idle: u64,
-    active: u64,
-) -> anyhow::Result<std::process::ExitCode> {
-    use nadir_flowmeter::MeterConfig;
-    let file =
-        std::fs::File::open(capture).with_context(|| format!("opening {}", capture.display()))?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        let bar = indicatif::ProgressBar::new(size);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("valid template"),
-        );
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let config = MeterConfig {
-        idle_timeout_ns: idle as i64 * 1_000_000_000,
-        active_timeout_ns: active as i64 * 1_000_000_000,
-        ..MeterConfig::default()
-    };
-    let started = std::time::Instant::now();
-    let counted = CountingReader {
-        inner: std::io::BufReader::new(file),
-        read: 0,
-        bar: bar.clone(),
-    };
-    // Flows go to the Parquet file as the meter hands them out: memory
-    // follows the open flows, not the capture.
-    let out = std::io::BufWriter::new(
-        std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?,
-    );
-    let (stats, silver) =
-        nadir_flows::capture::capture_to_silver(counted, config, None, out, |_| {})
-            .with_context(|| format!("{} to {}", capture.display(), output.display()))?;
-    bar.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "{} packets ({} IP) -> {} flows in {:.2}s ({:.0} packets/s); wrote {}",
-        stats.packets,
-        stats.ip_packets,
-        silver.rows,
-        seconds,
-        stats.packets as f64 / seconds.max(1e-9),
-        output.display()
-    );
-    for (reason, count) in &stats.skipped {
-        println!("  skipped {count}: {reason}");
-    }
-    if stats.out_of_order > 0 {
-        println!("  {} packets out of time order", stats.out_of_order);
-    }
-    Ok(std::process::ExitCode::SUCCESS)
-}
-
-fn gen_capture(
-    output: &PathBuf,
-    hosts: u16,
-    duration: u32,
-    rate: f64,
-    seed: u64,
-    attacks: Option<&str>,
-) -> anyhow::Result<std::process::ExitCode> {
-    use nadir_trafficgen::{Attack, Config};
-    let mut config = Config {
-        seed,
-        hosts,
-        duration_s: duration,
-        sessions_per_host_minute: rate,
-        ..Config::default()
-    };
-    if let Some(spec) = attacks {
-        for part in spec.split(',').filter(|p| !p.is_empty()) {
-            let (name, times) = part.split_once('=').unwrap_or((part, "1"));
-            let attack =
-                Attack::parse(name.trim()).with_context(|| format!("unknown attack {name:?}"))?;
-            let times: u32 = times
-                .trim()
-                .parse()
-                .with_context(|| format!("{part:?}: not a count"))?;
-            config.attacks.retain(|(a, _)| *a != attack);
-            config.attacks.push((attack, times));
-        }
-    }
-    let labels = PathBuf::from(format!(
-        "{}{}",
-        output.display(),
-        nadir_flows::labels::SIDECAR_SUFFIX
-    ));
-    let mut capture = std::io::BufWriter::new(
-        std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?,
-    );
-    let mut truth = std::io::BufWriter::new(
-        std::fs::File::create(&labels).with_context(|| format!("creating {}", labels.display()))?,
-    );
-    let summary = nadir_trafficgen::generate(&config, &mut capture, &mut truth)?;
-    std::io::Write::flush(&mut capture)?;
-    std::io::Write::flush(&mut truth)?;
-    println!(
-        "wrote {} packets ({} bytes, {} sessions) to {}, and {} attack flows to {}",
-        summary.packets,
-        summary.bytes,
-        summary.sessions,
-        output.display(),
-        summary.attack_flows,
-        labels.display()
-    );
-    Ok(std::process::ExitCode::SUCCESS)
-}
-
-/// Counts bytes read from the capture file for the progress bar.
-struct CountingReader<R> {
-    inner: R,
-    read: u64,
-    bar: indicatif::ProgressBar,
-}
-
-impl<R: std::io::Read> std::io::Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read += n as u64;
-        self.bar.set_position(self.read);
-        Ok(n)
-    }
-}
-
-async fn grant_dashboard(config: &Config, role: &str) -> anyhow::Result<()> {
-    let db = nadir_db::pool(&config.database_url, 1)?;
-    nadir_db::schema::grant_dashboard(&db, role)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.detail()))?;
-    println!("role {role} may now read the audit trail and the registry, and add feedback");
-    Ok(())
-}
-
-/// One HTTP/1.0 GET; success is a 2xx status.
-async fn probe(url: &str, timeout: Duration) -> anyhow::Result<std::process::ExitCode> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("{url:?}: only http:// URLs can be probed"))?;
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let path = if path.is_empty() { "/" } else { path };
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(authority).await?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&response).into_owned())
-    };
-    let response = tokio::time::timeout(timeout, exchange)
-        .await
-        .with_context(|| format!("{url}: no answer within {timeout:?}"))?
-        .with_context(|| url.to_string())?;
-    let status: u16 = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("{url}: not an HTTP response"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.trim())
-        .unwrap_or("");
-    if (200..300).contains(&status) {
-        Ok(std::process::ExitCode::SUCCESS)
-    } else {
-        eprintln!("{url}: {status} {body}");
-        Ok(std::process::ExitCode::FAILURE)
-    }
-}
-
-async fn setup(config: &Config, reset_streams: bool) -> anyhow::Result<()> {
-    let store = ObjectStore::new(&config.s3);
-    for bucket in config.buckets.all() {
-        let created = store.ensure_bucket(bucket).await?;
-        println!(
-            "bucket {bucket}: {}",
-            if created { "created" } else { "exists" }
-        );
-    }
-    let bus = Bus::connect(&config.nats_url, "nadir-setup").await?;
-    if reset_streams {
-        bus.delete_streams().await?;
-        println!("streams deleted");
-    }
-    bus.ensure_streams().await?;
-    for spec in ALL_CONSUMERS {
-        bus.consumer(spec, &config.delivery).await?;
-        println!("consumer {} on {}: ready", spec.durable, spec.subject);
-    }
-    let db = nadir_db::pool(&config.database_url, 1)?;
-    let applied = nadir_db::schema::migrate(&db)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.detail()))?;
-    println!("database: {applied} migration(s) applied");
-    Ok(())
-}
-
-async fn upload(config: &Config, files: &[PathBuf], prefix: &str) -> anyhow::Result<()> {
-    let store = ObjectStore::new(&config.s3);
-    let bucket = &config.buckets.raw;
-    // Ground truth first: transform looks for it when the capture's run reaches it.
-    let mut files = files.to_vec();
-    files.sort_by_key(|f| !nadir_flows::labels::is_sidecar(&f.to_string_lossy()));
-    for file in &files {
-        let bytes = tokio::fs::read(file)
-            .await
-            .with_context(|| format!("reading {}", file.display()))?;
-        let name = file
-            .file_name()
-            .and_then(|n| n.to_str())
-            .with_context(|| format!("{} has no UTF-8 file name", file.display()))?;
-        let key = format!("{prefix}{name}");
-        let size = bytes.len();
-        let etag = store
-            .put(bucket, &key, bytes.into(), "application/octet-stream")
-            .await?;
-        if nadir_flows::labels::is_sidecar(&key) {
-            println!("uploaded s3://{bucket}/{key} ({size} bytes): ground truth for its capture");
-            continue;
-        }
-        let run_id = object_run_id(bucket, &key, &etag);
-        println!("uploaded s3://{bucket}/{key} ({size} bytes, ETag {etag}); run {run_id}");
-    }
-    Ok(())
-}
-
-/// Follows `pipeline.done` and `pipeline.dead` until one names the run,
-/// checking the audit trail too in case the run ended before we listened.
-async fn wait_for(
-    config: &Config,
-    run_id: Uuid,
-    timeout: u64,
-) -> anyhow::Result<std::process::ExitCode> {
-    use std::process::ExitCode;
-    let bus = Bus::connect(&config.nats_url, "nadir-wait").await?;
-    let mut done = bus.client.subscribe(subject::DONE).await?;
-    let mut dead = bus.client.subscribe(subject::DEAD).await?;
-    let db = nadir_db::pool(&config.database_url, 1)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
-    let mut poll = tokio::time::interval(Duration::from_secs(2));
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => bail!("run {run_id} did not finish within {timeout}s"),
-            Some(msg) = done.next() => {
-                if let Ok(d) = RunDone::decode(&msg.payload)
-                    && d.run_id == run_id
-                {
-                    println!("run {run_id} done: report {}", d.report.uri());
-                    return Ok(ExitCode::SUCCESS);
-                }
-            }
-            Some(msg) = dead.next() => {
-                if let Ok(d) = RunDead::decode(&msg.payload)
-                    && d.run_id == run_id
-                {
-                    println!("run {run_id} failed in {}: {}", d.stage, shown(&d.error));
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
-            _ = poll.tick() => {
-                if let Ok(Some(run)) = runs::run(&db, run_id).await {
-                    match run.status.as_str() {
-                        "succeeded" => {
-                            println!("run {run_id} done");
-                            return Ok(ExitCode::SUCCESS);
-                        }
-                        "failed" => {
-                            println!("run {run_id} failed in {}: {}", run.error_stage.as_deref().unwrap_or("?"), shown(run.error.as_deref().unwrap_or("")));
-                            return Ok(ExitCode::FAILURE);
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Text from the audit trail can come from a capture (keys, labels): no
-/// control characters reach the terminal.
-fn shown(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
-}
-
-fn seconds(run: &RunSummary) -> String {
-    match run.finished_at {
-        Some(end) => format!(
-            "{:.1}s",
-            (end - run.started_at).num_milliseconds() as f64 / 1000.0
-        ),
-        None => "-".into(),
-    }
-}
-
-fn print_runs(runs: &[RunSummary]) {
-    println!(
-        "{:<36}  {:<9}  {:<9}  {:<15}  {:>7}  started",
-        "run", "status", "stage", "trigger", "took"
-    );
-    for r in runs {
-        println!(
-            "{:<36}  {:<9}  {:<9}  {:<15}  {:>7}  {}",
-            r.run_id,
-            r.status,
-            r.stage,
-            shown(&r.trigger),
-            seconds(r),
-            r.started_at.format("%Y-%m-%d %H:%M:%S UTC")
-        );
-    }
-}
-
-fn print_status(run: &RunSummary, rows: &[StageRow]) {
-    println!("run      {}", run.run_id);
-    println!(
-        "status   {} (stage {}, trigger {}, took {})",
-        run.status,
-        run.stage,
-        shown(&run.trigger),
-        seconds(run)
-    );
-    if let Some(error) = &run.error {
-        println!(
-            "error    in {}: {}",
-            run.error_stage.as_deref().unwrap_or("?"),
-            shown(error)
-        );
-    }
-    println!();
-    for row in rows {
-        println!(
-            "{:<9} {:<9} {:>7.3}s  attempt {}  {}",
-            row.stage.name(),
-            row.status,
-            row.seconds,
-            row.attempts,
-            shown(&row.item)
-        );
-        if let Some(outputs) = row.outputs.as_array() {
-            for o in outputs {
-                println!(
-                    "          -> s3://{}/{}  sha256 {}  {} bytes",
-                    shown(o["bucket"].as_str().unwrap_or("")),
-                    shown(o["key"].as_str().unwrap_or("")),
-                    &o["sha256"].as_str().unwrap_or("")
-                        [..12.min(o["sha256"].as_str().unwrap_or("").len())],
-                    o["size"]
-                );
-            }
-        }
-        if let Some(skipped) = row.metrics["skipped"].as_str() {
-            println!("          {}", shown(skipped));
-        }
-        if let Some(error) = &row.error {
-            println!("          error: {}", shown(error));
-        }
-    }
-    if let Some(summary) = run.report.as_ref().and_then(|r| r.get("summary")) {
-        println!();
-        println!(
-            "flows    {}  flagged {}",
-            summary["rows"], summary["flagged"]
-        );
-        println!();
-        analyze::print_comparison(summary);
-        println!();
-        let champion = match (
-            summary["champion"].as_str(),
-            summary["champion_version"].as_str(),
-        ) {
-            (Some(a), Some(v)) => format!("{a} ({v})"),
-            (Some(a), None) => a.to_string(),
-            _ => "none".into(),
-        };
-        println!(
-            "decision {}: champion {champion}",
-            summary["decision"].as_str().unwrap_or("-")
-        );
-        if let Some(reason) = summary["reason"].as_str() {
-            println!("         {reason}");
-        }
-    }
-}
-
-/// Who changes the registry by hand: `cli:<user>@<host>`.
-fn actor() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-    format!("cli:{user}@{host}")
-}
-
-fn print_models(models: &[registry::RegisteredModel], history: &[registry::ChampionChange]) {
-    // Each feature set's champion: its newest history row.
-    let mut champions: Vec<(&str, &str, &str)> = Vec::new();
-    for c in history {
-        if !champions.iter().any(|(set, _, _)| *set == c.feature_set) {
-            champions.push((&c.feature_set, &c.algorithm, &c.version));
-        }
-    }
-    println!(
-        "{:<2} {:<20} {:<26} {:<16} {:<20} {:>8} {:>9}",
-        "", "algorithm", "version", "feature set", "trained", "rows", "fit s"
-    );
-    for m in models {
-        let mark = if champions
-            .iter()
-            .any(|(_, a, v)| (*a, *v) == (m.algorithm.as_str(), m.version.as_str()))
-        {
-            "*"
-        } else {
-            ""
-        };
-        println!(
-            "{:<2} {:<20} {:<26} {:<16} {:<20} {:>8} {:>9}",
-            mark,
-            shown(&m.algorithm),
-            shown(&m.version),
-            shown(&m.feature_set),
-            m.trained_at.format("%Y-%m-%d %H:%M:%S"),
-            m.metrics["rows"].to_string(),
-            analyze::fmt_metric(&m.metrics["fit_seconds"])
-        );
-    }
-    println!();
-    if history.is_empty() {
-        println!("no champion yet (a labelled run promotes one, or `nadir promote`)");
-    }
-    for c in history {
-        println!(
-            "{}  {}  {:<8} {} ({})  by {}: {}",
-            c.at.format("%Y-%m-%d %H:%M:%S"),
-            shown(&c.feature_set),
-            c.action,
-            shown(&c.algorithm),
-            shown(&c.version),
-            shown(&c.actor),
-            shown(&c.reason)
-        );
+        } => models::rollback(config, &reason, feature_set.as_deref()).await,
     }
 }

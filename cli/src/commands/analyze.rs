@@ -1,0 +1,37 @@
+//! `nadir analyze`: runs transform, train and eval on local files with no
+//! service ([`crate::analyze`], the workers' own code) and prints the
+//! comparison table, or the report as JSON.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::output::print_json;
+
+pub async fn analyze(
+    inputs: &[PathBuf],
+    train: &[PathBuf],
+    eval: &[PathBuf],
+    output: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let settings = nadir_pipeline::Analysis::from_env()?;
+    let result = crate::analyze::analyze(inputs, train, eval, output, &settings).await?;
+    if json {
+        print_json(&result["report"])?;
+    } else {
+        let summary = &result["summary"];
+        println!(
+            "flows {}  flagged {}  (artifacts in {})",
+            summary["rows"],
+            summary["flagged"],
+            output.display()
+        );
+        println!();
+        crate::analyze::print_comparison(summary);
+        if let Some(reason) = summary["reason"].as_str() {
+            println!();
+            println!("{reason}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
