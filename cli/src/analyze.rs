@@ -22,10 +22,10 @@ use nadir_flows::labels::SIDECAR_SUFFIX;
 use nadir_flows::table::write_parquet;
 use nadir_pipeline::Analysis;
 use nadir_pipeline::eval::{EvalOf, Scorer, evaluate};
+use nadir_pipeline::report::{EvalReport, RunFigures};
 use nadir_pipeline::train::{self, training_dataset};
 use nadir_pipeline::transform::{self, SilverOf};
 use nadir_store::sink::{ArtifactSink, DirSink, Product, write};
-use serde_json::json;
 use uuid::Uuid;
 
 /// Where RAW files are named from: `DIR` stands for the buckets.
@@ -36,6 +36,12 @@ struct Partition {
     parquet: bytes::Bytes,
 }
 
+/// What `nadir analyze` made: the report as written and its figures.
+pub struct Analyzed {
+    pub report: EvalReport,
+    pub summary: RunFigures,
+}
+
 /// Runs the three stages; returns the report and its summary.
 pub async fn analyze(
     inputs: &[PathBuf],
@@ -43,7 +49,7 @@ pub async fn analyze(
     eval: &[PathBuf],
     out: &Path,
     analysis: &Analysis,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<Analyzed> {
     let train = if train.is_empty() { inputs } else { train };
     let eval = if eval.is_empty() { inputs } else { eval };
     if train.is_empty() || eval.is_empty() {
@@ -146,7 +152,10 @@ pub async fn analyze(
     }
     .product(&evaluation, parquet);
     write(&sink, product).await?;
-    Ok(json!({ "report": report, "summary": evaluation.summary }))
+    Ok(Analyzed {
+        report,
+        summary: evaluation.summary,
+    })
 }
 
 /// A local file to a SILVER partition, written by the transform core.
@@ -207,29 +216,4 @@ async fn silver(
         silver: transform::partition(&object, features, rows, &written),
         parquet,
     })
-}
-
-/// The comparison table `nadir analyze` and `nadir status` print.
-pub fn print_comparison(summary: &serde_json::Value) {
-    println!(
-        "{:<34} {:>8} {:>8} {:>10}",
-        "model", "flagged", "ROC-AUC", "avg prec"
-    );
-    if let Some(detectors) = summary["detectors"].as_array() {
-        for d in detectors {
-            println!(
-                "{:<34} {:>8} {:>8} {:>10}",
-                d["name"].as_str().or(d["algorithm"].as_str()).unwrap_or(""),
-                d["flagged"].to_string(),
-                fmt_metric(&d["roc_auc"]),
-                fmt_metric(&d["average_precision"])
-            );
-        }
-    }
-}
-
-pub fn fmt_metric(v: &serde_json::Value) -> String {
-    v.as_f64()
-        .map(|x| format!("{x:.4}"))
-        .unwrap_or_else(|| "-".into())
 }

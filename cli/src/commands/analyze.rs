@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::output::print_json;
+use crate::output::{print_comparison, print_json};
 
 pub async fn analyze(
     inputs: &[PathBuf],
@@ -17,21 +17,19 @@ pub async fn analyze(
     let settings = nadir_pipeline::Analysis::from_env()?;
     let result = crate::analyze::analyze(inputs, train, eval, output, &settings).await?;
     if json {
-        print_json(&result["report"])?;
+        print_json(&result.report)?;
     } else {
-        let summary = &result["summary"];
+        let summary = &result.summary;
         println!(
             "flows {}  flagged {}  (artifacts in {})",
-            summary["rows"],
-            summary["flagged"],
+            summary.rows,
+            summary.flagged,
             output.display()
         );
         println!();
-        crate::analyze::print_comparison(summary);
-        if let Some(reason) = summary["reason"].as_str() {
-            println!();
-            println!("{reason}");
-        }
+        print_comparison(summary);
+        println!();
+        println!("{}", summary.reason);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,7 @@ use nadir_config::Config;
 use nadir_db::registry::{self, ChampionChange, RegisteredModel};
 
 use super::detail;
-use crate::output::{print_json, shown};
+use crate::output::{figure, print_json, shown};
 
 pub async fn models(config: &Config, limit: i64, json: bool) -> anyhow::Result<ExitCode> {
     let db = super::db(config)?;
@@ -84,7 +84,7 @@ fn print_models(models: &[RegisteredModel], history: &[ChampionChange]) {
             shown(&m.feature_set),
             m.trained_at.format("%Y-%m-%d %H:%M:%S"),
             m.metrics["rows"].to_string(),
-            crate::analyze::fmt_metric(&m.metrics["fit_seconds"])
+            figure(m.metrics["fit_seconds"].as_f64())
         );
     }
     println!();

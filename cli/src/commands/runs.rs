@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use anyhow::bail;
 use nadir_config::Config;
 use nadir_db::runs::{self, RunSummary, StageRow};
+use nadir_pipeline::report::RunFigures;
 use uuid::Uuid;
 
 use super::detail;
-use crate::output::{print_json, shown};
+use crate::output::{print_comparison, print_json, shown};
 
 pub async fn runs(config: &Config, limit: i64, json: bool) -> anyhow::Result<ExitCode> {
     let db = super::db(config)?;
@@ -114,29 +115,27 @@ fn print_status(run: &RunSummary, rows: &[StageRow]) {
             println!("          error: {}", shown(error));
         }
     }
-    if let Some(summary) = run.report.as_ref().and_then(|r| r.get("summary")) {
-        println!();
-        println!(
-            "flows    {}  flagged {}",
-            summary["rows"], summary["flagged"]
-        );
-        println!();
-        crate::analyze::print_comparison(summary);
-        println!();
-        let champion = match (
-            summary["champion"].as_str(),
-            summary["champion_version"].as_str(),
-        ) {
-            (Some(a), Some(v)) => format!("{a} ({v})"),
-            (Some(a), None) => a.to_string(),
-            _ => "none".into(),
-        };
-        println!(
-            "decision {}: champion {champion}",
-            summary["decision"].as_str().unwrap_or("-")
-        );
-        if let Some(reason) = summary["reason"].as_str() {
-            println!("         {reason}");
+    let summary = run
+        .report
+        .as_ref()
+        .and_then(|r| r.get("summary"))
+        .map(|s| serde_json::from_value::<RunFigures>(s.clone()));
+    match summary {
+        Some(Ok(summary)) => {
+            println!();
+            println!("flows    {}  flagged {}", summary.rows, summary.flagged);
+            println!();
+            print_comparison(&summary);
+            println!();
+            let champion = match (&summary.champion, &summary.champion_version) {
+                (Some(a), Some(v)) => format!("{a} ({v})"),
+                (Some(a), None) => a.to_string(),
+                _ => "none".into(),
+            };
+            println!("decision {}: champion {champion}", summary.decision.name());
+            println!("         {}", summary.reason);
         }
+        Some(Err(e)) => println!("\nthe run's summary cannot be read: {e}"),
+        None => {}
     }
 }
