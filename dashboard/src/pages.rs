@@ -17,7 +17,9 @@ use nadir_db::feedback::Verdict;
 use nadir_db::registry::{ChampionChange, RegisteredModel};
 use nadir_db::runs::{EvaluationPoint, RunSummary as Run};
 use nadir_detectors::group::HostVerdict;
-use nadir_pipeline::report::{DetectorReport, Drift, EvalReport, LabelledMetrics};
+use nadir_pipeline::report::{
+    DetectorFigures, DetectorReport, Drift, EvalReport, LabelledMetrics, RunFigures,
+};
 
 /// Where a page sits in the navigation.
 pub enum Section<'a> {
@@ -135,8 +137,8 @@ pub fn runs(runs: &[Run]) -> Markup {
                                     } @else { span.muted { "–" } }
                                 }
                             }
-                            td.num { (summary_number(r, "rows")) }
-                            td.num { (summary_number(r, "flagged")) }
+                            td.num { (summary_number(r, |f| f.rows)) }
+                            td.num { (summary_number(r, |f| f.flagged)) }
                         }
                         @if let Some(e) = &r.error {
                             tr.error { td colspan="11" { (plain_error(r.error_stage.as_deref(), e)) } }
@@ -149,11 +151,14 @@ pub fn runs(runs: &[Run]) -> Markup {
     layout("Runs", Section::Runs, running.then_some(5), body)
 }
 
-fn summary_number(r: &Run, key: &str) -> String {
-    r.report
-        .as_ref()
-        .and_then(|rep| rep["summary"][key].as_f64())
-        .map(words::number)
+/// The run's headline figures (`pipeline_runs.report.summary`), once it has them.
+fn figures_of(summary: Option<&Value>) -> Option<RunFigures> {
+    serde_json::from_value(summary?.clone()).ok()
+}
+
+fn summary_number(r: &Run, pick: fn(&RunFigures) -> usize) -> String {
+    figures_of(r.report.as_ref().and_then(|rep| rep.get("summary")))
+        .map(|f| words::number(pick(&f) as f64))
         .unwrap_or_else(|| "–".into())
 }
 
@@ -712,32 +717,31 @@ pub fn models(
         .iter()
         .map(|e| e.finished_at.format("%m-%d %H:%M").to_string())
         .collect();
+    let figures: Vec<Option<RunFigures>> = evaluations
+        .iter()
+        .map(|e| figures_of(Some(&e.summary)))
+        .collect();
     let names: Vec<String> = {
         let mut names: Vec<String> = Vec::new();
-        for e in evaluations {
-            for d in e.summary["detectors"].as_array().into_iter().flatten() {
-                if let Some(n) = d["name"].as_str().filter(|n| !n.starts_with("champion_"))
-                    && !names.iter().any(|x| x == n)
-                {
-                    names.push(n.to_string());
-                }
+        for d in figures.iter().flatten().flat_map(|f| &f.detectors) {
+            if !d.name.starts_with("champion_") && !names.contains(&d.name) {
+                names.push(d.name.clone());
             }
         }
         names
     };
-    let series = |key: &str| -> Vec<(String, Vec<Option<f64>>)> {
+    let series = |pick: fn(&DetectorFigures) -> Option<f64>| -> Vec<(String, Vec<Option<f64>>)> {
         names
             .iter()
             .map(|n| {
-                let values = evaluations
+                let values = figures
                     .iter()
-                    .map(|e| {
-                        e.summary["detectors"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .find(|d| d["name"].as_str() == Some(n))
-                            .and_then(|d| d[key].as_f64())
+                    .map(|f| {
+                        f.as_ref()?
+                            .detectors
+                            .iter()
+                            .find(|d| d.name == *n)
+                            .and_then(pick)
                     })
                     .collect();
                 (n.clone(), values)
@@ -755,9 +759,9 @@ pub fn models(
         h2 { "Metrics over time" }
         @if evaluations.is_empty() { p.muted { "No evaluations yet." } } @else {
             h3 { "Average precision" }
-            (charts::lines("average precision per evaluation", &labels, &series("average_precision")))
+            (charts::lines("average precision per evaluation", &labels, &series(|d| d.average_precision)))
             h3 { "ROC-AUC" }
-            (charts::lines("ROC-AUC per evaluation", &labels, &series("roc_auc")))
+            (charts::lines("ROC-AUC per evaluation", &labels, &series(|d| d.roc_auc)))
             p.muted { "Missing points: evaluations without labelled flows." }
         }
 

@@ -14,7 +14,7 @@ use nadir_db::registry::RegisteredModel;
 use nadir_store::{ObjectInfo, ObjectStore};
 use uuid::Uuid;
 
-use crate::stage::StageError;
+use crate::error::StageError;
 
 /// Read-only access to S3 and the audit trail for a stage job. Errors are
 /// already sorted into bad input (a missing object) and transient ones.

@@ -40,55 +40,8 @@ use nadir_db::registry::RegistryChange;
 use nadir_store::sink::S3Sink;
 
 use crate::catalogue::Catalogue;
+pub use crate::error::{StageError, compute};
 use crate::services::Services;
-
-/// Why a stage job did not succeed.
-#[derive(Debug, thiserror::Error)]
-pub enum StageError {
-    /// The input itself is wrong (corrupt capture, malformed CSV, a missing
-    /// artifact): retrying cannot help, the run fails now.
-    #[error("{0}")]
-    Rejected(String),
-    /// A service failed (S3 unreachable, ...): the job is retried.
-    #[error("{0}")]
-    Transient(String),
-}
-
-impl StageError {
-    pub fn rejected(e: impl std::fmt::Display) -> Self {
-        StageError::Rejected(e.to_string())
-    }
-    pub fn transient(e: impl std::fmt::Display) -> Self {
-        StageError::Transient(e.to_string())
-    }
-}
-
-impl From<nadir_store::StoreError> for StageError {
-    /// A missing object is bad input; anything else S3 says is worth a retry.
-    fn from(e: nadir_store::StoreError) -> Self {
-        match e {
-            nadir_store::StoreError::NotFound { .. } => StageError::Rejected(e.to_string()),
-            nadir_store::StoreError::Failed { .. } => StageError::Transient(e.to_string()),
-        }
-    }
-}
-
-impl From<nadir_db::DbError> for StageError {
-    /// PostgreSQL failing under a job is worth a retry.
-    fn from(e: nadir_db::DbError) -> Self {
-        StageError::Transient(format!("PostgreSQL: {e}"))
-    }
-}
-
-/// Runs CPU-bound work off the async threads, so in-progress acks and
-/// health checks keep flowing while a model fits.
-pub async fn compute<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, StageError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| StageError::Transient(format!("computation panicked: {e}")))
-}
 
 /// An input a stage can be keyed, audited and failed on.
 pub trait Job: Serialize + Send + Sync + 'static {

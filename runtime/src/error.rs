@@ -1,0 +1,50 @@
+//! How a stage job fails: bad input (the run fails now) or a transient
+//! error (the job is retried), and CPU-bound work run off the async threads.
+
+/// Why a stage job did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// The input itself is wrong (corrupt capture, malformed CSV, a missing
+    /// artifact): retrying cannot help, the run fails now.
+    #[error("{0}")]
+    Rejected(String),
+    /// A service failed (S3 unreachable, ...): the job is retried.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl StageError {
+    pub fn rejected(e: impl std::fmt::Display) -> Self {
+        StageError::Rejected(e.to_string())
+    }
+    pub fn transient(e: impl std::fmt::Display) -> Self {
+        StageError::Transient(e.to_string())
+    }
+}
+
+impl From<nadir_store::StoreError> for StageError {
+    /// A missing object is bad input; anything else S3 says is worth a retry.
+    fn from(e: nadir_store::StoreError) -> Self {
+        match e {
+            nadir_store::StoreError::NotFound { .. } => StageError::Rejected(e.to_string()),
+            nadir_store::StoreError::Failed { .. } => StageError::Transient(e.to_string()),
+        }
+    }
+}
+
+impl From<nadir_db::DbError> for StageError {
+    /// PostgreSQL failing under a job is worth a retry.
+    fn from(e: nadir_db::DbError) -> Self {
+        StageError::Transient(format!("PostgreSQL: {e}"))
+    }
+}
+
+/// Runs CPU-bound work off the async threads, so in-progress acks and
+/// health checks keep flowing while a model fits.
+pub async fn compute<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StageError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StageError::Transient(format!("computation panicked: {e}")))
+}
