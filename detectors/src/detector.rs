@@ -21,10 +21,44 @@ use ndarray::{Array1, ArrayView2, CowArray, Ix2};
 use serde::{Deserialize, Serialize};
 
 use crate::DetectorError;
-use crate::group::{GroupAnalysis, no_activity};
-use crate::model::ThresholdRule;
+use crate::hosts::{GroupAnalysis, no_activity};
+use crate::metrics;
 use crate::prep::{Activity, Dataset, Preprocessor};
 use crate::profile::FeatureProfile;
+
+/// How the operating threshold is set from the training scores.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdRule {
+    /// Flag this share of the training rows.
+    Contamination(f64),
+    /// Flag scores above this quantile of the training scores.
+    Quantile(f64),
+}
+
+impl ThresholdRule {
+    pub fn check(&self) -> Result<(), DetectorError> {
+        let (name, v) = match *self {
+            ThresholdRule::Contamination(v) => ("contamination", v),
+            ThresholdRule::Quantile(v) => ("quantile", v),
+        };
+        if (0.0..=1.0).contains(&v) {
+            Ok(())
+        } else {
+            Err(DetectorError::Params(format!(
+                "{name} must be in [0, 1], not {v}"
+            )))
+        }
+    }
+
+    /// The threshold this rule puts on scores sorted in ascending order.
+    pub fn threshold(&self, sorted: &[f64]) -> f64 {
+        match *self {
+            ThresholdRule::Contamination(rate) => metrics::sorted_quantile(sorted, 1.0 - rate),
+            ThresholdRule::Quantile(q) => metrics::sorted_quantile(sorted, q),
+        }
+    }
+}
 
 /// Parameters that check themselves before any fit.
 pub trait ParamGuard: Clone {

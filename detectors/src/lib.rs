@@ -33,12 +33,14 @@
 //! - [`neighbours`]: exact k-nearest neighbours (k-d tree or blocked scan).
 //! - [`ocsvm`]: One-Class SVM (Schölkopf et al., 2001), exact or Nyström.
 //! - [`group`]: per-host group outliers over time (`augurs-outlier`).
+//! - [`hosts`]: what a per-host detector finds (host verdicts, flow scores).
 //! - [`metrics`]: ROC-AUC, average precision, ranking and agreement
 //!   metrics, thresholds.
 //! - [`profile`]: the training data per feature, for explanations and drift.
 
 pub mod detector;
 pub mod group;
+pub mod hosts;
 pub mod iforest;
 pub mod lof;
 pub mod metrics;

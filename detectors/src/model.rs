@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::detector::{Fit, Granularity, Input, Score};
-use crate::group::GroupAnalysis;
+use crate::hosts::GroupAnalysis;
 use crate::prep::{Dataset, PrepSpec, Preprocessor};
 use crate::profile::FeatureProfile;
 use crate::registry::FittedDetector;
@@ -35,39 +35,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// LOF uses the factors of the rows it kept, which its fit computes).
 pub const CALIBRATION_ROWS: usize = 20_000;
 
-/// How the operating threshold is set from the training scores.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ThresholdRule {
-    /// Flag this share of the training rows.
-    Contamination(f64),
-    /// Flag scores above this quantile of the training scores.
-    Quantile(f64),
-}
-
-impl ThresholdRule {
-    pub fn check(&self) -> Result<(), DetectorError> {
-        let (name, v) = match *self {
-            ThresholdRule::Contamination(v) => ("contamination", v),
-            ThresholdRule::Quantile(v) => ("quantile", v),
-        };
-        if (0.0..=1.0).contains(&v) {
-            Ok(())
-        } else {
-            Err(DetectorError::Params(format!(
-                "{name} must be in [0, 1], not {v}"
-            )))
-        }
-    }
-
-    /// The threshold this rule puts on scores sorted in ascending order.
-    pub fn threshold(&self, sorted: &[f64]) -> f64 {
-        match *self {
-            ThresholdRule::Contamination(rate) => metrics::sorted_quantile(sorted, 1.0 - rate),
-            ThresholdRule::Quantile(q) => metrics::sorted_quantile(sorted, q),
-        }
-    }
-}
+pub use crate::detector::ThresholdRule;
 
 /// What to fit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -236,7 +236,7 @@ impl Score for FittedDetector {
     fn analyze_hosts(
         &self,
         input: &Input<'_>,
-    ) -> Result<Option<crate::group::GroupAnalysis>, DetectorError> {
+    ) -> Result<Option<crate::hosts::GroupAnalysis>, DetectorError> {
         self.as_score().analyze_hosts(input)
     }
 }
