@@ -130,11 +130,15 @@ pub trait Score {
 
     /// Per flow of `input`, the numeric features that weighed most in its
     /// score, at most `top`, heaviest first (see [`Input::contributions`]).
+    /// By default, how far each value stands from the training profile
+    /// ([`Input::deviations`]).
     fn explain(
         &self,
         input: &Input<'_>,
         top: usize,
-    ) -> Result<Vec<Vec<Contribution>>, DetectorError>;
+    ) -> Result<Vec<Vec<Contribution>>, DetectorError> {
+        Ok(input.deviations(top))
+    }
 
     /// The operating threshold `rule` puts on the training scores, sorted
     /// in ascending order.

@@ -14,7 +14,7 @@ use ndarray::{Array1, Array2, Axis};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::detector::{Checked, Contribution, Fit, Granularity, Input, ParamGuard, Score};
+use crate::detector::{Checked, Fit, Granularity, Input, ParamGuard, Score};
 use crate::neighbours::nearest;
 use crate::{DetectorError, bad_param, check_finite};
 
@@ -154,15 +154,6 @@ impl Score for LocalOutlierFactor {
             .iter()
             .map(|n| factor(n, density(n, &self.k_distance), &self.lrd))
             .collect())
-    }
-
-    /// Deviation from the training profile ([`Input::deviations`]).
-    fn explain(
-        &self,
-        input: &Input<'_>,
-        top: usize,
-    ) -> Result<Vec<Vec<Contribution>>, DetectorError> {
-        Ok(input.deviations(top))
     }
 
     fn fit_facts(&self) -> serde_json::Value {

@@ -27,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::detector::{Checked, Contribution, Fit, Granularity, Input, ParamGuard, Score};
+use crate::detector::{Checked, Fit, Granularity, Input, ParamGuard, Score};
 use crate::{DetectorError, bad_param, check_finite};
 
 /// The RBF kernel's width: `exp(-gamma * |x - y|²)`.
@@ -561,15 +561,6 @@ impl Score for OneClassSvm {
                 f.column(0).mapv(|v| rho - v)
             }
         })
-    }
-
-    /// Deviation from the training profile ([`Input::deviations`]).
-    fn explain(
-        &self,
-        input: &Input<'_>,
-        top: usize,
-    ) -> Result<Vec<Vec<Contribution>>, DetectorError> {
-        Ok(input.deviations(top))
     }
 
     /// The solver that ran and why ([`OneClassSvm::summary`]).

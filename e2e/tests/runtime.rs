@@ -177,6 +177,20 @@ async fn wait_status(world: &World, run_id: Uuid, want: &str, within: Duration) 
     }
 }
 
+/// One audit row and one next message: the job was done exactly once.
+async fn assert_done_once(world: &World, run_id: Uuid) {
+    assert_eq!(
+        world
+            .count(
+                "SELECT count(*) FROM transformations WHERE run_id = $1",
+                &[&run_id]
+            )
+            .await,
+        1
+    );
+    assert_eq!(world.messages_for(subject::TRAIN, run_id).await.len(), 1);
+}
+
 async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
     while !done() {
@@ -206,16 +220,7 @@ async fn a_job_delivered_twice_is_processed_once() {
     .await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(running.count("succeeded"), 1);
-    assert_eq!(
-        world
-            .count(
-                "SELECT count(*) FROM transformations WHERE run_id = $1",
-                &[&run_id]
-            )
-            .await,
-        1
-    );
-    assert_eq!(world.messages_for(subject::TRAIN, run_id).await.len(), 1);
+    assert_done_once(&world, run_id).await;
     running.stop().await;
 }
 
@@ -334,15 +339,6 @@ async fn past_the_grace_period_a_job_is_handed_back_and_finished_by_the_next_run
         .await[0]
         .get(0);
     assert_eq!(attempts, 2);
-    assert_eq!(
-        world
-            .count(
-                "SELECT count(*) FROM transformations WHERE run_id = $1",
-                &[&run_id]
-            )
-            .await,
-        1
-    );
-    assert_eq!(world.messages_for(subject::TRAIN, run_id).await.len(), 1);
+    assert_done_once(&world, run_id).await;
     second.stop().await;
 }

@@ -73,7 +73,9 @@ pub fn raw_product(
         manifest_key: layout::raw_manifest_key(&version),
         item: object.key.to_string(),
         inputs: Vec::new(),
-        audit_inputs: json!({ "bucket": object.bucket, "key": object.key, "etag": object.etag, "size": object.size }),
+        audit_inputs: Some(
+            json!({ "bucket": object.bucket, "key": object.key, "etag": object.etag, "size": object.size }),
+        ),
         artifacts: Vec::new(),
         existing: vec![raw],
         parameters: serde_json::to_value(params).expect("parameters serialize"),

@@ -216,7 +216,7 @@ pub fn train(
                     version: version.to_string(),
                     item: algorithm.clone(),
                     inputs: inputs.clone(),
-                    audit_inputs: json!(inputs),
+                    audit_inputs: None,
                     artifacts: vec![Artifact::json(
                         layout::model_key(&algorithm, version),
                         model.to_bytes(),

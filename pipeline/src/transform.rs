@@ -263,7 +263,7 @@ impl SilverOf<'_> {
                 .into_iter()
                 .chain(self.sidecar.clone())
                 .collect(),
-            audit_inputs: json!([self.raw]),
+            audit_inputs: Some(json!([self.raw])),
             artifacts: vec![Artifact::parquet(
                 layout::silver_flows_key(raw_version, self.version),
                 parquet,

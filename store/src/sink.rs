@@ -52,9 +52,9 @@ pub struct Product {
     pub item: String,
     /// The artifacts this one was made from (the manifest's inputs).
     pub inputs: Vec<ArtifactRef>,
-    /// The audit row's inputs (the manifest's, unless a stage records more
-    /// or less).
-    pub audit_inputs: Value,
+    /// The audit row's inputs when they are not the manifest's (transform
+    /// records the RAW object only, ingest the object as S3 listed it).
+    pub audit_inputs: Option<Value>,
     /// Artifacts to write, in order.
     pub artifacts: Vec<Artifact>,
     /// Artifacts the manifest describes that already exist (the RAW object
@@ -111,6 +111,9 @@ pub trait ArtifactSink: Sync {
 /// and the audit row (outputs: the artifacts, then the manifest).
 pub async fn write<S: ArtifactSink>(sink: &S, product: Product) -> Result<Written, S::Error> {
     let layer = product.kind.layer();
+    let audit_inputs = product
+        .audit_inputs
+        .unwrap_or_else(|| serde_json::to_value(&product.inputs).expect("references serialize"));
     let mut artifacts = Vec::with_capacity(product.artifacts.len());
     for artifact in product.artifacts {
         artifacts.push(sink.put(layer, artifact, &product.version).await?);
@@ -139,7 +142,7 @@ pub async fn write<S: ArtifactSink>(sink: &S, product: Product) -> Result<Writte
     Ok(Written {
         record: AuditRecord {
             item: product.item,
-            inputs: product.audit_inputs,
+            inputs: audit_inputs,
             outputs: serde_json::to_value(outputs).expect("references serialize"),
             parameters: product.parameters,
             metrics: product.audit_metrics.unwrap_or(product.metrics),

@@ -410,7 +410,7 @@ impl EvalOf<'_> {
             run_id: self.run_id,
             version: self.version.to_string(),
             item: "run".into(),
-            audit_inputs: json!(inputs),
+            audit_inputs: None,
             inputs,
             artifacts: vec![
                 Artifact::json(layout::eval_report_key(self.version), report_bytes),
