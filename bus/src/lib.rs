@@ -96,6 +96,11 @@ impl Bus {
         Ok(Bus { client, jetstream })
     }
 
+    /// The largest message the server accepts.
+    pub fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
@@ -125,9 +130,10 @@ impl Bus {
 
     /// Creates (or updates) a stage's durable pull consumer.
     ///
-    /// JetStream delivers one more time than `max_deliver`: that last delivery
-    /// is never processed, it sends the message to `pipeline.dead`, so a worker
-    /// that died during the last attempt still leaves a dead letter.
+    /// Deliveries are unlimited: a job's attempts and retry budget are
+    /// counted in PostgreSQL, where lock contention and hand-backs do not
+    /// count, so JetStream never gives up on a message on its own (and
+    /// never sends a MAX_DELIVERIES advisory for one).
     pub async fn consumer(
         &self,
         spec: ConsumerSpec,
@@ -146,7 +152,7 @@ impl Bus {
                 ack_policy: AckPolicy::Explicit,
                 deliver_policy: DeliverPolicy::All,
                 ack_wait: delivery.ack_wait,
-                max_deliver: delivery.max_deliver + 1,
+                max_deliver: -1,
                 max_ack_pending: 1000,
                 ..Default::default()
             })

@@ -165,11 +165,30 @@ pub struct Delivery {
     /// Time a worker has to ack (or send an in-progress ack) before JetStream
     /// redelivers. In-progress acks are sent every third of it.
     pub ack_wait: Duration,
-    /// Deliveries after which a failing message goes to `pipeline.dead`.
-    pub max_deliver: i64,
+    /// How long a job's transient errors may go on being retried, from the
+    /// first one, before the job fails. Outages spend none of it: a worker
+    /// that cannot reach its services does not pull.
+    pub retry_budget: Duration,
+    /// Workers that may die working on one job before it fails (an input
+    /// that exhausts memory would otherwise kill every replica in turn).
+    pub max_worker_deaths: i32,
+    /// How long a job may sit with nobody working on it, or a next message
+    /// with nobody taking it up, before the reaper drives it again.
+    pub reap_after: Duration,
+    /// Messages larger than this travel by reference (stored in PostgreSQL);
+    /// `None`: the NATS server's `max_payload`.
+    pub max_message_bytes: Option<usize>,
     /// Time a worker keeps working on the job in hand after SIGTERM before it
     /// hands the message back.
     pub shutdown_grace: Duration,
+}
+
+impl Delivery {
+    /// How long an attempt owns its job without renewing: the lease is
+    /// renewed with every in-progress ack, every third of it.
+    pub fn lease(&self) -> Duration {
+        self.ack_wait
+    }
 }
 
 /// Everything a long-running nadir process needs to start.
@@ -226,7 +245,10 @@ pub const VARIABLES: &[&str] = &[
     "NADIR_BUCKET_MODELS",
     "NADIR_BUCKET_EVAL",
     "NADIR_ACK_WAIT_SECS",
-    "NADIR_MAX_DELIVER",
+    "NADIR_RETRY_BUDGET_SECS",
+    "NADIR_MAX_WORKER_DEATHS",
+    "NADIR_REAP_AFTER_SECS",
+    "NADIR_MAX_MESSAGE_BYTES",
     "NADIR_SHUTDOWN_GRACE_SECS",
     "NADIR_RECONCILE_INTERVAL_SECS",
     "NADIR_WORKER_ID",
@@ -263,7 +285,10 @@ impl Config {
         let buckets = Buckets::from(env)?;
         let delivery = Delivery {
             ack_wait: seconds(env, "NADIR_ACK_WAIT_SECS", 30)?,
-            max_deliver: parsed(env, "NADIR_MAX_DELIVER", 5)?,
+            retry_budget: seconds(env, "NADIR_RETRY_BUDGET_SECS", 900)?,
+            max_worker_deaths: parsed(env, "NADIR_MAX_WORKER_DEATHS", 3)?,
+            reap_after: seconds(env, "NADIR_REAP_AFTER_SECS", 300)?,
+            max_message_bytes: optional(env, "NADIR_MAX_MESSAGE_BYTES")?,
             shutdown_grace: seconds(env, "NADIR_SHUTDOWN_GRACE_SECS", 25)?,
         };
         if delivery.ack_wait < Duration::from_secs(1) {
@@ -273,11 +298,18 @@ impl Config {
                 reason: "must be at least 1 second".into(),
             });
         }
-        if delivery.max_deliver < 1 {
+        if delivery.max_worker_deaths < 1 {
             return Err(ConfigError::Invalid {
-                var: "NADIR_MAX_DELIVER",
-                value: delivery.max_deliver.to_string(),
+                var: "NADIR_MAX_WORKER_DEATHS",
+                value: delivery.max_worker_deaths.to_string(),
                 reason: "must be at least 1".into(),
+            });
+        }
+        if let Some(max) = delivery.max_message_bytes.filter(|m| *m < 1024) {
+            return Err(ConfigError::Invalid {
+                var: "NADIR_MAX_MESSAGE_BYTES",
+                value: max.to_string(),
+                reason: "must be at least 1024".into(),
             });
         }
         let worker_id = env.get("NADIR_WORKER_ID").unwrap_or_else(default_worker_id);
@@ -546,7 +578,8 @@ mod tests {
         let config = Config::from(&complete()).unwrap();
         assert_eq!(config.buckets.all(), ["raw", "silver", "models", "eval"]);
         assert_eq!(config.metrics_addr.port(), 9090);
-        assert_eq!(config.delivery.max_deliver, 5);
+        assert_eq!(config.delivery.retry_budget, Duration::from_secs(900));
+        assert_eq!(config.delivery.max_worker_deaths, 3);
         assert_eq!(config.s3.region, "us-east-1");
     }
 

@@ -288,6 +288,32 @@ pub struct RunDead {
 }
 message!(RunDead, "pipeline.dead message");
 
+/// A stage message too large for the NATS server's `max_payload`, sent by
+/// reference: the message itself is the next message of the named job,
+/// kept in PostgreSQL (`stage_jobs.next_message`) with the job's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredMessage {
+    pub schema: u32,
+    pub run_id: Uuid,
+    /// The stage whose job's next message this stands for.
+    pub stored_by: crate::stage::StageKind,
+    pub input_version: String,
+    /// Size of the stored message in bytes.
+    pub bytes: usize,
+}
+message!(StoredMessage, "stored message reference");
+
+impl StoredMessage {
+    /// The reference a payload is, if it is one.
+    pub fn peek(payload: &[u8]) -> Option<Self> {
+        if payload.len() > 4096 {
+            return None;
+        }
+        serde_json::from_slice(payload).ok()
+    }
+}
+
 /// The run id of the run a RAW object starts on its own (bucket event or
 /// reconciler): the same object, announced by both paths, is one run.
 pub fn object_run_id(bucket: &str, key: &str, etag: &str) -> Uuid {
@@ -381,12 +407,72 @@ impl MinioEvent {
 /// MinIO's object keys are form-URL-encoded: `+` is a space, `%2B` a plus.
 pub fn decode_event_key(encoded: &str) -> Result<String, MessageError> {
     let spaced = encoded.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
+    let key = percent_encoding::percent_decode_str(&spaced)
         .decode_utf8()
         .map(|k| k.into_owned())
         .map_err(|_| {
             MessageError::Invalid(format!("object key {encoded:?} is not UTF-8 once decoded"))
-        })
+        })?;
+    check_key(&key)?;
+    Ok(key)
+}
+
+/// S3's limit on the length of an object key.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// An object key a message may name: not empty, at most 1024 bytes (S3's
+/// limit), without NUL or other control characters.
+pub fn check_key(key: &str) -> Result<(), MessageError> {
+    let shown = || {
+        let mut s: String = key
+            .chars()
+            .take(80)
+            .collect::<String>()
+            .escape_debug()
+            .to_string();
+        if key.chars().count() > 80 {
+            s.push('…');
+        }
+        s
+    };
+    if key.is_empty() {
+        return Err(MessageError::Invalid("an object key is empty".into()));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(MessageError::Invalid(format!(
+            "object key \"{}\" is {} bytes long; S3 keys are at most {MAX_KEY_BYTES}",
+            shown(),
+            key.len()
+        )));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(MessageError::Invalid(format!(
+            "object key \"{}\" contains a control character (NUL, newline, ...); no RAW object is named so",
+            shown()
+        )));
+    }
+    Ok(())
+}
+
+impl StartRun {
+    /// The checks serde cannot make: keys and prefix are names an object
+    /// could have.
+    pub fn check(&self) -> Result<(), MessageError> {
+        for key in &self.keys {
+            check_key(key)?;
+        }
+        if let Some(prefix) = self.prefix.as_deref().filter(|p| !p.is_empty()) {
+            check_key(prefix)?;
+        }
+        if let Some(by) = &self.requested_by
+            && (by.chars().any(char::is_control) || by.len() > 256)
+        {
+            return Err(MessageError::Invalid(
+                "requested_by must be at most 256 characters without control characters".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,16 @@ impl StageKind {
         }
     }
 
+    /// The stage that takes a run up after this one.
+    pub fn next(self) -> Option<Self> {
+        match self {
+            StageKind::Ingest => Some(StageKind::Transform),
+            StageKind::Transform => Some(StageKind::Train),
+            StageKind::Train => Some(StageKind::Eval),
+            StageKind::Eval => None,
+        }
+    }
+
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.name() == name)
     }

@@ -15,6 +15,29 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// Whether retrying the statement later can succeed: the server is
+    /// unreachable, restarting or busy, or the transaction lost a race.
+    /// False for errors in what was sent (a value PostgreSQL refuses, a
+    /// constraint), which no retry mends.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Db(e) => match e.code() {
+                None => true,
+                Some(code) => {
+                    let code = code.code();
+                    code.starts_with("08") // connection exception
+                        || code.starts_with("53") // insufficient resources
+                        || code.starts_with("57") // operator intervention (shutdown)
+                        || code.starts_with("58") // system error
+                        || code == "40001" // serialization failure
+                        || code == "40P01" // deadlock
+                }
+            },
+            DbError::Pool(_) => true,
+            DbError::Config(_) => false,
+        }
+    }
+
     /// The full chain, with the server's message (a `tokio_postgres::Error`
     /// displays only "db error" on its own).
     pub fn detail(&self) -> String {

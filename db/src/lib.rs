@@ -16,6 +16,7 @@
 //! - [`runs`]: runs and their audit rows, for the CLI and the dashboard.
 //! - [`registry`]: models, the champion per feature set, its history.
 //! - [`feedback`]: analysts' verdicts.
+//! - [`safe`]: text from outside (NUL, length) made storable.
 //!
 //! This crate knows no NATS and no S3.
 
@@ -24,6 +25,7 @@ pub mod feedback;
 pub mod jobs;
 pub mod registry;
 pub mod runs;
+pub mod safe;
 pub mod schema;
 
 pub use connection::{DbError, Pool, pool};

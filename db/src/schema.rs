@@ -17,6 +17,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "dashboard indexes",
         include_str!("migrations/0003_dashboard.sql"),
     ),
+    (
+        4,
+        "leases, retry budget, outbox",
+        include_str!("migrations/0004_delivery.sql"),
+    ),
 ];
 
 /// Lock id for migrations (any constant shared by all nadir processes).

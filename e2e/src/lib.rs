@@ -104,7 +104,9 @@ impl World {
         }
         vars.insert("NADIR_DATABASE_URL".into(), database_url);
         vars.insert("NADIR_ACK_WAIT_SECS".into(), "3".into());
-        vars.insert("NADIR_MAX_DELIVER".into(), "3".into());
+        // Short budgets, so that giving up and reaping happen within a test.
+        vars.insert("NADIR_RETRY_BUDGET_SECS".into(), "6".into());
+        vars.insert("NADIR_REAP_AFTER_SECS".into(), "8".into());
         vars.insert("NADIR_SHUTDOWN_GRACE_SECS".into(), "5".into());
         vars.insert("NADIR_RECONCILE_INTERVAL_SECS".into(), "1".into());
         vars.insert("NADIR_METRICS_ADDR".into(), "127.0.0.1:0".into());
@@ -250,6 +252,54 @@ impl World {
             .output()
             .expect("running nadir")
     }
+}
+
+/// A service of the test world (`postgres`, `nats` or `s3`) stopped until
+/// [`Outage::end`] (or the drop) starts it again with its data, as an
+/// operator's restart would.
+pub struct Outage {
+    service: &'static str,
+    over: bool,
+}
+
+impl Outage {
+    pub fn begin(service: &'static str) -> Outage {
+        service_script(&["stop", service]);
+        Outage {
+            service,
+            over: false,
+        }
+    }
+
+    pub fn end(mut self) {
+        self.over = true;
+        service_script(&["start"]);
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        if !self.over {
+            eprintln!("restarting {} after a failed test", self.service);
+            service_script(&["start"]);
+        }
+    }
+}
+
+fn service_script(args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lib/service");
+    let _ = required("NADIR_TEST_SERVICES");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("running scripts/lib/service");
+    assert!(
+        out.status.success(),
+        "scripts/lib/service {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Starts `nadir-<name>` with only `env` and `extra` in its environment,

@@ -1,7 +1,8 @@
 //! The stage runtime's rules, in-process against the real NATS JetStream,
 //! PostgreSQL and S3: a toy stage behind `nadir_runtime::stage::run`, the
-//! same entry point every worker calls. Dedupe, the job lock, bad input,
-//! transient errors up to `max_deliver`, and the hand-back at shutdown.
+//! same entry point every worker calls. Dedupe, leases and fencing, bad
+//! input, the retry budget, the hand-back at shutdown, runs that are over,
+//! the reaper and the outbox, and PostgreSQL and NATS going away.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,8 +16,8 @@ use nadir_contract::messages::{
     Message, RawObject, SCHEMA_VERSION, TrainJob, TransformJob, subject,
 };
 use nadir_contract::stage::StageKind;
-use nadir_db::jobs::{JobKey, try_lock};
-use nadir_e2e::World;
+use nadir_db::jobs::{self, Budget, Claim, Committed, Finish, JobKey};
+use nadir_e2e::{Outage, World};
 use nadir_runtime::Services;
 use nadir_runtime::stage::{self, Job, JobContext, Outcome, Source, Stage, StageError};
 use serde_json::json;
@@ -224,33 +225,147 @@ async fn a_job_delivered_twice_is_processed_once() {
     running.stop().await;
 }
 
+fn key_of(job: &TransformJob) -> JobKey {
+    JobKey {
+        run_id: job.run_id,
+        stage: StageKind::Transform,
+        input_version: job.input_version(),
+    }
+}
+
+const BUDGET: Budget = Budget {
+    retry: Duration::from_secs(6),
+    worker_deaths: 3,
+};
+
+/// An attempt taken by hand, as another worker would.
+async fn claim_by_hand(world: &World, job: &TransformJob, lease: Duration) -> jobs::Attempt {
+    let request = serde_json::to_value(job).unwrap();
+    match jobs::claim(
+        &world.db,
+        &key_of(job),
+        subject::TRANSFORM,
+        &request,
+        "another-worker",
+        lease,
+        BUDGET,
+    )
+    .await
+    .unwrap()
+    {
+        Claim::Started { attempt, give_up } => {
+            assert!(give_up.is_none());
+            attempt
+        }
+        other => panic!("claimed {other:?}"),
+    }
+}
+
+/// (attempts, retries, worker deaths, transient error recorded) of the job.
+async fn spent(world: &World, run_id: Uuid) -> (i32, i32, i32, bool) {
+    let row = &world
+        .query(
+            "SELECT attempts, retries, worker_deaths, first_error_at IS NOT NULL FROM stage_jobs WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0];
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
 #[tokio::test]
-async fn a_job_locked_elsewhere_waits_for_the_lock() {
-    let world = World::new("runtime-lock").await;
+async fn a_job_another_attempt_holds_waits_for_its_lease_and_spends_nothing() {
+    let world = World::new("runtime-lease").await;
     let calls = Arc::new(AtomicUsize::new(0));
     let running = start(&world, &calls, Behaviour::Succeed).await;
     let run_id = Uuid::new_v4();
     let job = job(run_id);
-    let key = JobKey {
-        run_id,
-        stage: StageKind::Transform,
-        input_version: job.input_version(),
-    };
-    let held = try_lock(&world.db, &key)
-        .await
-        .unwrap()
-        .expect("the lock is free");
-    publish(&world, &job, "locked").await;
+    let held = claim_by_hand(&world, &job, Duration::from_secs(60)).await;
+    publish(&world, &job, "held").await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         calls.load(Ordering::SeqCst),
         0,
-        "nothing runs while another holds the lock"
+        "nothing runs while another attempt holds the lease"
     );
-    drop(held);
+    assert!(running.count("busy") >= 1);
+    // The other worker hands the job back (as at SIGTERM).
+    jobs::release(&world.db, &held).await.unwrap();
     wait_status(&world, run_id, "succeeded", Duration::from_secs(30)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert_eq!(world.messages_for(subject::TRAIN, run_id).await.len(), 1);
+    assert_eq!(
+        spent(&world, run_id).await,
+        (2, 0, 0, false),
+        "waiting and a hand-back spend no retry budget"
+    );
+    assert_done_once(&world, run_id).await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_owner_s_job_is_taken_over_and_its_stale_attempt_is_fenced_out() {
+    let world = World::new("runtime-fence").await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let running = start(&world, &calls, Behaviour::Succeed).await;
+    let run_id = Uuid::new_v4();
+    let job = job(run_id);
+    // A worker took the job and died: its lease runs out unrenewed.
+    let stale = claim_by_hand(&world, &job, Duration::from_secs(2)).await;
+    publish(&world, &job, "orphaned").await;
+    wait_status(&world, run_id, "succeeded", Duration::from_secs(30)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let (attempts, retries, deaths, _) = spent(&world, run_id).await;
+    assert_eq!((attempts, retries, deaths), (2, 0, 1));
+
+    // The stale attempt comes back to life: it can renew nothing, write
+    // nothing and commit nothing.
+    assert!(!jobs::renew(&world.db, &stale).await.unwrap());
+    let silver = &world.config.buckets.silver;
+    assert!(
+        !jobs::register_artifact(&world.db, &stale, silver, "stale/flows.parquet", true)
+            .await
+            .unwrap()
+    );
+    let next = json!({});
+    let committed = jobs::finish(
+        &world.db,
+        &stale,
+        chrono::Utc::now(),
+        "another-worker",
+        Finish::Succeeded {
+            records: &[],
+            next_subject: subject::TRAIN,
+            next_message: &next,
+            run_report: None,
+            registry: &[],
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(committed, Committed::Fenced);
+    assert_done_once(&world, run_id).await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_for_a_run_that_failed_is_not_worked_on() {
+    let world = World::new("runtime-over").await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let running = start(&world, &calls, Behaviour::Succeed).await;
+    let run_id = Uuid::new_v4();
+    world
+        .query(
+            "INSERT INTO pipeline_runs (run_id, trigger, request, status, stage, error)
+             VALUES ($1, 'test', '{}', 'failed', 'ingest', 'failed elsewhere')",
+            &[&run_id],
+        )
+        .await;
+    publish(&world, &job(run_id), "late").await;
+    wait_until("the skip", Duration::from_secs(20), || {
+        running.count("skipped") == 1
+    })
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert!(world.messages_for(subject::TRAIN, run_id).await.is_empty());
     running.stop().await;
 }
 
@@ -282,21 +397,32 @@ async fn bad_input_fails_the_run_at_once_with_a_dead_letter() {
 }
 
 #[tokio::test]
-async fn a_transient_error_is_retried_until_max_deliver_then_dead_lettered() {
+async fn a_transient_error_is_retried_with_back_off_until_the_retry_budget_is_spent() {
     let world = World::new("runtime-transient").await;
     let calls = Arc::new(AtomicUsize::new(0));
     let running = start(&world, &calls, Behaviour::Transient).await;
     let run_id = Uuid::new_v4();
     publish(&world, &job(run_id), "flaky").await;
     wait_status(&world, run_id, "failed", Duration::from_secs(40)).await;
-    // NADIR_MAX_DELIVER=3 in the test world.
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
-    assert_eq!(running.count("retried"), 2);
-    let error: String = world
-        .query("SELECT error FROM stage_jobs WHERE run_id = $1", &[&run_id])
-        .await[0]
-        .get(0);
-    assert_eq!(error, "gave up after 3 deliveries: the toy service is down");
+    // NADIR_RETRY_BUDGET_SECS=6 in the test world; back-offs of 2, 4, 8 s.
+    let calls = calls.load(Ordering::SeqCst);
+    assert!((3..=4).contains(&calls), "{calls} attempts");
+    assert_eq!(running.count("retried") as usize, calls - 1);
+    let row = &world
+        .query(
+            "SELECT error, failure FROM stage_jobs WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0];
+    let (error, failure): (String, String) = (row.get(0), row.get(1));
+    assert!(
+        error.starts_with("gave up after ")
+            && error.ends_with("s of retries (NADIR_RETRY_BUDGET_SECS=6): the toy service is down"),
+        "{error}"
+    );
+    assert_eq!(failure, "transient");
+    let run = world.wait_run(run_id, Duration::from_secs(5)).await;
+    assert_eq!(run.status, "failed");
     assert_eq!(world.messages_for(subject::DEAD, run_id).await.len(), 1);
     running.stop().await;
 }
@@ -339,6 +465,182 @@ async fn past_the_grace_period_a_job_is_handed_back_and_finished_by_the_next_run
         .await[0]
         .get(0);
     assert_eq!(attempts, 2);
+    assert_eq!(spent(&world, run_id).await, (2, 0, 0, false));
     assert_done_once(&world, run_id).await;
     second.stop().await;
+}
+
+#[tokio::test]
+async fn the_reaper_runs_a_job_nobody_works_on_and_publishes_what_was_never_published() {
+    let world = World::new("runtime-reaper").await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    // A job whose owner died and whose message is gone (a JetStream that
+    // lost it): only the reaper can finish it.
+    let orphan = job(Uuid::new_v4());
+    claim_by_hand(&world, &orphan, Duration::from_secs(1)).await;
+    // A job committed whose next message never reached JetStream.
+    let committed = job(Uuid::new_v4());
+    let attempt = claim_by_hand(&world, &committed, Duration::from_secs(60)).await;
+    let next = TrainJob {
+        schema: SCHEMA_VERSION,
+        run_id: committed.run_id,
+        silver: Vec::new(),
+        training: None,
+    };
+    let next = serde_json::to_value(&next).unwrap();
+    let done = jobs::finish(
+        &world.db,
+        &attempt,
+        chrono::Utc::now(),
+        "another-worker",
+        Finish::Succeeded {
+            records: &[],
+            next_subject: subject::TRAIN,
+            next_message: &next,
+            run_report: None,
+            registry: &[],
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(done, Committed::Yes);
+    let running = start(&world, &calls, Behaviour::Succeed).await;
+    // NADIR_REAP_AFTER_SECS=8; the reaper looks every 10 s once the
+    // services have answered for two lease lengths.
+    wait_status(&world, orphan.run_id, "succeeded", Duration::from_secs(60)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        world
+            .messages_for(subject::TRAIN, orphan.run_id)
+            .await
+            .len(),
+        1
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while world
+        .messages_for(subject::TRAIN, committed.run_id)
+        .await
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox was never published"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(running.count("reaped_job") >= 1);
+    running.stop().await;
+}
+
+/// Jobs whose first attempt takes `pause`, queued behind each other.
+async fn slow_jobs(world: &World, n: usize) -> Vec<TransformJob> {
+    let jobs: Vec<TransformJob> = (0..n).map(|_| job(Uuid::new_v4())).collect();
+    for (i, job) in jobs.iter().enumerate() {
+        publish(world, job, &format!("queued-{i}")).await;
+    }
+    jobs
+}
+
+#[tokio::test]
+async fn a_postgres_outage_longer_than_any_retry_budget_fails_nothing() {
+    let world = World::new("runtime-pg-outage").await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let running = start(&world, &calls, Behaviour::SlowFirst(Duration::from_secs(5))).await;
+    let jobs = slow_jobs(&world, 3).await;
+    wait_until("the first job in flight", Duration::from_secs(20), || {
+        calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Down for longer than the whole retry budget of the old runtime
+    // (five deliveries, about 30 s) and than this world's (6 s).
+    let outage = Outage::begin("postgres");
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "nothing is pulled while PostgreSQL is away"
+    );
+    outage.end();
+    for job in &jobs {
+        wait_status(&world, job.run_id, "succeeded", Duration::from_secs(60)).await;
+        assert_done_once(&world, job.run_id).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(running.count("failed"), 0);
+    let first = spent(&world, jobs[0].run_id).await;
+    assert_eq!(
+        first.0, 1,
+        "the job in flight was committed by its own attempt"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_nats_restart_mid_job_loses_and_duplicates_nothing() {
+    let world = World::new("runtime-nats-outage").await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let running = start(&world, &calls, Behaviour::SlowFirst(Duration::from_secs(4))).await;
+    let jobs = slow_jobs(&world, 2).await;
+    wait_until("the first job in flight", Duration::from_secs(20), || {
+        calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The job finishes while NATS is away: its commit stands, its next
+    // message waits in the outbox.
+    let outage = Outage::begin("nats");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    outage.end();
+    for job in &jobs {
+        wait_status(&world, job.run_id, "succeeded", Duration::from_secs(60)).await;
+    }
+    for job in &jobs {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let published = world
+                .count(
+                    "SELECT count(*) FROM stage_jobs WHERE run_id = $1 AND published_at IS NOT NULL",
+                    &[&job.run_id],
+                )
+                .await;
+            if published == 1 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the next message was never published"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert_done_once(&world, job.run_id).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn connections_killed_under_a_job_neither_duplicate_nor_fail_it() {
+    let world = World::new("runtime-terminate").await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let running = start(&world, &calls, Behaviour::SlowFirst(Duration::from_secs(6))).await;
+    let run_id = Uuid::new_v4();
+    publish(&world, &job(run_id), "terminated").await;
+    wait_until("the job in flight", Duration::from_secs(20), || {
+        calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Every connection of the runtime to its database, as an operator's
+    // pg_terminate_backend or a failover would.
+    let killed = world
+        .count(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE datname = current_database() AND pid <> pg_backend_pid()) t",
+            &[],
+        )
+        .await;
+    assert!(killed >= 1);
+    wait_status(&world, run_id, "succeeded", Duration::from_secs(30)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(spent(&world, run_id).await.0, 1);
+    assert_done_once(&world, run_id).await;
+    running.stop().await;
 }

@@ -8,9 +8,14 @@ pub enum StageError {
     /// artifact): retrying cannot help, the run fails now.
     #[error("{0}")]
     Rejected(String),
-    /// A service failed (S3 unreachable, ...): the job is retried.
+    /// A service failed (S3 unreachable, a connection reset mid-stream,
+    /// ...): the job is retried while its retry budget lasts.
     #[error("{0}")]
     Transient(String),
+    /// Another attempt owns the job now (this one's lease ran out): stop,
+    /// write nothing more.
+    #[error("{0}")]
+    Superseded(String),
 }
 
 impl StageError {
@@ -33,9 +38,14 @@ impl From<nadir_store::StoreError> for StageError {
 }
 
 impl From<nadir_db::DbError> for StageError {
-    /// PostgreSQL failing under a job is worth a retry.
+    /// PostgreSQL unreachable under a job is worth a retry; a statement it
+    /// refuses is not.
     fn from(e: nadir_db::DbError) -> Self {
-        StageError::Transient(format!("PostgreSQL: {e}"))
+        if e.is_transient() {
+            StageError::Transient(e.detail())
+        } else {
+            StageError::Rejected(e.detail())
+        }
     }
 }
 

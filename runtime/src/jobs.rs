@@ -8,6 +8,18 @@ use uuid::Uuid;
 
 use crate::stage::Job;
 
+/// A failure row's item when a job covers many things: the first few,
+/// then how many more.
+pub fn listed<'a>(items: impl ExactSizeIterator<Item = &'a str>) -> String {
+    const SHOWN: usize = 5;
+    let total = items.len();
+    let mut out = items.take(SHOWN).collect::<Vec<_>>().join(", ");
+    if total > SHOWN {
+        out.push_str(&format!(" and {} more", total - SHOWN));
+    }
+    out
+}
+
 impl Job for TransformJob {
     fn run_id(&self) -> Uuid {
         self.run_id
@@ -16,11 +28,7 @@ impl Job for TransformJob {
         input_version(self.raw.iter().map(|r| r.version.as_str()))
     }
     fn item(&self) -> String {
-        self.raw
-            .iter()
-            .map(|r| r.key.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        listed(self.raw.iter().map(|r| r.key.as_str()))
     }
 }
 
@@ -32,11 +40,7 @@ impl Job for TrainJob {
         input_version(self.silver.iter().map(|p| p.flows.version.as_str()))
     }
     fn item(&self) -> String {
-        self.silver
-            .iter()
-            .map(|p| p.raw_version.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        listed(self.silver.iter().map(|p| p.raw_version.as_str()))
     }
 }
 
@@ -51,5 +55,19 @@ impl Job for EvalJob {
     }
     fn item(&self) -> String {
         "run".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_long_list_is_cut_with_a_count() {
+        let keys: Vec<String> = (0..25_000).map(|i| format!("missing/{i:05}")).collect();
+        let item = super::listed(keys.iter().map(String::as_str));
+        assert_eq!(
+            item,
+            "missing/00000, missing/00001, missing/00002, missing/00003, missing/00004 and 24995 more"
+        );
+        assert_eq!(super::listed(["a", "b"].into_iter()), "a, b");
     }
 }

@@ -176,6 +176,31 @@ ENV
   chmod 600 "$dir/env"
 }
 
+# Stops one service (postgres, nats or s3) of a state directory: the
+# outage tests call it through scripts/lib/service; nadir_services_start
+# brings it back with its data.
+nadir_service_stop() {
+  local dir=$1 name=$2 bindir
+  case $name in
+    nats|s3)
+      if nadir_alive "$dir/pids/$name"; then
+        local pid
+        pid=$(cat "$dir/pids/$name")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      fi
+      rm -f "$dir/pids/$name"
+      ;;
+    postgres)
+      bindir=$(nadir_pg_bindir) || return 0
+      local run_pg=()
+      [ "$(id -u)" = 0 ] && run_pg=(runuser -u postgres --)
+      [ -f "$dir/pg/postmaster.pid" ] && "${run_pg[@]}" "$bindir/pg_ctl" -D "$dir/pg" -m fast -w stop >/dev/null
+      ;;
+    *) nadir_die "unknown service $name (postgres, nats or s3)" ;;
+  esac
+}
+
 nadir_services_stop() {
   local dir=$1 bindir
   [ -d "$dir" ] || return 0

@@ -206,6 +206,18 @@ impl ObjectStore {
         }
     }
 
+    /// Deletes an object; deleting one that does not exist succeeds.
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| failed("DeleteObject", bucket, key, e))?;
+        Ok(())
+    }
+
     /// The whole object, in memory.
     pub async fn get(&self, bucket: &str, key: &str) -> Result<Bytes, StoreError> {
         let out = self.get_object(bucket, key).await?;
@@ -337,9 +349,47 @@ impl<R: std::io::Read> std::io::Read for HashingReader<R> {
 }
 
 /// A blocking reader over an async one, for use on a blocking thread
-/// (create it on the runtime, then move it to `spawn_blocking`).
+/// (create it on the runtime, then move it to `spawn_blocking`), that
+/// remembers whether the transport failed.
+///
+/// A parser reading an object whose connection dropped sees only a short
+/// or failed read and may call the object corrupt; [`StreamFault`] lets the
+/// stage tell a failed read (transient: retry) from bad content.
 pub fn blocking_reader<R: tokio::io::AsyncRead + Unpin>(
     reader: R,
-) -> tokio_util::io::SyncIoBridge<R> {
-    tokio_util::io::SyncIoBridge::new(reader)
+) -> (Watched<tokio_util::io::SyncIoBridge<R>>, StreamFault) {
+    let fault = StreamFault::default();
+    (
+        Watched {
+            inner: tokio_util::io::SyncIoBridge::new(reader),
+            fault: fault.clone(),
+        },
+        fault,
+    )
+}
+
+/// The first read error of a [`Watched`] stream, if any.
+#[derive(Debug, Clone, Default)]
+pub struct StreamFault(std::sync::Arc<std::sync::OnceLock<String>>);
+
+impl StreamFault {
+    pub fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+}
+
+/// A reader whose read errors are recorded in its [`StreamFault`].
+pub struct Watched<R> {
+    inner: R,
+    fault: StreamFault,
+}
+
+impl<R: std::io::Read> std::io::Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                let _ = self.fault.0.set(e.to_string());
+            }
+        })
+    }
 }

@@ -29,11 +29,11 @@ use nadir_runtime::Services;
 use nadir_runtime::stage::{self, Job, JobContext, Outcome, Source, Stage, StageError, compute};
 use nadir_store::sink::write;
 use nadir_store::{ObjectInfo, blocking_reader};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// What to ingest for a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "selection", rename_all = "snake_case")]
 pub enum Selection {
     /// One object, announced by a bucket event.
@@ -51,7 +51,7 @@ pub enum Selection {
 }
 
 /// An ingest job: a run id and what it covers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IngestRequest {
     pub run_id: Uuid,
     pub requested_by: String,
@@ -74,7 +74,9 @@ impl Job for IngestRequest {
     fn item(&self) -> String {
         match &self.selection {
             Selection::Object { key, .. } => key.clone(),
-            Selection::Keys { keys } => keys.join(", "),
+            Selection::Keys { keys } => {
+                nadir_runtime::jobs::listed(keys.iter().map(String::as_str))
+            }
             Selection::Prefix { prefix } => format!("{prefix}*"),
             Selection::New => "*".into(),
         }
@@ -114,6 +116,7 @@ pub fn decode_event(raw_bucket: &str, payload: &[u8]) -> Result<Vec<IngestReques
 pub fn decode_start(payload: &[u8]) -> Result<Vec<IngestRequest>, MessageError> {
     use nadir_contract::messages::Message;
     let start = StartRun::decode(payload)?;
+    start.check()?;
     if !start.keys.is_empty() && start.prefix.is_some() {
         return Err(MessageError::Invalid(
             "pipeline.start names both keys and a prefix; give one".into(),
@@ -248,12 +251,20 @@ impl Stage for Ingest {
         for info in objects {
             let started = std::time::Instant::now();
             // Streamed: the object is hashed in one pass, never held whole.
-            let stream = blocking_reader(ctx.catalogue.store().open(&raw, &info.key).await?);
+            let (stream, _) = blocking_reader(ctx.catalogue.store().open(&raw, &info.key).await?);
             let print = compute(move || ingest::fingerprint(stream))
                 .await?
                 .map_err(|e| {
                     StageError::Transient(format!("reading s3://{raw}/{}: {e}", info.key))
                 })?;
+            if print.size != info.size {
+                // The object was replaced while it was read, or the read
+                // ended early: read it again.
+                return Err(StageError::Transient(format!(
+                    "read {} bytes of s3://{raw}/{}, which S3 listed with {}",
+                    print.size, info.key, info.size
+                )));
+            }
             bytes_read += print.size;
             let detected = print
                 .detected

@@ -5,7 +5,7 @@
 //! up events lost while NATS was unreachable or MinIO's queue was full. It
 //! publishes an ordinary `pipeline.start` whose run id is the object's
 //! ([`object_run_id`]), with that id as `Nats-Msg-Id`: every ingest replica
-//! runs a reconciler, and JetStream and the ingest job lock make their
+//! runs a reconciler, and JetStream and the ingest job's lease make their
 //! findings, and a bucket event for the same object, one run.
 
 use std::sync::Arc;

@@ -69,24 +69,35 @@ impl Stage for Transform {
                 .map(|(key, labels)| transform::sidecar_ref(&buckets.raw, key.clone(), labels));
             let owned = object.clone();
             let labels = sidecar.map(|(_, l)| l);
-            let result = if transform::streams(object) {
-                let stream = blocking_reader(
+            let (result, fault) = if transform::streams(object) {
+                let (stream, fault) = blocking_reader(
                     ctx.catalogue
                         .store()
                         .open(&buckets.raw, &object.key)
                         .await?,
                 );
-                compute(move || {
+                let result = compute(move || {
                     transform::transform_capture(&owned, stream, labels.as_deref(), meter)
                 })
-                .await?
+                .await?;
+                (result, fault.get().map(str::to_string))
             } else {
                 let bytes = ctx.catalogue.get(&buckets.raw, &object.key).await?;
-                compute(move || {
+                let result = compute(move || {
                     transform::transform_object(&owned, &bytes, labels.as_deref(), meter)
                 })
-                .await?
+                .await?;
+                (result, None)
             };
+            // A read that failed is the connection's fault, whatever the
+            // parser made of the short stream: retry. Only content that
+            // was read whole is bad input.
+            if let Some(fault) = fault {
+                return Err(StageError::Transient(format!(
+                    "reading s3://{}/{}: {fault}",
+                    buckets.raw, object.key
+                )));
+            }
             let transformed = result.map_err(|e| {
                 StageError::Rejected(format!("s3://{}/{}: {e}", buckets.raw, object.key))
             })?;
