@@ -288,6 +288,16 @@ pub struct RunDead {
 }
 message!(RunDead, "pipeline.dead message");
 
+/// The run id of the `n`th re-drive of a RAW object's run (`n = 0`: the
+/// object's own run id), for an object whose runs failed transiently.
+pub fn redrive_run_id(object_run_id: Uuid, n: u32) -> Uuid {
+    if n == 0 {
+        object_run_id
+    } else {
+        Uuid::new_v5(&object_run_id, format!("redrive-{n}").as_bytes())
+    }
+}
+
 /// A stage message too large for the NATS server's `max_payload`, sent by
 /// reference: the message itself is the next message of the named job,
 /// kept in PostgreSQL (`stage_jobs.next_message`) with the job's outcome.

@@ -11,24 +11,53 @@ use uuid::Uuid;
 
 use crate::connection::{DbError, Pool};
 
-/// Whether a RAW object already has a run or an ingestion, so the reconciler
-/// leaves it alone.
-pub async fn object_seen(
+/// How many times the reconciler starts a RAW object again after runs that
+/// failed only because their retry budget ran out.
+pub const MAX_REDRIVES: u32 = 5;
+
+/// The run the reconciler should start for a RAW object, or `None` when a
+/// run has it or had it (an ingestion of its ETag, or a run under its run
+/// id). Runs that failed only because their retry budget ran out (an
+/// outage longer than `NADIR_RETRY_BUDGET_SECS`) do not count: the object
+/// gets a new run under its next re-drive id, at most [`MAX_REDRIVES`] times.
+pub async fn unseen_run_id(
     pool: &Pool,
-    run_id: Uuid,
+    object_run_id: Uuid,
     key: &str,
     etag: &str,
-) -> Result<bool, DbError> {
-    let row = pool
-        .get()
-        .await?
+) -> Result<Option<Uuid>, DbError> {
+    let candidates: Vec<Uuid> = (0..=MAX_REDRIVES)
+        .map(|n| nadir_contract::messages::redrive_run_id(object_run_id, n))
+        .collect();
+    let client = pool.get().await?;
+    let ingested: bool = client
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pipeline_runs WHERE run_id = $1)
-                 OR EXISTS (SELECT 1 FROM ingestions WHERE item = $2 AND inputs->>'etag' = $3)",
-            &[&run_id, &key, &etag],
+            "SELECT EXISTS (SELECT 1 FROM ingestions i JOIN pipeline_runs r USING (run_id)
+                             WHERE i.item = $1 AND i.inputs->>'etag' = $2 AND i.status = 'succeeded'
+                               AND r.failure IS DISTINCT FROM 'transient'
+                               AND NOT (r.run_id = ANY($3)))",
+            &[&key, &etag, &candidates],
+        )
+        .await?
+        .get(0);
+    if ingested {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            "SELECT run_id, failure = 'transient' AND status = 'failed' FROM pipeline_runs
+              WHERE run_id = ANY($1)",
+            &[&candidates],
         )
         .await?;
-    Ok(row.get(0))
+    for id in candidates {
+        match rows.iter().find(|r| r.get::<_, Uuid>(0) == id) {
+            None => return Ok(Some(id)),
+            Some(r) if r.get::<_, Option<bool>>(1) == Some(true) => continue,
+            Some(_) => return Ok(None),
+        }
+    }
+    Ok(None)
 }
 
 /// One stage of a run, over all its jobs (one per RAW object in ingest).

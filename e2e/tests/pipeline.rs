@@ -1465,3 +1465,210 @@ async fn analysts_feedback_labels_the_next_evaluation_of_unlabelled_flows() {
     );
     assert_eq!(report["selection"]["action"], "promote");
 }
+
+/// Publishes a `pipeline.start` payload as anyone on the bus could.
+async fn start_raw(world: &World, msg_id: &str, payload: Vec<u8>) {
+    world
+        .bus
+        .publish(subject::START, msg_id, payload)
+        .await
+        .unwrap();
+}
+
+/// Waits for `n` rows in `rejected_messages`; returns their errors.
+async fn rejections(world: &World, n: i64) -> Vec<String> {
+    let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+    while world
+        .count("SELECT count(*) FROM rejected_messages", &[])
+        .await
+        < n
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than {n} rejected messages; logs in {}",
+            world.logs.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    world
+        .query("SELECT error FROM rejected_messages ORDER BY id", &[])
+        .await
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn hostile_messages_end_as_failed_runs_or_rejections_and_never_vanish() {
+    let world = World::new("hostile").await;
+    let ingest = world.spawn("ingest", &[]);
+
+    // 25 000 keys that do not exist: the run fails, its failure row fits.
+    let run_id = Uuid::new_v4();
+    let keys: Vec<String> = (0..25_000).map(|i| format!("missing/{i:05}.csv")).collect();
+    let start = json!({ "schema": 1, "run_id": run_id, "keys": keys });
+    start_raw(&world, "many-keys", serde_json::to_vec(&start).unwrap()).await;
+    let run = world.wait_run(run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.status, "failed");
+    assert!(
+        run.error.as_deref().unwrap().contains("does not exist"),
+        "{run:?}"
+    );
+    let item: String = world
+        .query("SELECT item FROM ingestions WHERE run_id = $1", &[&run_id])
+        .await[0]
+        .get(0);
+    assert!(item.ends_with("missing/00004.csv and 24995 more"), "{item}");
+    assert_eq!(world.messages_for(subject::DEAD, run_id).await.len(), 1);
+
+    // NUL in a key, JSON-escaped in `pipeline.start` and URL-encoded in a
+    // bucket event; a raw NUL byte in a payload. Each is kept with a dead
+    // letter.
+    let nul_run = Uuid::new_v4();
+    let nul_key = format!(r#"{{"schema":1,"run_id":"{nul_run}","keys":["a\u0000b.csv"]}}"#);
+    start_raw(&world, "nul-key", nul_key.into_bytes()).await;
+    let event = r#"{"EventName":"s3:ObjectCreated:Put","Key":"raw/x","Records":[{"eventName":"s3:ObjectCreated:Put","s3":{"bucket":{"name":"raw"},"object":{"key":"a%00b.csv","size":3,"eTag":"\"e1\""}}}]}"#;
+    world
+        .bus
+        .publish(subject::MINIO_RAW, "nul-event", event.as_bytes().to_vec())
+        .await
+        .unwrap();
+    start_raw(&world, "nul-byte", b"{\"schema\":1,\0}".to_vec()).await;
+    let errors = rejections(&world, 3).await;
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|e| e.contains("control character"))
+            .count(),
+        2,
+        "{errors:?}"
+    );
+    let excerpts: Vec<String> = world
+        .query("SELECT payload_excerpt FROM rejected_messages", &[])
+        .await
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        excerpts.iter().any(|e| e.contains('\u{FFFD}')),
+        "{excerpts:?}"
+    );
+    assert_eq!(world.messages_for(subject::DEAD, nul_run).await.len(), 1);
+    assert_eq!(
+        world
+            .count(
+                "SELECT count(*) FROM pipeline_runs WHERE status = 'running'",
+                &[]
+            )
+            .await,
+        0,
+        "no run is left running"
+    );
+
+    // Re-ingesting an object never rewrites its RAW manifest.
+    // (Only ingest runs here: the runs stop after it.)
+    let manifest_of = |run: Uuid| {
+        let world = &world;
+        async move {
+            let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+            loop {
+                let rows = world
+                    .query("SELECT outputs FROM ingestions WHERE run_id = $1", &[&run])
+                    .await;
+                if let Some(row) = rows.first() {
+                    let outputs: Value = row.get(0);
+                    return outputs[0].clone();
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "run {run} never ingested"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let (_, first) = world.drop_raw("again.csv", sample(50)).await;
+    let a = manifest_of(first).await;
+    let again = Uuid::new_v4();
+    let start = json!({ "schema": 1, "run_id": again, "keys": ["again.csv"] });
+    start_raw(&world, "again", serde_json::to_vec(&start).unwrap()).await;
+    let b = manifest_of(again).await;
+    assert_eq!(a, b, "both runs name the same RAW manifest");
+    fetch_checked(&world, &a).await;
+    assert!(
+        ingest.http_get("/healthz").await.0 == 200,
+        "ingest still serves"
+    );
+}
+
+#[tokio::test]
+async fn a_stage_message_larger_than_nats_allows_travels_by_reference() {
+    let world = World::new("by-reference").await;
+    let _workers = world.spawn_all_with(&[ONE_DETECTOR, ("NADIR_MAX_MESSAGE_BYTES", "1024")]);
+    let (_, run_id) = world.drop_raw("flows.csv", sample(300)).await;
+    let run = world.wait_run(run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.status, "succeeded", "{run:?}");
+    assert_eq!(rows_per_table(&world, run_id).await, [1, 1, 1, 1]);
+    // The eval message (models and partitions with their features) is over
+    // 1 KiB: JetStream carried a reference, eval read it from PostgreSQL.
+    // Every message over the limit went so.
+    let eval = world.messages_for(subject::EVAL, run_id).await;
+    assert_eq!(eval.len(), 1);
+    assert_eq!(eval[0]["stored_by"], "train", "{}", eval[0]);
+    assert!(eval[0]["bytes"].as_u64().unwrap() > 1024);
+    for stage_subject in [subject::TRANSFORM, subject::TRAIN] {
+        for sent in world.messages_for(stage_subject, run_id).await {
+            assert!(
+                sent.get("stored_by").is_some() || sent.to_string().len() <= 1024,
+                "{sent}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_s3_server_stopped_while_transform_streams_a_capture_fails_nothing() {
+    let world = World::new("s3-outage").await;
+    let _workers = world.spawn_all_with(&[ONE_DETECTOR]);
+    let config = nadir_trafficgen::Config {
+        hosts: 100,
+        duration_s: 600,
+        sessions_per_host_minute: 30.0,
+        ..Default::default()
+    };
+    let (mut pcap, mut truth) = (Vec::new(), Vec::new());
+    nadir_trafficgen::generate(&config, &mut pcap, &mut truth).unwrap();
+    let (_, run_id) = world.drop_raw("big.pcap", pcap).await;
+    let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+    while world
+        .count(
+            "SELECT count(*) FROM stage_jobs WHERE run_id = $1 AND stage = 'transform'",
+            &[&run_id],
+        )
+        .await
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transform never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let outage = nadir_e2e::Outage::begin("s3");
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    outage.end();
+    let run = world.wait_run(run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.status, "succeeded", "{run:?}");
+    assert_eq!(rows_per_table(&world, run_id).await, [1, 1, 1, 1]);
+    // Every artifact the run recorded is there with its hash.
+    let outputs: Value = world
+        .query(
+            "SELECT outputs FROM transformations WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await[0]
+        .get(0);
+    for artifact in outputs.as_array().unwrap() {
+        fetch_checked(&world, artifact).await;
+    }
+}

@@ -57,14 +57,17 @@ impl<'a> Catalogue<'a> {
             .await?)
     }
 
-    /// Whether a RAW object already has a run or an ingestion.
+    /// Whether a RAW object already has a run or an ingestion (runs that
+    /// failed transiently do not count).
     pub async fn object_seen(
         &self,
         run_id: Uuid,
         key: &str,
         etag: &str,
     ) -> Result<bool, StageError> {
-        Ok(nadir_db::runs::object_seen(self.db, run_id, key, etag).await?)
+        Ok(nadir_db::runs::unseen_run_id(self.db, run_id, key, etag)
+            .await?
+            .is_none())
     }
 
     /// The newest SILVER partitions with `features` (a training window).

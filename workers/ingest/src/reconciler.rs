@@ -1,5 +1,6 @@
 //! The reconciler: lists `raw` on an interval and starts a run for every
-//! object that no run has seen.
+//! object that no run has seen, and again (as a new run) for an object
+//! whose runs failed only because an outage outlasted their retry budget.
 //!
 //! S3 servers without bucket notifications rely on it; with MinIO it picks
 //! up events lost while NATS was unreachable or MinIO's queue was full. It
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use nadir_config::shutdown::Shutdown;
 use nadir_contract::messages::{Message, SCHEMA_VERSION, StartRun, object_run_id, subject};
-use nadir_db::runs::object_seen;
+use nadir_db::runs::unseen_run_id;
 use nadir_runtime::Services;
 
 /// One pass: returns how many runs it started.
@@ -23,13 +24,13 @@ pub async fn reconcile_once(services: &Services) -> anyhow::Result<usize> {
         if nadir_flows::labels::is_sidecar(&object.key) {
             continue;
         }
-        let run_id = object_run_id(raw, &object.key, &object.etag);
-        if object_seen(&services.db, run_id, &object.key, &object.etag)
+        let object_run = object_run_id(raw, &object.key, &object.etag);
+        let Some(run_id) = unseen_run_id(&services.db, object_run, &object.key, &object.etag)
             .await
             .map_err(|e| anyhow::anyhow!(e.detail()))?
-        {
+        else {
             continue;
-        }
+        };
         let start = StartRun {
             schema: SCHEMA_VERSION,
             run_id,
