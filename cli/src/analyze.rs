@@ -195,8 +195,8 @@ async fn silver(
         std::fs::read(&file).ok().map(|labels| (file, labels))
     });
     let labels = sidecar.as_ref().map(|(_, l)| &l[..]);
-    let transformed =
-        transform::transform_object(&object, &bytes, labels, meter).map_err(anyhow::Error::msg)?;
+    let transformed = transform::transform_object(&object, &bytes, labels, meter, analysis.limits)
+        .map_err(anyhow::Error::msg)?;
     let sidecar_ref = sidecar
         .map(|(file, labels)| transform::sidecar_ref(LOCAL, file.display().to_string(), &labels));
     let (features, rows) = (transformed.silver.features.clone(), transformed.silver.rows);

@@ -92,7 +92,12 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
         let params: TransformParams = serde_json::from_value(row.parameters.clone())
             .with_context(|| format!("the parameters of transformation {}", row.item))?;
         let meter = transform::recorded_meter(&params);
-        let now = transform::transform_object(object, &bytes, sidecar.as_deref(), meter)
+        // Reproducing reads what was accepted once: no input limit applies.
+        let unlimited = transform::Limits {
+            table_bytes: u64::MAX,
+            gzip_ratio: u64::MAX,
+        };
+        let now = transform::transform_object(object, &bytes, sidecar.as_deref(), meter, unlimited)
             .map_err(|e| anyhow!("{}: {e}", object.key))?;
         checks.push(Check::hashes(
             format!("SILVER {}", recorded.uri()),

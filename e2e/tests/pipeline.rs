@@ -1672,3 +1672,89 @@ async fn the_s3_server_stopped_while_transform_streams_a_capture_fails_nothing()
         fetch_checked(&world, artifact).await;
     }
 }
+
+/// A classic pcap (raw IPv4 link type) of one-packet UDP flows: `(seconds,
+/// source port)` each.
+fn udp_pcap(packets: &[(u32, u16)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for word in [0xa1b2_c3d4u32] {
+        out.extend(word.to_le_bytes());
+    }
+    out.extend(2u16.to_le_bytes());
+    out.extend(4u16.to_le_bytes());
+    out.extend([0u8; 8]);
+    out.extend(65535u32.to_le_bytes());
+    out.extend(228u32.to_le_bytes()); // LINKTYPE_IPV4
+    for &(seconds, port) in packets {
+        let mut ip = vec![
+            0x45, 0, 0, 29, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        ip.extend(port.to_be_bytes());
+        ip.extend(53u16.to_be_bytes());
+        ip.extend(9u16.to_be_bytes());
+        ip.extend([0, 0, b'q']);
+        out.extend(seconds.to_le_bytes());
+        out.extend(0u32.to_le_bytes());
+        out.extend((ip.len() as u32).to_le_bytes());
+        out.extend((ip.len() as u32).to_le_bytes());
+        out.extend(ip);
+    }
+    out
+}
+
+#[tokio::test]
+async fn hostile_objects_fail_their_runs_with_the_limit_named_or_stay_bounded() {
+    let world = World::new("hostile-objects").await;
+    let _ingest = world.spawn("ingest", &[]);
+    let transform = world.spawn("transform", &[("NADIR_MAX_OPEN_FLOWS", "500")]);
+
+    // 64 MiB of zeros in 64 KiB of gzip: refused, not inflated.
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut bomb, b"duration,label\n").unwrap();
+    std::io::Write::write_all(&mut bomb, &vec![b'0'; 64 << 20]).unwrap();
+    let (_, bomb_run) = world.drop_raw("bomb.csv.gz", bomb.finish().unwrap()).await;
+    let run = world.wait_run(bomb_run, RUN_TIMEOUT).await;
+    assert_eq!(run.status, "failed");
+    let error = run.error.unwrap();
+    assert!(
+        error.contains("bomb.csv.gz") && error.contains("NADIR_MAX_GZIP_RATIO"),
+        "{error}"
+    );
+
+    // One packet dated 2106, then 3 000 flows over an hour: the bogus
+    // timestamp is skipped and counted, the meter's clock keeps moving, and
+    // never more than 500 flows are open.
+    let t0 = 1_767_225_600u32;
+    let mut packets = vec![(t0, 999), (u32::MAX, 1000)];
+    packets.extend((0..3000u32).map(|i| (t0 + 1 + i, 2000 + (i % 60000) as u16)));
+    let (_, capture_run) = world.drop_raw("clock.pcap", udp_pcap(&packets)).await;
+    let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+    let metrics: Value = loop {
+        let rows = world
+            .query(
+                "SELECT metrics FROM transformations WHERE run_id = $1",
+                &[&capture_run],
+            )
+            .await;
+        if let Some(row) = rows.first() {
+            break row.get(0);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never transformed; logs in {}",
+            world.logs.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let read = &metrics["read"];
+    assert_eq!(read["flows"], 3001, "{metrics}");
+    assert_eq!(
+        read["skipped"]["timestamp far after the packets before it (max_clock_jump)"], 1,
+        "{metrics}"
+    );
+    assert_eq!(
+        read["evicted_flows"], 0,
+        "idle flows expired on time: {metrics}"
+    );
+    assert!(transform.http_get("/healthz").await.0 == 200);
+}

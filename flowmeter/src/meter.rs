@@ -10,7 +10,7 @@
 //! of their first fragment.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::IpAddr;
 
 use crate::app;
@@ -28,6 +28,14 @@ pub struct MeterConfig {
     /// How many payload-carrying packets of a flow are looked at for
     /// application names.
     pub inspect_packets: u32,
+    /// Flows open at once; at the limit the oldest is ended (as `evicted`)
+    /// to make room, so memory stays bounded whatever the capture holds.
+    pub max_open_flows: usize,
+    /// A packet stamped this much after the meter's clock is skipped: one
+    /// bogus timestamp (a packet dated 2106) would otherwise stop every
+    /// flow from expiring. Packets this much before it move the clock back
+    /// (the bogus one was the first).
+    pub max_clock_jump_ns: i64,
 }
 
 const SECOND: i64 = 1_000_000_000;
@@ -39,6 +47,8 @@ impl Default for MeterConfig {
             active_timeout_ns: 1800 * SECOND,
             context_window_ns: 60 * SECOND,
             inspect_packets: 8,
+            max_open_flows: 2_000_000,
+            max_clock_jump_ns: 30 * 24 * 3600 * SECOND,
         }
     }
 }
@@ -58,6 +68,10 @@ pub struct MeterStats {
     pub flows: u64,
     /// Packets whose timestamp is earlier than one already seen.
     pub out_of_order: u64,
+    /// Flows ended early because `max_open_flows` were open.
+    pub evicted: u64,
+    /// Times the clock moved back by more than `max_clock_jump_ns`.
+    pub clock_resets: u64,
     pub capture_bytes: u64,
 }
 
@@ -128,7 +142,7 @@ pub struct FlowMeter {
     config: MeterConfig,
     flows: HashMap<FlowKey, ActiveFlow>,
     /// First-packet times of the open flows, oldest first.
-    starts: BTreeSet<(i64, u64)>,
+    starts: BTreeMap<(i64, u64), FlowKey>,
     started: u64,
     /// First fragments' flows, by (source, destination, protocol, id).
     fragments: HashMap<(IpAddr, IpAddr, u8, u32), (FlowKey, i64)>,
@@ -154,7 +168,7 @@ impl FlowMeter {
         FlowMeter {
             config,
             flows: HashMap::new(),
-            starts: BTreeSet::new(),
+            starts: BTreeMap::new(),
             started: 0,
             fragments: HashMap::new(),
             finished: BinaryHeap::new(),
@@ -184,7 +198,10 @@ impl FlowMeter {
     /// Moves into `out`, in order, the finished flows that no open flow
     /// started before.
     pub fn drain_finished(&mut self, out: &mut Vec<FlowRecord>) {
-        let oldest_open = self.starts.first().map_or(i64::MAX, |(t, _)| *t);
+        let oldest_open = self
+            .starts
+            .first_key_value()
+            .map_or(i64::MAX, |((t, _), _)| *t);
         let ready_before = oldest_open.min(self.now_ns);
         while let Some(Reverse(next)) = self.finished.peek() {
             if next.0.first_ns >= ready_before {
@@ -218,6 +235,18 @@ impl FlowMeter {
         self.finished.push(Reverse(Finished(flow.record)));
     }
 
+    /// Ends the flow that started first, to make room for a new one.
+    fn evict_oldest(&mut self) {
+        let Some((_, key)) = self.starts.first_key_value() else {
+            return;
+        };
+        let key = *key;
+        if let Some(flow) = self.flows.remove(&key) {
+            self.stats.evicted += 1;
+            self.export(flow, EndReason::Evicted);
+        }
+    }
+
     fn expire(&mut self, now: i64) {
         let config = self.config;
         let expired: Vec<(FlowKey, EndReason)> = self
@@ -225,10 +254,10 @@ impl FlowMeter {
             .iter()
             .filter_map(|(key, f)| {
                 if let Some((closed_at, reason)) = f.closing {
-                    (now - closed_at > CLOSE_GRACE_NS).then_some((*key, reason))
-                } else if now - f.record.last_ns > config.idle_timeout_ns {
+                    (now.saturating_sub(closed_at) > CLOSE_GRACE_NS).then_some((*key, reason))
+                } else if now.saturating_sub(f.record.last_ns) > config.idle_timeout_ns {
                     Some((*key, EndReason::Idle))
-                } else if now - f.record.first_ns > config.active_timeout_ns {
+                } else if now.saturating_sub(f.record.first_ns) > config.active_timeout_ns {
                     Some((*key, EndReason::Active))
                 } else {
                     None
@@ -244,14 +273,24 @@ impl FlowMeter {
 
     fn add(&mut self, p: Packet<'_>) {
         let ts = p.ts_ns;
-        if ts < self.now_ns {
+        let jump = self.config.max_clock_jump_ns;
+        if self.now_ns != i64::MIN && ts > self.now_ns.saturating_add(jump) {
+            self.stats
+                .skip("timestamp far after the packets before it (max_clock_jump)");
+            return;
+        }
+        if ts < self.now_ns.saturating_sub(jump) {
+            self.stats.clock_resets += 1;
+            self.now_ns = ts;
+            self.last_scan_ns = ts;
+        } else if ts < self.now_ns {
             self.stats.out_of_order += 1;
         } else {
             self.now_ns = ts;
         }
         if self.last_scan_ns == i64::MIN {
             self.last_scan_ns = ts;
-        } else if self.now_ns - self.last_scan_ns >= SCAN_EVERY_NS {
+        } else if self.now_ns.saturating_sub(self.last_scan_ns) >= SCAN_EVERY_NS {
             self.last_scan_ns = self.now_ns;
             self.expire(self.now_ns);
         }
@@ -298,10 +337,10 @@ impl FlowMeter {
         let is_syn = flags & tcp_flag::SYN != 0 && flags & tcp_flag::ACK == 0;
         let reason_to_end = self.flows.get(&key).and_then(|flow| {
             if let Some((closed_at, reason)) = flow.closing {
-                (is_syn || ts - closed_at > CLOSE_GRACE_NS).then_some(reason)
-            } else if ts - flow.record.last_ns > self.config.idle_timeout_ns {
+                (is_syn || ts.saturating_sub(closed_at) > CLOSE_GRACE_NS).then_some(reason)
+            } else if ts.saturating_sub(flow.record.last_ns) > self.config.idle_timeout_ns {
                 Some(EndReason::Idle)
-            } else if ts - flow.record.first_ns > self.config.active_timeout_ns {
+            } else if ts.saturating_sub(flow.record.first_ns) > self.config.active_timeout_ns {
                 Some(EndReason::Active)
             } else {
                 None
@@ -313,8 +352,11 @@ impl FlowMeter {
         }
         let inspect_packets = self.config.inspect_packets;
         if !self.flows.contains_key(&key) {
+            if self.flows.len() >= self.config.max_open_flows.max(1) {
+                self.evict_oldest();
+            }
             self.started += 1;
-            self.starts.insert((ts, self.started));
+            self.starts.insert((ts, self.started), key);
         }
         let seq = self.started;
         let flow = self.flows.entry(key).or_insert_with(|| ActiveFlow {
@@ -358,7 +400,7 @@ impl FlowMeter {
         dir.bytes += p.ip_len as u64;
         dir.sizes.add(p.ip_len as f64);
         if let Some(last) = dir.last_ts_ns {
-            dir.iat.add((ts - last).max(0) as f64 / 1e9);
+            dir.iat.add(ts.saturating_sub(last).max(0) as f64 / 1e9);
         }
         dir.last_ts_ns = Some(dir.last_ts_ns.map_or(ts, |l| l.max(ts)));
         if p.protocol == 6 {

@@ -94,6 +94,8 @@ pub enum EndReason {
     Fin,
     Rst,
     EndOfCapture,
+    /// Ended early: too many flows were open (`max_open_flows`).
+    Evicted,
 }
 
 impl EndReason {
@@ -104,6 +106,7 @@ impl EndReason {
             EndReason::Fin => "fin",
             EndReason::Rst => "rst",
             EndReason::EndOfCapture => "end",
+            EndReason::Evicted => "evicted",
         }
     }
 }

@@ -733,3 +733,62 @@ fn the_meter_holds_open_flows_not_the_capture() {
         out.len()
     );
 }
+
+/// A one-packet UDP flow from `port`.
+fn udp_from(port: u16) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2([1; 6], [2; 6])
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .udp(port, 53);
+    let mut out = Vec::new();
+    builder.write(&mut out, b"q").unwrap();
+    out
+}
+
+#[test]
+fn a_packet_dated_2106_neither_pins_the_clock_nor_keeps_every_flow_open() {
+    let mut frames = vec![
+        (T0, udp_from(1000)),
+        // The last second pcap's 32-bit seconds can hold.
+        (4_294_967_295 * S, udp_from(1001)),
+    ];
+    frames.extend((0..2000).map(|i| (T0 + (i + 1) * S, udp_from(2000 + i as u16))));
+    let (flows, stats) = meter(&pcap(false, false, 1, &frames));
+    assert_eq!(flows.len(), 2001, "the bogus packet starts no flow");
+    assert_eq!(
+        stats.skipped["timestamp far after the packets before it (max_clock_jump)"],
+        1
+    );
+    // The clock kept moving: flows idle for 120 s expired while the
+    // capture was read, rather than all staying open to its end.
+    let idle = flows.iter().filter(|f| f.end == EndReason::Idle).count();
+    assert!(idle > 1800, "{idle} of 2001 expired");
+
+    // A bogus first packet: the clock moves back to the real ones.
+    let mut frames = vec![(4_294_967_295 * S, udp_from(1001))];
+    frames.extend((0..500).map(|i| (T0 + i * S, udp_from(2000 + i as u16))));
+    let (flows, stats) = meter(&pcap(false, false, 1, &frames));
+    assert_eq!(stats.clock_resets, 1);
+    assert!(flows.iter().filter(|f| f.end == EndReason::Idle).count() > 300);
+}
+
+#[test]
+fn at_the_open_flow_limit_the_oldest_flow_is_evicted_and_counted() {
+    let frames: Vec<_> = (0..1000)
+        .map(|i| (T0 + i * 1_000, udp_from(1000 + i as u16)))
+        .collect();
+    let config = MeterConfig {
+        max_open_flows: 100,
+        ..MeterConfig::default()
+    };
+    let (flows, stats) =
+        flows_from_capture(&pcap(false, false, 1, &frames)[..], config, |_| {}).unwrap();
+    assert_eq!(flows.len(), 1000, "every flow is still exported");
+    assert_eq!(stats.evicted, 900);
+    let evicted: Vec<u16> = flows
+        .iter()
+        .filter(|f| f.end == EndReason::Evicted)
+        .map(|f| f.src_port)
+        .collect();
+    assert_eq!(evicted.len(), 900);
+    assert_eq!(evicted[0], 1000, "the oldest goes first");
+}

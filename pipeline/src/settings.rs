@@ -30,6 +30,12 @@ pub struct Analysis {
     pub window: TrainingWindow,
     /// The labelled metric the champion is chosen by.
     pub selection_metric: String,
+    /// Flow meter: flows open at once before the oldest is evicted.
+    pub max_open_flows: usize,
+    /// Flow meter: how far after the clock a packet's timestamp may be.
+    pub max_clock_jump: Duration,
+    /// What an object read whole may take.
+    pub limits: crate::transform::Limits,
 }
 
 /// Every variable [`Analysis`] reads.
@@ -44,6 +50,10 @@ pub const ANALYSIS_VARIABLES: &[&str] = &[
     "NADIR_TRAIN_SPAN_HOURS",
     "NADIR_HOLDOUT",
     "NADIR_SELECTION_METRIC",
+    "NADIR_MAX_OPEN_FLOWS",
+    "NADIR_MAX_CLOCK_JUMP_SECS",
+    "NADIR_MAX_TABLE_BYTES",
+    "NADIR_MAX_GZIP_RATIO",
 ];
 
 /// What a nadir binary reads from its environment: every variable, and
@@ -76,6 +86,23 @@ pub fn variables_of(binary: &str) -> Option<Vec<(&'static str, bool)>> {
 /// The metrics the champion can be chosen by (the eval report's names).
 pub const SELECTION_METRICS: [&str; 4] =
     ["average_precision", "roc_auc", "recall_at_1pct_fpr", "f1"];
+
+/// A count setting that must be positive.
+fn at_least_one<T>(env: &dyn Env, var: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + From<u8> + std::fmt::Display,
+    T::Err: std::fmt::Display,
+{
+    let value: T = parsed(env, var, default)?;
+    if value < T::from(1) {
+        return Err(ConfigError::Invalid {
+            var,
+            value: value.to_string(),
+            reason: "must be at least 1".into(),
+        });
+    }
+    Ok(value)
+}
 
 impl Analysis {
     /// Reads the analysis settings from the process environment.
@@ -137,6 +164,12 @@ impl Analysis {
             scaling,
             flow_idle_timeout,
             flow_active_timeout,
+            max_open_flows: at_least_one(env, "NADIR_MAX_OPEN_FLOWS", 2_000_000)?,
+            max_clock_jump: seconds(env, "NADIR_MAX_CLOCK_JUMP_SECS", 30 * 24 * 3600)?,
+            limits: crate::transform::Limits {
+                table_bytes: at_least_one(env, "NADIR_MAX_TABLE_BYTES", 2 << 30)?,
+                gzip_ratio: at_least_one(env, "NADIR_MAX_GZIP_RATIO", 1000)?,
+            },
         })
     }
 }

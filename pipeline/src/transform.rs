@@ -69,10 +69,48 @@ fn check_sha256(object: &RawObject, actual: &str) -> Result<(), String> {
     }
 }
 
+/// How much of an object read whole (a flow CSV, a Zeek log, a Parquet
+/// file) may be held in memory, and how far a gzip object may expand:
+/// hostile input gets a clear error naming the setting, not an OOM kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `NADIR_MAX_TABLE_BYTES`: bytes of a table object, after gunzip.
+    pub table_bytes: u64,
+    /// `NADIR_MAX_GZIP_RATIO`: how many times its size a gzip object may grow.
+    pub gzip_ratio: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            table_bytes: 2 << 30,
+            gzip_ratio: 1000,
+        }
+    }
+}
+
+impl Limits {
+    /// Whether an object of `size` bytes may be read whole; the error names
+    /// the setting.
+    pub fn check_size(&self, size: u64) -> Result<(), String> {
+        if size > self.table_bytes {
+            return Err(format!(
+                "the object is {size} bytes, more than the {} bytes a table object may hold in memory (NADIR_MAX_TABLE_BYTES); raise it to read this object",
+                self.table_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A flow CSV (plain or gzip) to a flow table. Pure: no I/O.
-pub fn transform_csv(object: &RawObject, bytes: &[u8]) -> Result<Transformed, String> {
+pub fn transform_csv(
+    object: &RawObject,
+    bytes: &[u8],
+    limits: Limits,
+) -> Result<Transformed, String> {
     check_sha256(object, &layout::sha256_hex(bytes))?;
-    let table = FlowTable::from_csv(&inflate(object, bytes)?).map_err(|e| e.to_string())?;
+    let table = FlowTable::from_csv(&inflate(object, bytes, limits)?).map_err(|e| e.to_string())?;
     let metrics = json!({ "rows": table.rows() });
     Transformed::from_table(table, metrics)
 }
@@ -102,6 +140,8 @@ pub fn transform_capture<R: Read + Send>(
         "ip_packets": stats.ip_packets,
         "skipped": stats.skipped,
         "out_of_order": stats.out_of_order,
+        "evicted_flows": stats.evicted,
+        "clock_resets": stats.clock_resets,
         "flows": silver.rows,
         "ground_truth_rows": truth.as_ref().map(GroundTruth::len),
     });
@@ -118,9 +158,10 @@ pub fn transform_zeek(
     object: &RawObject,
     bytes: &[u8],
     labels: Option<&[u8]>,
+    limits: Limits,
 ) -> Result<Transformed, String> {
     check_sha256(object, &layout::sha256_hex(bytes))?;
-    let text = String::from_utf8_lossy(&inflate(object, bytes)?).into_owned();
+    let text = String::from_utf8_lossy(&inflate(object, bytes, limits)?).into_owned();
     let json = object.format.format == Format::JsonLines;
     let flows = nadir_flowmeter::zeek::flows_from_conn_log(
         &text,
@@ -137,9 +178,13 @@ pub fn transform_zeek(
 
 /// Flows already (a `nadir flows` file, a SILVER partition): read as they
 /// are, their Float64 columns as features. Pure: no I/O.
-pub fn transform_parquet(object: &RawObject, bytes: &[u8]) -> Result<Transformed, String> {
+pub fn transform_parquet(
+    object: &RawObject,
+    bytes: &[u8],
+    limits: Limits,
+) -> Result<Transformed, String> {
     check_sha256(object, &layout::sha256_hex(bytes))?;
-    let bytes = inflate(object, bytes)?;
+    let bytes = inflate(object, bytes, limits)?;
     let frame = nadir_flows::table::read_parquet(&bytes).map_err(|e| e.to_string())?;
     let features: Vec<String> = frame
         .columns()
@@ -164,25 +209,30 @@ pub fn transform_object(
     bytes: &[u8],
     labels: Option<&[u8]>,
     meter: MeterConfig,
+    limits: Limits,
 ) -> Result<Transformed, String> {
     let format = object.format.format;
     if format.is_capture() {
         transform_capture(object, bytes, labels, meter)
     } else if format.is_zeek() {
-        transform_zeek(object, bytes, labels)
+        transform_zeek(object, bytes, labels, limits)
     } else if format == Format::Parquet {
-        transform_parquet(object, bytes)
+        transform_parquet(object, bytes, limits)
     } else {
-        transform_csv(object, bytes)
+        transform_csv(object, bytes, limits)
     }
 }
 
 /// The flow meter's settings from the configuration.
 pub fn meter_config(analysis: &crate::Analysis) -> MeterConfig {
-    meter(
-        analysis.flow_idle_timeout.as_secs(),
-        analysis.flow_active_timeout.as_secs(),
-    )
+    MeterConfig {
+        max_open_flows: analysis.max_open_flows,
+        max_clock_jump_ns: analysis.max_clock_jump.as_nanos().min(i64::MAX as u128) as i64,
+        ..meter(
+            analysis.flow_idle_timeout.as_secs(),
+            analysis.flow_active_timeout.as_secs(),
+        )
+    }
 }
 
 /// The flow meter's settings a SILVER partition recorded.
@@ -192,8 +242,8 @@ pub fn recorded_meter(params: &TransformParams) -> MeterConfig {
 
 fn meter(idle_s: u64, active_s: u64) -> MeterConfig {
     MeterConfig {
-        idle_timeout_ns: (idle_s * 1_000_000_000) as i64,
-        active_timeout_ns: (active_s * 1_000_000_000) as i64,
+        idle_timeout_ns: idle_s.saturating_mul(1_000_000_000).min(i64::MAX as u64) as i64,
+        active_timeout_ns: active_s.saturating_mul(1_000_000_000).min(i64::MAX as u64) as i64,
         ..MeterConfig::default()
     }
 }
@@ -299,17 +349,46 @@ pub fn partition(
     }
 }
 
-/// The object's bytes, gunzipped if ingest found them compressed.
-fn inflate<'a>(object: &RawObject, bytes: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, String> {
-    if object.format.gzip {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("gzip stream is corrupt: {e}"))?;
-        Ok(out.into())
-    } else {
-        Ok(bytes.into())
+/// The object's bytes, gunzipped if ingest found them compressed, within
+/// `limits`.
+fn inflate<'a>(
+    object: &RawObject,
+    bytes: &'a [u8],
+    limits: Limits,
+) -> Result<std::borrow::Cow<'a, [u8]>, String> {
+    limits.check_size(bytes.len() as u64)?;
+    if !object.format.gzip {
+        return Ok(bytes.into());
     }
+    let by_ratio = (bytes.len() as u64)
+        .saturating_mul(limits.gzip_ratio)
+        .max(1 << 20);
+    let max = limits.table_bytes.min(by_ratio);
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .take(max + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                "the gzip stream is truncated: it ends inside a compressed block".to_string()
+            }
+            _ => format!("the gzip stream is corrupt: {e}"),
+        })?;
+    if out.len() as u64 > max {
+        return Err(if max == limits.table_bytes {
+            format!(
+                "gunzipped, the object is larger than the {} bytes a table object may hold in memory (NADIR_MAX_TABLE_BYTES); raise it to read this object",
+                limits.table_bytes
+            )
+        } else {
+            format!(
+                "the {} gzip bytes expand more than {}-fold (NADIR_MAX_GZIP_RATIO): a decompression bomb, or raise the setting",
+                bytes.len(),
+                limits.gzip_ratio
+            )
+        });
+    }
+    Ok(out.into())
 }
 
 #[cfg(test)]
@@ -332,18 +411,24 @@ mod tests {
     #[test]
     fn a_flows_parquet_file_is_read_as_it_is() {
         let csv = b"duration,fwd_packets,label\n1.5,3,normal\n0.1,90,portscan\n";
-        let silver = transform_csv(&raw(csv, "csv"), csv).unwrap();
+        let silver = transform_csv(&raw(csv, "csv"), csv, Limits::default()).unwrap();
         let object = raw(&silver.parquet, "parquet");
         assert_eq!(
             nadir_flows::format::detect(&silver.parquet).unwrap(),
             object.format
         );
-        let again =
-            transform_object(&object, &silver.parquet, None, MeterConfig::default()).unwrap();
+        let again = transform_object(
+            &object,
+            &silver.parquet,
+            None,
+            MeterConfig::default(),
+            Limits::default(),
+        )
+        .unwrap();
         assert_eq!(again.silver.rows, 2);
         assert_eq!(again.silver.features, silver.silver.features);
         assert!(again.silver.labelled);
-        let bad = transform_parquet(&raw(b"PAR1", "parquet"), b"PAR1")
+        let bad = transform_parquet(&raw(b"PAR1", "parquet"), b"PAR1", Limits::default())
             .err()
             .unwrap();
         assert!(!bad.is_empty());
@@ -357,6 +442,7 @@ mod tests {
             &raw(log.as_bytes(), "json-lines"),
             log.as_bytes(),
             Some(truth),
+            Limits::default(),
         )
         .unwrap();
         let t = FlowTable::from_parquet(&t.parquet, &t.silver.features).unwrap();
@@ -382,7 +468,54 @@ mod tests {
     #[test]
     fn a_changed_object_is_caught_by_its_hash() {
         let object = raw(b"a,b\n1,2\n", "csv");
-        let err = transform_csv(&object, b"a,b\n1,3\n").err().unwrap();
+        let err = transform_csv(&object, b"a,b\n1,3\n", Limits::default())
+            .err()
+            .unwrap();
         assert!(err.contains("content changed since ingest"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::*;
+    use std::io::Write;
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    fn object(bytes: &[u8]) -> RawObject {
+        RawObject {
+            key: "k".into(),
+            etag: "e".into(),
+            version: "v".into(),
+            sha256: layout::sha256_hex(bytes),
+            size: bytes.len() as u64,
+            format: "csv+gzip".parse().unwrap(),
+            manifest: ArtifactRef::of("silver", "m".into(), "v", b""),
+        }
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_with_the_setting_named() {
+        let bomb = gz(&vec![b'0'; 64 << 20]);
+        let error = inflate(&object(&bomb), &bomb, Limits::default()).unwrap_err();
+        assert!(error.contains("NADIR_MAX_GZIP_RATIO"), "{error}");
+        let small = Limits {
+            table_bytes: 1000,
+            gzip_ratio: 1_000_000,
+        };
+        let error = inflate(&object(&bomb), &bomb, small).unwrap_err();
+        assert!(error.contains("NADIR_MAX_TABLE_BYTES"), "{error}");
+    }
+
+    #[test]
+    fn a_truncated_gzip_says_so() {
+        let mut cut = gz(b"duration,label\n1,normal\n".repeat(1000).as_slice());
+        cut.truncate(cut.len() / 2);
+        let error = inflate(&object(&cut), &cut, Limits::default()).unwrap_err();
+        assert!(error.contains("truncated"), "{error}");
     }
 }

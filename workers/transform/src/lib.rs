@@ -82,9 +82,13 @@ impl Stage for Transform {
                 .await?;
                 (result, fault.get().map(str::to_string))
             } else {
+                let limits = self.analysis.limits;
+                limits.check_size(object.size).map_err(|e| {
+                    StageError::Rejected(format!("s3://{}/{}: {e}", buckets.raw, object.key))
+                })?;
                 let bytes = ctx.catalogue.get(&buckets.raw, &object.key).await?;
                 let result = compute(move || {
-                    transform::transform_object(&owned, &bytes, labels.as_deref(), meter)
+                    transform::transform_object(&owned, &bytes, labels.as_deref(), meter, limits)
                 })
                 .await?;
                 (result, None)
