@@ -1677,9 +1677,7 @@ async fn the_s3_server_stopped_while_transform_streams_a_capture_fails_nothing()
 /// source port)` each.
 fn udp_pcap(packets: &[(u32, u16)]) -> Vec<u8> {
     let mut out = Vec::new();
-    for word in [0xa1b2_c3d4u32] {
-        out.extend(word.to_le_bytes());
-    }
+    out.extend(0xa1b2_c3d4u32.to_le_bytes());
     out.extend(2u16.to_le_bytes());
     out.extend(4u16.to_le_bytes());
     out.extend([0u8; 8]);
