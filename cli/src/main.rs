@@ -23,7 +23,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use commands::{
     flows, gen_capture, grant_dashboard, models, probe, runs, sample, setup, start, upload,
-    variables,
+    variables, verify,
 };
 use nadir_config::{Config, telemetry};
 use nadir_contract::messages::TrainingWindow;
@@ -107,6 +107,12 @@ enum Command {
     Runs {
         #[arg(long, default_value_t = 20)]
         limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the object store against the audit trail: every recorded
+    /// artifact there with its sha256, no object no audit row names.
+    Verify {
         #[arg(long)]
         json: bool,
     },
@@ -310,6 +316,7 @@ async fn with_services(config: &Config, command: Command) -> anyhow::Result<Exit
         }
         Command::Wait { run_id, timeout } => start::wait(config, run_id, timeout).await,
         Command::Runs { limit, json } => runs::runs(config, limit, json).await,
+        Command::Verify { json } => verify::verify(config, json).await,
         Command::Status { run_id, json } => runs::status(config, run_id, json).await,
         Command::Reproduce { run_id } => Ok(if reproduce::reproduce(config, run_id).await? {
             ExitCode::SUCCESS

@@ -307,3 +307,35 @@ pub async fn evaluations(pool: &Pool, limit: i64) -> Result<Vec<EvaluationPoint>
         })
         .collect())
 }
+
+/// Every artifact the audit trail says was written (the outputs of every
+/// succeeded row of the four stage tables), for `nadir verify`.
+pub async fn recorded_outputs(pool: &Pool) -> Result<Vec<Value>, DbError> {
+    let rows = pool
+        .get()
+        .await?
+        .query(
+            "SELECT outputs FROM ingestions WHERE status = 'succeeded'
+             UNION ALL SELECT outputs FROM transformations WHERE status = 'succeeded'
+             UNION ALL SELECT outputs FROM trainings WHERE status = 'succeeded'
+             UNION ALL SELECT outputs FROM evaluations WHERE status = 'succeeded'",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Objects attempts still at work have written (not orphans yet).
+pub async fn in_flight_objects(pool: &Pool) -> Result<Vec<(String, String)>, DbError> {
+    let rows = pool
+        .get()
+        .await?
+        .query(
+            "SELECT a.bucket, a.key FROM stage_artifacts a
+               JOIN stage_jobs j USING (run_id, stage, input_version)
+              WHERE j.status = 'running' OR a.removed_at IS NULL",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}

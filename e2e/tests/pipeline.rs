@@ -504,6 +504,20 @@ async fn a_worker_killed_mid_job_leaves_no_duplicates_and_the_run_completes() {
     );
     assert_eq!(world.messages_for(subject::DONE, run_id).await.len(), 1);
     assert!(world.messages_for(subject::DEAD, run_id).await.is_empty());
+    // The killed attempt's objects are gone; everything recorded is there.
+    let verified = world.cli(&["verify"]);
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&verified.stdout)
+            .contains("0 missing, 0 with another sha256; 0 objects no audit row names"),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
 }
 
 #[tokio::test]

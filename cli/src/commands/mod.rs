@@ -13,6 +13,7 @@ pub mod setup;
 pub mod start;
 pub mod upload;
 pub mod variables;
+pub mod verify;
 
 use std::path::Path;
 
