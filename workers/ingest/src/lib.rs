@@ -332,6 +332,39 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_request_reads_back_as_the_same_job() {
+        // The reaper runs abandoned jobs again from `stage_jobs.request`.
+        for selection in [
+            Selection::Keys {
+                keys: vec!["a.csv".into(), "b.csv".into()],
+            },
+            Selection::Prefix {
+                prefix: "p/".into(),
+            },
+            Selection::New,
+            Selection::Object {
+                bucket: "raw".into(),
+                key: "a.csv".into(),
+                etag: "e1".into(),
+            },
+        ] {
+            let request = IngestRequest {
+                run_id: Uuid::new_v4(),
+                requested_by: "test".into(),
+                selection,
+                training: Some(TrainingWindow {
+                    holdout: Some(0.2),
+                    ..Default::default()
+                }),
+            };
+            let stored = serde_json::to_value(&request).unwrap();
+            let back: IngestRequest = serde_json::from_value(stored.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&back).unwrap(), stored);
+            assert_eq!(back.item(), request.item());
+        }
+    }
+
+    #[test]
     fn a_start_with_keys_and_a_prefix_is_rejected() {
         use nadir_contract::messages::Message;
         let start = StartRun::new(vec!["a".into()], Some("p/".into()), "test");
