@@ -221,14 +221,39 @@ impl fmt::Debug for Config {
     }
 }
 
-/// `scheme://user:secret@host/...` with the credentials replaced.
+/// A connection string with its secrets replaced: the credentials of
+/// `scheme://user:secret@host/...`, a `password=` query parameter, and the
+/// `password=` of a key=value DSN (`host=db password=secret`).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let url = match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://<redacted>@{}", &url[..scheme], &url[at + 1..])
         }
         _ => url.to_string(),
+    };
+    redact_password_values(&url)
+}
+
+/// Every `…password=VALUE` (`password`, `sslpassword`, ...) with VALUE
+/// replaced; a quoted DSN value may hold spaces.
+fn redact_password_values(text: &str) -> String {
+    const KEY: &str = "password=";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.to_ascii_lowercase().find(KEY) {
+        let value_at = i + KEY.len();
+        out.push_str(&rest[..value_at]);
+        rest = &rest[value_at..];
+        let end = if let Some(quoted) = rest.strip_prefix('\'') {
+            quoted.find('\'').map_or(rest.len(), |j| j + 2)
+        } else {
+            rest.find(['&', ' ', '\t']).unwrap_or(rest.len())
+        };
+        out.push_str("<redacted>");
+        rest = &rest[end..];
     }
+    out.push_str(rest);
+    out
 }
 
 /// Every variable [`Config`] reads, for the deployment checks and `--help`.
@@ -552,6 +577,32 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn every_form_of_password_is_redacted() {
+        assert_eq!(
+            redact_url("postgres://nadir:s3cret@db:5432/nadir"),
+            "postgres://<redacted>@db:5432/nadir"
+        );
+        assert_eq!(
+            redact_url("postgres://db/nadir?user=nadir&password=s3cret&sslmode=require"),
+            "postgres://db/nadir?user=nadir&password=<redacted>&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("host=db user=nadir password=s3cret dbname=nadir"),
+            "host=db user=nadir password=<redacted> dbname=nadir"
+        );
+        assert_eq!(
+            redact_url("host=db password='with space' dbname=nadir"),
+            "host=db password=<redacted> dbname=nadir"
+        );
+        assert_eq!(redact_url("password=x"), "password=<redacted>");
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(
+            redact_url("host=db sslpassword=key-secret"),
+            "host=db sslpassword=<redacted>"
+        );
+    }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
