@@ -202,7 +202,7 @@ pub async fn claim(
         });
     }
     let now = Utc::now();
-    let (number, give_up) = match &job {
+    let (number, version, give_up) = match &job {
         None => {
             let version = fresh_version(key, now, 1);
             tx.execute(
@@ -221,7 +221,7 @@ pub async fn claim(
                 ],
             )
             .await?;
-            (1, None)
+            (1, version, None)
         }
         Some(job) => {
             let leased: Option<bool> = job.get(1);
@@ -274,7 +274,7 @@ pub async fn claim(
                 )),
                 _ => None,
             };
-            (number, give_up)
+            (number, version, give_up)
         }
     };
     tx.execute(
@@ -282,13 +282,6 @@ pub async fn claim(
         &[&key.run_id, &stage],
     )
     .await?;
-    let version: String = tx
-        .query_one(
-            "SELECT output_version FROM stage_jobs WHERE run_id = $1 AND stage = $2 AND input_version = $3",
-            &[&key.run_id, &stage, &key.input_version],
-        )
-        .await?
-        .get(0);
     tx.commit().await?;
     Ok(Claim::Started {
         attempt: Attempt {
@@ -610,8 +603,8 @@ pub enum Retry {
     Fenced,
 }
 
-/// Records a transient error of the attempt and hands the job back for
-/// the retry; says whether the budget allows one.
+/// Records a transient error of the attempt and hands the job back (its
+/// lease released) for the retry; says whether the budget allows one.
 pub async fn record_retry(
     pool: &Pool,
     attempt: &Attempt,
@@ -624,7 +617,7 @@ pub async fn record_retry(
         .await?
         .query_opt(
             &format!(
-                "UPDATE stage_jobs SET error = $5, retries = retries + 1,
+                "UPDATE stage_jobs SET error = $5, retries = retries + 1, lease_until = NULL,
                         first_error_at = coalesce(first_error_at, now())
                   WHERE {OWNED}
               RETURNING retries, extract(epoch FROM now() - first_error_at)::float8"
@@ -647,30 +640,24 @@ pub async fn record_retry(
             seconds: spent as u64,
         });
     }
-    release(pool, attempt).await?;
     Ok(Retry::Later(row.get(0)))
 }
 
-/// Notes JetStream has stored the job's next message.
-pub async fn mark_published(pool: &Pool, key: &JobKey) -> Result<(), DbError> {
+/// Notes JetStream has stored the job's next message, or with `dead`
+/// its dead letter.
+pub async fn mark_published(pool: &Pool, key: &JobKey, dead: bool) -> Result<(), DbError> {
+    let column = if dead {
+        "dead_published_at"
+    } else {
+        "published_at"
+    };
     pool.get()
         .await?
         .execute(
-            "UPDATE stage_jobs SET published_at = now()
-              WHERE run_id = $1 AND stage = $2 AND input_version = $3",
-            &[&key.run_id, &key.stage.name(), &key.input_version],
-        )
-        .await?;
-    Ok(())
-}
-
-/// Notes JetStream has stored the job's dead letter.
-pub async fn mark_dead_published(pool: &Pool, key: &JobKey) -> Result<(), DbError> {
-    pool.get()
-        .await?
-        .execute(
-            "UPDATE stage_jobs SET dead_published_at = now()
-              WHERE run_id = $1 AND stage = $2 AND input_version = $3",
+            &format!(
+                "UPDATE stage_jobs SET {column} = now()
+                  WHERE run_id = $1 AND stage = $2 AND input_version = $3"
+            ),
             &[&key.run_id, &key.stage.name(), &key.input_version],
         )
         .await?;

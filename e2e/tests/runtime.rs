@@ -261,6 +261,30 @@ async fn claim_by_hand(world: &World, job: &TransformJob, lease: Duration) -> jo
     }
 }
 
+/// Commits an attempt taken by hand as another worker would, with an
+/// empty next message of the train stage.
+async fn commit_by_hand(
+    world: &World,
+    attempt: &jobs::Attempt,
+    next: &serde_json::Value,
+) -> Committed {
+    jobs::finish(
+        &world.db,
+        attempt,
+        chrono::Utc::now(),
+        "another-worker",
+        Finish::Succeeded {
+            records: &[],
+            next_subject: subject::TRAIN,
+            next_message: next,
+            run_report: None,
+            registry: &[],
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// (attempts, retries, worker deaths, transient error recorded) of the job.
 async fn spent(world: &World, run_id: Uuid) -> (i32, i32, i32, bool) {
     let row = &world
@@ -325,22 +349,7 @@ async fn a_dead_owner_s_job_is_taken_over_and_its_stale_attempt_is_fenced_out() 
             .await
             .unwrap()
     );
-    let next = json!({});
-    let committed = jobs::finish(
-        &world.db,
-        &stale,
-        chrono::Utc::now(),
-        "another-worker",
-        Finish::Succeeded {
-            records: &[],
-            next_subject: subject::TRAIN,
-            next_message: &next,
-            run_report: None,
-            registry: &[],
-        },
-    )
-    .await
-    .unwrap();
+    let committed = commit_by_hand(&world, &stale, &json!({})).await;
     assert_eq!(committed, Committed::Fenced);
     assert_done_once(&world, run_id).await;
     running.stop().await;
@@ -488,21 +497,7 @@ async fn the_reaper_runs_a_job_nobody_works_on_and_publishes_what_was_never_publ
         training: None,
     };
     let next = serde_json::to_value(&next).unwrap();
-    let done = jobs::finish(
-        &world.db,
-        &attempt,
-        chrono::Utc::now(),
-        "another-worker",
-        Finish::Succeeded {
-            records: &[],
-            next_subject: subject::TRAIN,
-            next_message: &next,
-            run_report: None,
-            registry: &[],
-        },
-    )
-    .await
-    .unwrap();
+    let done = commit_by_hand(&world, &attempt, &next).await;
     assert_eq!(done, Committed::Yes);
     let running = start(&world, &calls, Behaviour::Succeed).await;
     // NADIR_REAP_AFTER_SECS=8; the reaper looks every 10 s once the

@@ -473,41 +473,25 @@ mod tests {
             .unwrap();
         assert!(err.contains("content changed since ingest"), "{err}");
     }
-}
-
-#[cfg(test)]
-mod limits {
-    use super::*;
-    use std::io::Write;
 
     fn gz(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         enc.write_all(bytes).unwrap();
         enc.finish().unwrap()
     }
 
-    fn object(bytes: &[u8]) -> RawObject {
-        RawObject {
-            key: "k".into(),
-            etag: "e".into(),
-            version: "v".into(),
-            sha256: layout::sha256_hex(bytes),
-            size: bytes.len() as u64,
-            format: "csv+gzip".parse().unwrap(),
-            manifest: ArtifactRef::of("silver", "m".into(), "v", b""),
-        }
-    }
-
     #[test]
     fn a_gzip_bomb_is_refused_with_the_setting_named() {
         let bomb = gz(&vec![b'0'; 64 << 20]);
-        let error = inflate(&object(&bomb), &bomb, Limits::default()).unwrap_err();
+        let object = raw(&bomb, "csv+gzip");
+        let error = inflate(&object, &bomb, Limits::default()).unwrap_err();
         assert!(error.contains("NADIR_MAX_GZIP_RATIO"), "{error}");
         let small = Limits {
             table_bytes: 1000,
             gzip_ratio: 1_000_000,
         };
-        let error = inflate(&object(&bomb), &bomb, small).unwrap_err();
+        let error = inflate(&object, &bomb, small).unwrap_err();
         assert!(error.contains("NADIR_MAX_TABLE_BYTES"), "{error}");
     }
 
@@ -515,7 +499,7 @@ mod limits {
     fn a_truncated_gzip_says_so() {
         let mut cut = gz(b"duration,label\n1,normal\n".repeat(1000).as_slice());
         cut.truncate(cut.len() / 2);
-        let error = inflate(&object(&cut), &cut, Limits::default()).unwrap_err();
+        let error = inflate(&raw(&cut, "csv+gzip"), &cut, Limits::default()).unwrap_err();
         assert!(error.contains("truncated"), "{error}");
     }
 }

@@ -385,7 +385,7 @@ impl<S: Stage> Runtime<S> {
             Claim::Started { attempt, give_up } => (attempt, give_up),
         };
         let started_at = Utc::now();
-        let failing = Failing {
+        let in_hand = InHand {
             attempt: &attempt,
             item: job.item(),
             request: &request,
@@ -394,7 +394,7 @@ impl<S: Stage> Runtime<S> {
             msg,
         };
         if let Some(reason) = give_up {
-            return self.fail(&failing, false, &reason).await;
+            return self.fail(&in_hand, false, &reason).await;
         }
         tracing::info!(stage = self.stage_name(), %run_id, attempt = attempt.number, version = %attempt.version, "job started");
 
@@ -441,9 +441,9 @@ impl<S: Stage> Runtime<S> {
                 self.superseded(&attempt);
                 Ok(Disposition::NakAfter(BUSY_RETRY))
             }
-            Worked::Done(Ok(outcome)) => self.succeed(&failing, outcome, clock).await,
+            Worked::Done(Ok(outcome)) => self.succeed(&in_hand, outcome, clock).await,
             Worked::Done(Err(StageError::Rejected(error))) => {
-                self.fail(&failing, true, &error).await
+                self.fail(&in_hand, true, &error).await
             }
             Worked::Done(Err(StageError::Transient(error))) => {
                 let recorded = self
@@ -463,7 +463,7 @@ impl<S: Stage> Runtime<S> {
                             "gave up after {seconds} s of retries (NADIR_RETRY_BUDGET_SECS={}): {error}",
                             self.budget().retry.as_secs()
                         );
-                        self.fail(&failing, false, &error).await
+                        self.fail(&in_hand, false, &error).await
                     }
                     Retry::Fenced => {
                         self.superseded(&attempt);
@@ -562,24 +562,24 @@ impl<S: Stage> Runtime<S> {
 
     async fn succeed(
         &self,
-        failing: &Failing<'_>,
+        in_hand: &InHand<'_>,
         outcome: Outcome<S::Output>,
         clock: Instant,
     ) -> Result<Disposition, DbError> {
         let services = &*self.services;
-        let attempt = failing.attempt;
+        let attempt = in_hand.attempt;
         let run_id = attempt.key.run_id;
         let next = serde_json::to_value(&outcome.next).expect("messages serialize");
         let report = S::run_report(&outcome.next);
         let (db, worker, started_at) = (
             &services.db,
             services.config.worker_id.as_str(),
-            failing.started_at,
+            in_hand.started_at,
         );
         let (records, registry, next_ref, report_ref) =
             (&outcome.records, &outcome.registry, &next, report.as_ref());
         let committed = self
-            .persist(failing.msg, move || {
+            .persist(in_hand.msg, move || {
                 jobs::finish(
                     db,
                     attempt,
@@ -599,7 +599,7 @@ impl<S: Stage> Runtime<S> {
             Ok(c) => c,
             Err(e) if !e.is_transient() => {
                 let error = format!("could not record the job's outcome: {}", e.detail());
-                return self.fail(failing, true, &error).await;
+                return self.fail(in_hand, true, &error).await;
             }
             Err(e) => return Err(e),
         };
@@ -642,19 +642,19 @@ impl<S: Stage> Runtime<S> {
     /// Fails the job and its run, with the dead letter in the outbox.
     async fn fail(
         &self,
-        failing: &Failing<'_>,
+        in_hand: &InHand<'_>,
         rejected: bool,
         error: &str,
     ) -> Result<Disposition, DbError> {
         let services = &*self.services;
-        let attempt = failing.attempt;
+        let attempt = in_hand.attempt;
         let error = nadir_db::safe::bounded(error, nadir_db::safe::MAX_ERROR_BYTES);
         let dead = RunDead {
             schema: SCHEMA_VERSION,
             run_id: attempt.key.run_id,
             outcome: "failed".into(),
             stage: self.stage_name().into(),
-            subject: failing.trigger.into(),
+            subject: in_hand.trigger.into(),
             deliveries: attempt.number.into(),
             error: error.clone(),
         };
@@ -662,15 +662,15 @@ impl<S: Stage> Runtime<S> {
         let (db, worker, item) = (
             &services.db,
             services.config.worker_id.as_str(),
-            failing.item.as_str(),
+            in_hand.item.as_str(),
         );
-        let (request, error_ref, dead_ref) = (failing.request, error.as_str(), &dead);
+        let (request, error_ref, dead_ref) = (in_hand.request, error.as_str(), &dead);
         let committed = self
-            .persist(failing.msg, move || {
+            .persist(in_hand.msg, move || {
                 jobs::finish(
                     db,
                     attempt,
-                    failing.started_at,
+                    in_hand.started_at,
                     worker,
                     Finish::Failed {
                         item,
@@ -714,8 +714,9 @@ impl<S: Stage> Runtime<S> {
         let key = &pending.key;
         let dead = pending.subject == subject::DEAD;
         let body = serde_json::to_vec(&pending.message).expect("JSON values serialize");
-        let payload = if !dead && body.len() > self.message_limit() {
-            tracing::info!(stage = self.stage_name(), run_id = %key.run_id, bytes = body.len(), limit = self.message_limit(), subject = %pending.subject, "message too large for NATS; sent by reference");
+        let limit = self.message_limit();
+        let payload = if !dead && body.len() > limit {
+            tracing::info!(stage = self.stage_name(), run_id = %key.run_id, bytes = body.len(), limit, subject = %pending.subject, "message too large for NATS; sent by reference");
             StoredMessage {
                 schema: SCHEMA_VERSION,
                 run_id: key.run_id,
@@ -741,13 +742,7 @@ impl<S: Stage> Runtime<S> {
             tracing::warn!(stage = self.stage_name(), run_id = %key.run_id, subject = %pending.subject, error = %e, "could not publish; the outbox keeps the message and the reaper sends it");
             return false;
         }
-        let db = &self.services.db;
-        let noted = if dead {
-            jobs::mark_dead_published(db, key).await
-        } else {
-            jobs::mark_published(db, key).await
-        };
-        if let Err(e) = noted {
+        if let Err(e) = jobs::mark_published(&self.services.db, key, dead).await {
             tracing::warn!(error = %e.detail(), "published, but could not note it; it may be published again (JetStream drops the duplicate)");
         }
         true
@@ -784,8 +779,8 @@ enum Unresolved {
     Later(DbError),
 }
 
-/// What failing a job needs to know about it.
-struct Failing<'a> {
+/// What in_hand a job needs to know about it.
+struct InHand<'a> {
     attempt: &'a Attempt,
     item: String,
     request: &'a Value,
