@@ -189,11 +189,20 @@ async fn silver(
         format,
         manifest: raw.clone(),
     };
-    // The ground truth beside the file, as `<file>.labels.csv` beside a RAW key.
-    let sidecar = transform::sidecar_key(&object).and_then(|_| {
-        let file = PathBuf::from(format!("{}{SIDECAR_SUFFIX}", path.display()));
-        std::fs::read(&file).ok().map(|labels| (file, labels))
-    });
+    // The ground truth beside the file, as `<file>.labels.csv` beside a RAW
+    // key, held to the same limits.
+    let file = PathBuf::from(format!("{}{SIDECAR_SUFFIX}", path.display()));
+    let opened = transform::sidecar_key(&object).and_then(|_| std::fs::File::open(&file).ok());
+    let sidecar = match opened {
+        Some(opened) => {
+            let name = file.display().to_string();
+            Some((
+                file,
+                transform::read_sidecar(&name, opened, analysis.limits)?,
+            ))
+        }
+        None => None,
+    };
     let labels = sidecar.as_ref().map(|(_, l)| &l[..]);
     let transformed = transform::transform_object(&object, &bytes, labels, meter, analysis.limits)
         .map_err(anyhow::Error::msg)?;

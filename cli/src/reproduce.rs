@@ -93,10 +93,7 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
             .with_context(|| format!("the parameters of transformation {}", row.item))?;
         let meter = transform::recorded_meter(&params);
         // Reproducing reads what was accepted once: no input limit applies.
-        let unlimited = transform::Limits {
-            table_bytes: u64::MAX,
-            gzip_ratio: u64::MAX,
-        };
+        let unlimited = transform::Limits::unlimited();
         let now = transform::transform_object(object, &bytes, sidecar.as_deref(), meter, unlimited)
             .map_err(|e| anyhow!("{}: {e}", object.key))?;
         checks.push(Check::hashes(

@@ -27,6 +27,14 @@ pub struct TransformParams {
     /// The flow meter's idle and active timeouts.
     pub flow_idle_timeout_s: u64,
     pub flow_active_timeout_s: u64,
+    /// The flow meter's limits: flows open at once before the oldest is
+    /// evicted (`NADIR_MAX_OPEN_FLOWS`), and how far after the clock a
+    /// packet may be stamped (`NADIR_MAX_CLOCK_JUMP_SECS`). `None` in
+    /// partitions made before they were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_open_flows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_clock_jump_s: Option<u64>,
 }
 
 /// What a model was fitted with. `Spec` is the detector specification
@@ -51,4 +59,31 @@ pub struct EvalParams {
     pub contamination: f64,
     /// The labelled metric the champion is chosen by.
     pub selection_metric: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transform_params_recorded_before_the_meter_limits_still_read() {
+        let old = r#"{"format":"pcap","features":["duration_s"],"flow_idle_timeout_s":120,"flow_active_timeout_s":1800}"#;
+        let params: TransformParams = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (params.max_open_flows, params.max_clock_jump_s),
+            (None, None)
+        );
+        let new = TransformParams {
+            max_open_flows: Some(500),
+            max_clock_jump_s: Some(3600),
+            ..params
+        };
+        let json = serde_json::to_value(&new).unwrap();
+        assert_eq!(json["max_open_flows"], 500);
+        assert_eq!(json["max_clock_jump_s"], 3600);
+        assert_eq!(
+            serde_json::from_value::<TransformParams>(json).unwrap(),
+            new
+        );
+    }
 }

@@ -1770,3 +1770,43 @@ async fn hostile_objects_fail_their_runs_with_the_limit_named_or_stay_bounded() 
     );
     assert!(transform.http_get("/healthz").await.0 == 200);
 }
+
+#[tokio::test]
+async fn wide_cut_and_empty_inputs_fail_their_runs_with_readable_reasons() {
+    let world = World::new("readable-inputs").await;
+    let _ingest = world.spawn("ingest", &[]);
+    let _transform = world.spawn("transform", &[]);
+    let _train = world.spawn("train", &[]);
+
+    // 100 000 columns: recognised as a CSV, refused by the column limit.
+    let header: Vec<String> = (0..100_000).map(|i| format!("c{i}")).collect();
+    let row = vec!["1"; 100_000].join(",");
+    let wide = format!("{}\n{row}\n{row}\n", header.join(","));
+    let (_, wide_run) = world.drop_raw("wide.csv", wide.into_bytes()).await;
+    // A capture cut inside its file header.
+    let cut = udp_pcap(&[(1_767_225_600, 1000)])[..10].to_vec();
+    let (_, cut_run) = world.drop_raw("cut.pcap", cut).await;
+    // A capture with a header and no packets: no flows, and no hold-out.
+    let empty = udp_pcap(&[]);
+    let (_, empty_run) = world.drop_raw("empty.pcap", empty).await;
+
+    for (run_id, stage, says) in [
+        (wide_run, "transform", "NADIR_MAX_COLUMNS"),
+        (
+            cut_run,
+            "transform",
+            "the capture ends inside its file header (10 bytes",
+        ),
+        (empty_run, "train", "no flows to train on"),
+    ] {
+        let run = world.wait_run(run_id, RUN_TIMEOUT).await;
+        assert_eq!(run.status, "failed", "{run:?}");
+        assert_eq!(run.error_stage.as_deref(), Some(stage), "{run:?}");
+        let error = run.error.unwrap();
+        assert!(error.contains(says), "{error}");
+        assert!(
+            !error.contains("unrecognised content") && !error.contains("after the hold-out"),
+            "{error}"
+        );
+    }
+}

@@ -59,14 +59,15 @@ impl HostContexts {
         let window_ns = self.window_ns;
         let w = self.windows.entry(flow.src).or_default();
         while let Some(old) = w.entries.front() {
-            if flow.first_ns - old.first_ns <= window_ns {
+            if flow.first_ns.saturating_sub(old.first_ns) <= window_ns {
                 break;
             }
             let old = w.entries.pop_front().unwrap();
             decrement(&mut w.hosts, old.dst);
             decrement(&mut w.ports, old.dst_port);
             w.failed -= old.failed as u32;
-            w.bytes_out -= old.bytes_out;
+            // Saturating: a crafted record (a Zeek log) may give any count.
+            w.bytes_out = w.bytes_out.saturating_sub(old.bytes_out);
         }
         let entry = Entry {
             first_ns: flow.first_ns,
@@ -78,7 +79,7 @@ impl HostContexts {
         *w.hosts.entry(entry.dst).or_default() += 1;
         *w.ports.entry(entry.dst_port).or_default() += 1;
         w.failed += entry.failed as u32;
-        w.bytes_out += entry.bytes_out;
+        w.bytes_out = w.bytes_out.saturating_add(entry.bytes_out);
         w.entries.push_back(entry);
         let n = w.entries.len() as u32;
         flow.context = HostContext {
@@ -96,7 +97,7 @@ impl HostContexts {
             self.windows.retain(|_, w| {
                 w.entries
                     .back()
-                    .is_some_and(|e| now - e.first_ns <= window_ns)
+                    .is_some_and(|e| now.saturating_sub(e.first_ns) <= window_ns)
             });
         }
     }

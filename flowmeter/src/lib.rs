@@ -31,6 +31,10 @@ pub use capture::{CaptureError, CaptureReader};
 pub use meter::{FlowMeter, MeterConfig, MeterStats};
 pub use record::FlowRecord;
 
+/// The reason packets stamped beyond an `i64` of nanoseconds are skipped
+/// under (in [`MeterStats::skipped`]).
+pub const UNREPRESENTABLE: &str = "timestamp outside the years 1678 to 2262";
+
 /// Reads a capture and hands each flow, with its per-host context, to
 /// `sink`, in the order of their first packet. Memory holds the open flows
 /// and those finished but started after the oldest open one (at most one
@@ -41,7 +45,7 @@ pub fn stream_flows<R: std::io::Read + Send>(
     mut progress: impl FnMut(u64),
     mut sink: impl FnMut(FlowRecord),
 ) -> Result<MeterStats, CaptureError> {
-    let mut capture = CaptureReader::new(reader)?;
+    let mut capture = CaptureReader::with_gzip_ratio(reader, config.max_gzip_ratio)?;
     let mut meter = FlowMeter::new(config);
     let mut contexts = context::HostContexts::new(config.context_window_ns);
     let mut ready = Vec::new();
@@ -69,6 +73,9 @@ pub fn stream_flows<R: std::io::Read + Send>(
     if truncated {
         stats.skip("truncated last record");
     }
+    let unrepresentable = capture.unrepresentable_timestamps();
+    stats.packets += unrepresentable;
+    stats.skip_n(UNREPRESENTABLE, unrepresentable);
     Ok(stats)
 }
 

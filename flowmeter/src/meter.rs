@@ -36,6 +36,9 @@ pub struct MeterConfig {
     /// flow from expiring. Packets this much before it move the clock back
     /// (the bogus one was the first).
     pub max_clock_jump_ns: i64,
+    /// A gzip capture may expand at most this many times the compressed
+    /// bytes read (decompression bombs); `u64::MAX` for no limit.
+    pub max_gzip_ratio: u64,
 }
 
 const SECOND: i64 = 1_000_000_000;
@@ -47,8 +50,11 @@ impl Default for MeterConfig {
             active_timeout_ns: 1800 * SECOND,
             context_window_ns: 60 * SECOND,
             inspect_packets: 8,
-            max_open_flows: 2_000_000,
+            // About 2–3 KB each at the peak: ~1.5 GB at worst, inside the
+            // transform Deployment's 2 GiB memory limit.
+            max_open_flows: 500_000,
             max_clock_jump_ns: 30 * 24 * 3600 * SECOND,
+            max_gzip_ratio: crate::capture::DEFAULT_GZIP_RATIO,
         }
     }
 }
@@ -77,7 +83,15 @@ pub struct MeterStats {
 
 impl MeterStats {
     pub fn skip(&mut self, reason: &str) {
-        *self.skipped.entry(reason.to_string()).or_default() += 1;
+        self.skip_n(reason, 1);
+    }
+
+    /// Counts `n` packets skipped for `reason`.
+    pub fn skip_n(&mut self, reason: &str, n: u64) {
+        if n > 0 {
+            let count = self.skipped.entry(reason.to_string()).or_default();
+            *count = count.saturating_add(n);
+        }
     }
 }
 
@@ -268,7 +282,8 @@ impl FlowMeter {
             let flow = self.flows.remove(&key).expect("listed above");
             self.export(flow, reason);
         }
-        self.fragments.retain(|_, (_, ts)| now - *ts <= 30 * SECOND);
+        self.fragments
+            .retain(|_, (_, ts)| now.saturating_sub(*ts) <= 30 * SECOND);
     }
 
     fn add(&mut self, p: Packet<'_>) {
@@ -418,7 +433,7 @@ impl FlowMeter {
             .enumerate()
             {
                 if flags & bit != 0 {
-                    dir.flags[i] += 1;
+                    dir.flags[i] = dir.flags[i].saturating_add(1);
                 }
             }
             let syn = flags & tcp_flag::SYN != 0;

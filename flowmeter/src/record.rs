@@ -155,7 +155,7 @@ pub struct FlowRecord {
 
 impl FlowRecord {
     pub fn duration_s(&self) -> f64 {
-        (self.last_ns - self.first_ns) as f64 / 1e9
+        self.last_ns.saturating_sub(self.first_ns) as f64 / 1e9
     }
 
     /// A TCP connection that never completed its handshake, or that the

@@ -7,6 +7,11 @@
 //! statistics are 0, and TCP flag counts come from the `history` string
 //! (upper case from the originator, lower case from the responder; each
 //! letter as often as it appears). Application names are not in conn.log.
+//!
+//! Every value is checked before it is used: times and durations must fit
+//! in an `i64` of nanoseconds (the years 1678 to 2262), ports in 0..=65535,
+//! counts must be non-negative numbers; anything else is an error naming
+//! the line and the field, never an overflow.
 
 use std::net::IpAddr;
 
@@ -47,24 +52,33 @@ struct Conn {
 fn flags(history: &str, originator: bool) -> [u32; 8] {
     // Index as FLAG_NAMES: syn ack psh rst fin urg ece cwr.
     let mut f = [0u32; 8];
+    let mut count = |i: usize| f[i] = f[i].saturating_add(1);
     for c in history
         .chars()
         .filter(|c| c.is_ascii_uppercase() == originator)
     {
         match c.to_ascii_lowercase() {
-            's' => f[0] += 1,
+            's' => count(0),
             'h' => {
-                f[0] += 1;
-                f[1] += 1
+                count(0);
+                count(1)
             }
-            'a' => f[1] += 1,
-            'd' => f[2] += 1,
-            'r' => f[3] += 1,
-            'f' => f[4] += 1,
+            'a' => count(1),
+            'd' => count(2),
+            'r' => count(3),
+            'f' => count(4),
             _ => {}
         }
     }
     f
+}
+
+/// Nanoseconds of `seconds` read from the log, if an `i64` holds them
+/// (the years 1678 to 2262 as a time).
+fn nanoseconds(seconds: f64) -> Option<i64> {
+    let ns = seconds * 1e9;
+    // i64::MAX as f64 rounds up to 2^63, which no i64 holds.
+    (ns.is_finite() && ns >= i64::MIN as f64 && ns < i64::MAX as f64).then_some(ns as i64)
 }
 
 fn direction(packets: u64, bytes: u64, flags: [u32; 8]) -> Direction {
@@ -96,7 +110,24 @@ impl Conn {
             "icmp6" | "ipv6-icmp" => 58,
             other => other.parse().map_err(|_| bad("unknown proto"))?,
         };
-        let first_ns = (self.ts * 1e9) as i64;
+        let first_ns = nanoseconds(self.ts).ok_or_else(|| {
+            bad(&format!(
+                "ts={} is not a time nadir can represent (the years 1678 to 2262)",
+                self.ts
+            ))
+        })?;
+        let duration_ns = nanoseconds(self.duration.max(0.0)).ok_or_else(|| {
+            bad(&format!(
+                "duration={} s is longer than nadir can represent (292 years)",
+                self.duration
+            ))
+        })?;
+        let last_ns = first_ns.checked_add(duration_ns).ok_or_else(|| {
+            bad(&format!(
+                "ts={} plus duration={} s ends after the year 2262",
+                self.ts, self.duration
+            ))
+        })?;
         let end = match self.conn_state.as_str() {
             "SF" => EndReason::Fin,
             s if s.starts_with("RST") || s == "REJ" => EndReason::Rst,
@@ -109,7 +140,7 @@ impl Conn {
             dst_port: self.resp_p,
             protocol,
             first_ns,
-            last_ns: first_ns + (self.duration.max(0.0) * 1e9) as i64,
+            last_ns,
             fwd: direction(
                 self.orig_pkts,
                 self.orig_ip_bytes,
@@ -137,10 +168,28 @@ impl Conn {
         let unset = value == "-" || value == "(empty)" || value.is_empty();
         let num = |v: &str| -> Result<f64, String> {
             if unset {
-                Ok(0.0)
+                return Ok(0.0);
+            }
+            match v.parse::<f64>() {
+                Ok(x) if x.is_finite() => Ok(x),
+                _ => Err(format!("{field}={v:?} is not a number")),
+            }
+        };
+        let port = |v: &str| -> Result<u16, String> {
+            let x = num(v)?;
+            if x.fract() == 0.0 && (0.0..=65535.0).contains(&x) {
+                Ok(x as u16)
             } else {
-                v.parse::<f64>()
-                    .map_err(|_| format!("{field}={v:?} is not a number"))
+                Err(format!("{field}={v:?} is not a port (0 to 65535)"))
+            }
+        };
+        let count = |v: &str| -> Result<u64, String> {
+            let x = num(v)?;
+            if x >= 0.0 {
+                // Beyond u64::MAX saturates: no real counter gets there.
+                Ok(x as u64)
+            } else {
+                Err(format!("{field}={v:?} is not a count (negative)"))
             }
         };
         match field {
@@ -159,16 +208,16 @@ impl Conn {
                         .map_err(|_| format!("id.resp_h={value:?} is not an address"))?,
                 )
             }
-            "id.orig_p" => self.orig_p = num(value)? as u16,
-            "id.resp_p" => self.resp_p = num(value)? as u16,
+            "id.orig_p" => self.orig_p = port(value)?,
+            "id.resp_p" => self.resp_p = port(value)?,
             "proto" => self.proto = value.to_string(),
             "duration" => self.duration = num(value)?,
             "conn_state" if !unset => self.conn_state = value.to_string(),
             "history" if !unset => self.history = value.to_string(),
-            "orig_pkts" => self.orig_pkts = num(value)? as u64,
-            "orig_ip_bytes" => self.orig_ip_bytes = num(value)? as u64,
-            "resp_pkts" => self.resp_pkts = num(value)? as u64,
-            "resp_ip_bytes" => self.resp_ip_bytes = num(value)? as u64,
+            "orig_pkts" => self.orig_pkts = count(value)?,
+            "orig_ip_bytes" => self.orig_ip_bytes = count(value)?,
+            "resp_pkts" => self.resp_pkts = count(value)?,
+            "resp_ip_bytes" => self.resp_ip_bytes = count(value)?,
             _ => {}
         }
         Ok(())
@@ -379,5 +428,58 @@ mod tests {
                 .contains("no id.orig_h")
         );
         assert!(read_json_lines("[1,2]").is_err());
+    }
+
+    /// One JSON conn.log record with `field` set to `value` (raw JSON).
+    fn with(field: &str, value: &str) -> String {
+        let mut record: serde_json::Map<String, Value> = serde_json::from_str(
+            r#"{"ts":1767225600.5,"id.orig_h":"10.0.0.1","id.orig_p":40000,"id.resp_h":"10.0.0.2","id.resp_p":80,"proto":"tcp","duration":1.5,"orig_pkts":5,"orig_ip_bytes":278,"resp_pkts":3,"resp_ip_bytes":620}"#,
+        )
+        .unwrap();
+        record.insert(field.into(), serde_json::from_str(value).unwrap());
+        Value::Object(record).to_string()
+    }
+
+    #[test]
+    fn crafted_values_are_errors_that_name_the_field_never_overflows() {
+        for (field, value, says) in [
+            ("duration", "9223372036854775807", "duration="),
+            ("duration", "1e300", "duration="),
+            ("ts", "9223372036854775807", "ts="),
+            ("ts", "-1e300", "ts="),
+            ("id.orig_p", "70000", "not a port"),
+            ("id.resp_p", "-1", "not a port"),
+            ("id.resp_p", "80.5", "not a port"),
+            ("orig_pkts", "-5", "not a count"),
+            ("resp_ip_bytes", "\"NaN\"", "not a number"),
+            ("duration", "\"inf\"", "not a number"),
+        ] {
+            let err = read_json_lines(&with(field, value))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("line 1:") && err.contains(says),
+                "{field}={value}: {err}"
+            );
+        }
+        // A time and a duration that each fit but end after 2262 together.
+        let late = with("ts", "9000000000").replace(r#""duration":1.5"#, r#""duration":3e8"#);
+        let err = read_json_lines(&late).unwrap_err().to_string();
+        assert!(err.contains("ends after the year 2262"), "{err}");
+        // The largest counts saturate the per-host sums instead of overflowing.
+        let huge = format!(
+            "{}\n{}",
+            with("orig_ip_bytes", "1.8e19"),
+            with("orig_ip_bytes", "1.8e19").replace("40000", "40001")
+        );
+        let flows = flows_from_conn_log(&huge, true, 60_000_000_000).unwrap();
+        assert_eq!(flows[1].context.bytes_out, u64::MAX);
+        // The TSV reader checks the same way.
+        let bad = TSV.replace("\t0.07\t", "\t9223372036854775807\t");
+        let err = read_tsv(&bad).unwrap_err().to_string();
+        assert!(
+            err.starts_with("line 8:") && err.contains("duration="),
+            "{err}"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! The flow meter on captures the tests write: every container format and
 //! link type, flow assembly rules, application names, and broken input.
 
+mod common;
+
 use std::io::Write;
 use std::net::IpAddr;
 
@@ -8,48 +10,14 @@ use etherparse::{PacketBuilder, VlanId};
 use nadir_flowmeter::record::EndReason;
 use nadir_flowmeter::{CaptureError, FlowRecord, MeterConfig, MeterStats, flows_from_capture};
 
-const S: i64 = 1_000_000_000;
-const T0: i64 = 1_767_225_600 * S;
+use common::{S, T0, Y2106, pcap, udp_from};
+
 const CLIENT: [u8; 4] = [10, 0, 0, 1];
 const SERVER: [u8; 4] = [10, 0, 0, 2];
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
 
 // ---- writing captures -------------------------------------------------------
-
-fn pcap(big_endian: bool, nanos: bool, linktype: u32, frames: &[(i64, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let u32b = |v: u32| {
-        if big_endian {
-            v.to_be_bytes()
-        } else {
-            v.to_le_bytes()
-        }
-    };
-    let u16b = |v: u16| {
-        if big_endian {
-            v.to_be_bytes()
-        } else {
-            v.to_le_bytes()
-        }
-    };
-    out.extend(u32b(if nanos { 0xa1b2_3c4d } else { 0xa1b2_c3d4 }));
-    out.extend(u16b(2));
-    out.extend(u16b(4));
-    out.extend(u32b(0));
-    out.extend(u32b(0));
-    out.extend(u32b(65_535));
-    out.extend(u32b(linktype));
-    for (ts, frame) in frames {
-        let frac = if nanos { ts % S } else { ts % S / 1000 };
-        out.extend(u32b((ts / S) as u32));
-        out.extend(u32b(frac as u32));
-        out.extend(u32b(frame.len() as u32));
-        out.extend(u32b(frame.len() as u32));
-        out.extend(frame);
-    }
-    out
-}
 
 fn pad4(v: &mut Vec<u8>) {
     while !v.len().is_multiple_of(4) {
@@ -522,7 +490,7 @@ fn dns_names_and_tls_server_names_are_read_from_generated_traffic() {
 fn empty_and_non_capture_input_is_a_clear_error() {
     assert!(matches!(
         flows_from_capture(&b""[..], MeterConfig::default(), |_| {}),
-        Err(CaptureError::NotACapture(_))
+        Err(CaptureError::Empty)
     ));
     let err =
         flows_from_capture(&b"hello, world\n"[..], MeterConfig::default(), |_| {}).unwrap_err();
@@ -613,6 +581,249 @@ fn a_corrupt_block_names_its_byte_offset() {
     match flows_from_capture(&bytes[..], MeterConfig::default(), |_| {}) {
         Err(CaptureError::Corrupt { offset, .. }) => assert_eq!(offset, good as u64),
         other => panic!("expected a corrupt-block error, got {other:?}"),
+    }
+}
+
+#[test]
+fn corrupt_blocks_are_described_in_words_not_the_parsers_terms() {
+    let mut bytes = pcapng(
+        &[(1, 6)],
+        &[(Some(0), T0, tcp(Link::Ethernet, true, "S", &[]))],
+    );
+    bytes.extend(6u32.to_le_bytes());
+    bytes.extend(32u32.to_le_bytes());
+    bytes.extend([0u8; 20]);
+    bytes.extend(99u32.to_le_bytes());
+    let err = flows_from_capture(&bytes[..], MeterConfig::default(), |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("an enhanced packet block has inconsistent lengths"),
+        "{err}"
+    );
+    assert!(!err.contains("Verify") && !err.contains("Nom"), "{err}");
+}
+
+#[test]
+fn a_capture_cut_inside_its_file_header_says_so() {
+    let whole = pcap(false, false, 1, &connection(Link::Ethernet, T0));
+    for cut in [3, 10, 23] {
+        let err = flows_from_capture(&whole[..cut], MeterConfig::default(), |_| {}).unwrap_err();
+        assert!(
+            matches!(err, CaptureError::TruncatedHeader { bytes, needed: 24, .. } if bytes == cut),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().starts_with(&format!(
+                "the capture ends inside its file header ({cut} bytes"
+            )),
+            "{err}"
+        );
+    }
+    let ng = pcapng(&[(1, 6)], &[]);
+    for cut in [6, 20] {
+        let err = flows_from_capture(&ng[..cut], MeterConfig::default(), |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "the capture ends inside its file header ({cut} bytes"
+            )) && err.contains("pcapng section header block"),
+            "{err}"
+        );
+    }
+    // Through gzip the same.
+    let err = flows_from_capture(&gzip(&whole[..10])[..], MeterConfig::default(), |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ends inside its file header (10 bytes"),
+        "{err}"
+    );
+    assert!(matches!(
+        flows_from_capture(&b""[..], MeterConfig::default(), |_| {}),
+        Err(CaptureError::Empty)
+    ));
+}
+
+/// A pcapng capture of one interface with `if_tsresol` and `if_tsoffset`
+/// options, and enhanced packets given in the interface's raw units.
+fn pcapng_raw(tsresol: u8, tsoffset: Option<i64>, packets: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut shb = Vec::new();
+    shb.extend(0x1a2b_3c4du32.to_le_bytes());
+    shb.extend(1u16.to_le_bytes());
+    shb.extend(0u16.to_le_bytes());
+    shb.extend((-1i64).to_le_bytes());
+    out.extend(block(0x0a0d_0d0a, shb));
+    let mut idb = Vec::new();
+    idb.extend(1u16.to_le_bytes());
+    idb.extend(0u16.to_le_bytes());
+    idb.extend(65_535u32.to_le_bytes());
+    idb.extend(9u16.to_le_bytes());
+    idb.extend(1u16.to_le_bytes());
+    idb.extend([tsresol, 0, 0, 0]);
+    if let Some(offset) = tsoffset {
+        idb.extend(14u16.to_le_bytes());
+        idb.extend(8u16.to_le_bytes());
+        idb.extend(offset.to_le_bytes());
+    }
+    idb.extend(0u32.to_le_bytes());
+    out.extend(block(1, idb));
+    for (units, frame) in packets {
+        let mut epb = Vec::new();
+        epb.extend(0u32.to_le_bytes());
+        epb.extend(((units >> 32) as u32).to_le_bytes());
+        epb.extend((*units as u32).to_le_bytes());
+        epb.extend((frame.len() as u32).to_le_bytes());
+        epb.extend((frame.len() as u32).to_le_bytes());
+        epb.extend(frame);
+        pad4(&mut epb);
+        out.extend(block(6, epb));
+    }
+    out
+}
+
+#[test]
+fn crafted_pcapng_timestamps_are_errors_or_skipped_and_never_overflow() {
+    let syn = || tcp(Link::Ethernet, true, "S", &[]);
+    let us = (T0 / 1000) as u64;
+    // An offset of i64::MAX seconds: no packet of the interface has a time.
+    let err = flows_from_capture(
+        &pcapng_raw(6, Some(i64::MAX), &[(us, syn())])[..],
+        MeterConfig::default(),
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("pcapng interface 0") && err.contains("if_tsoffset 9223372036854775807"),
+        "{err}"
+    );
+    // 2^127 units per second: no clock.
+    let err = flows_from_capture(
+        &pcapng_raw(255, None, &[(us, syn())])[..],
+        MeterConfig::default(),
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("if_tsresol 255"), "{err}");
+    // Nanoseconds with the largest count, seconds past 2262, or an offset
+    // that the count carries past 2262: those packets are skipped and
+    // counted, the others kept.
+    for (tsresol, offset, bad, good, first_ns) in [
+        (9, None, u64::MAX, T0 as u64, T0),
+        (0, None, u64::MAX, (T0 / S) as u64, T0),
+        (
+            6,
+            Some(9_000_000_000),
+            300_000_000_000_000,
+            0,
+            9_000_000_000 * S,
+        ),
+    ] {
+        let (flows, stats) = flows_from_capture(
+            &pcapng_raw(tsresol, offset, &[(bad, syn()), (good, syn())])[..],
+            MeterConfig::default(),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(flows.len(), 1, "{tsresol} {offset:?}");
+        assert_eq!(flows[0].first_ns, first_ns);
+        assert_eq!(stats.packets, 2);
+        assert_eq!(
+            stats.skipped.get(nadir_flowmeter::UNREPRESENTABLE),
+            Some(&1),
+            "{:?}",
+            stats.skipped
+        );
+    }
+    // A power-of-two resolution is a resolution: 2^20 units per second.
+    let units = ((T0 as i128 * (1 << 20)) / S as i128) as u64;
+    let (flows, _) = flows_from_capture(
+        &pcapng_raw(0x80 | 20, None, &[(units, syn())])[..],
+        MeterConfig::default(),
+        |_| {},
+    )
+    .unwrap();
+    assert!(
+        (flows[0].first_ns - T0).abs() < 1000,
+        "{}",
+        flows[0].first_ns
+    );
+}
+
+/// Fails with a connection reset once `after` bytes were read.
+struct Resetting<'a> {
+    bytes: &'a [u8],
+    after: usize,
+}
+
+impl std::io::Read for Resetting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.after == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset by peer",
+            ));
+        }
+        let n = buf.len().min(self.after).min(self.bytes.len());
+        buf[..n].copy_from_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        self.after -= n;
+        Ok(n)
+    }
+}
+
+fn many_packets(n: usize) -> Vec<u8> {
+    let frames: Vec<(i64, Vec<u8>)> = (0..n)
+        .map(|i| (T0 + i as i64 * 1000, tcp(Link::Ethernet, true, "A", &[])))
+        .collect();
+    pcap(false, false, 1, &frames)
+}
+
+#[test]
+fn gzip_captures_are_bounded_and_their_faults_named() {
+    let capture = many_packets(60_000);
+    let packed = gzip(&capture);
+    // (How well it compresses depends on the gzip backend the build links.)
+    let ratio = (capture.len() / packed.len()) as u64;
+    assert!(capture.len() > 2 << 20 && ratio >= 4, "{ratio}");
+    // Half its real ratio allowed: refused, with the setting named.
+    let small = MeterConfig {
+        max_gzip_ratio: ratio / 2,
+        ..MeterConfig::default()
+    };
+    let err = flows_from_capture(&packed[..], small, |_| {}).unwrap_err();
+    assert!(
+        matches!(err, CaptureError::GzipBomb { ratio: r, .. } if r == ratio / 2),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("NADIR_MAX_GZIP_RATIO"), "{err}");
+    // Within the ratio it is read.
+    let (_, stats) = flows_from_capture(&packed[..], MeterConfig::default(), |_| {}).unwrap();
+    assert_eq!(stats.packets, 60_000);
+    // Cut short: the gzip stream says it is truncated.
+    let err = flows_from_capture(&packed[..packed.len() / 2], MeterConfig::default(), |_| {})
+        .unwrap_err();
+    assert!(
+        matches!(&err, CaptureError::Gzip { reason, .. } if reason.contains("truncated")),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("ReadError"), "{err}");
+    // A source that fails is a read error with its cause, plain or gzip.
+    for bytes in [&capture, &packed] {
+        let source = Resetting {
+            bytes,
+            after: bytes.len() / 2,
+        };
+        let err = flows_from_capture(source, MeterConfig::default(), |_| {}).unwrap_err();
+        assert!(err.is_read(), "{err:?}");
+        assert!(
+            err.to_string().contains("connection reset by peer"),
+            "{err}"
+        );
     }
 }
 
@@ -734,22 +945,12 @@ fn the_meter_holds_open_flows_not_the_capture() {
     );
 }
 
-/// A one-packet UDP flow from `port`.
-fn udp_from(port: u16) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2([1; 6], [2; 6])
-        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-        .udp(port, 53);
-    let mut out = Vec::new();
-    builder.write(&mut out, b"q").unwrap();
-    out
-}
-
 #[test]
 fn a_packet_dated_2106_neither_pins_the_clock_nor_keeps_every_flow_open() {
     let mut frames = vec![
         (T0, udp_from(1000)),
         // The last second pcap's 32-bit seconds can hold.
-        (4_294_967_295 * S, udp_from(1001)),
+        (Y2106, udp_from(1001)),
     ];
     frames.extend((0..2000).map(|i| (T0 + (i + 1) * S, udp_from(2000 + i as u16))));
     let (flows, stats) = meter(&pcap(false, false, 1, &frames));
@@ -764,7 +965,7 @@ fn a_packet_dated_2106_neither_pins_the_clock_nor_keeps_every_flow_open() {
     assert!(idle > 1800, "{idle} of 2001 expired");
 
     // A bogus first packet: the clock moves back to the real ones.
-    let mut frames = vec![(4_294_967_295 * S, udp_from(1001))];
+    let mut frames = vec![(Y2106, udp_from(1001))];
     frames.extend((0..500).map(|i| (T0 + i * S, udp_from(2000 + i as u16))));
     let (flows, stats) = meter(&pcap(false, false, 1, &frames));
     assert_eq!(stats.clock_resets, 1);

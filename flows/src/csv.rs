@@ -7,8 +7,11 @@
 //! keep SILVER's types and never become features, and the label, whichever
 //! of `label`, `class` or `attack_cat` holds it, becomes `label` and is never
 //! a feature; docs/silver.md ("From a flow CSV") is the user's account. Errors
-//! name the column and the row. This module only reads CSV: format detection
-//! is [`crate::format`]'s, the table and its Parquet [`crate::table`]'s.
+//! name the column and the row. Before polars parses anything, the text is
+//! held to [`TextLimits`]: columns in the header and bytes per line (the
+//! same limits apply to Zeek's tab-separated logs, [`check_text`]). This
+//! module only reads CSV: format detection is [`crate::format`]'s, the
+//! table and its Parquet [`crate::table`]'s.
 
 use std::io::Cursor;
 
@@ -31,11 +34,86 @@ fn is_number(s: &str) -> bool {
     s.trim().parse::<f64>().is_ok()
 }
 
+/// How wide a text table may be before it is parsed: hostile input (a
+/// header of 100 000 columns, one line of a gigabyte) gets an error naming
+/// the limit, not a parser's whole memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextLimits {
+    /// `NADIR_MAX_COLUMNS`: columns the header may name.
+    pub columns: usize,
+    /// `NADIR_MAX_LINE_BYTES`: bytes of one line, its line break left out.
+    pub line_bytes: usize,
+}
+
+impl Default for TextLimits {
+    fn default() -> Self {
+        TextLimits {
+            columns: 10_000,
+            line_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Fields of one delimited line, `"`-quoted delimiters left out.
+pub fn count_fields(line: &[u8], delimiter: u8) -> usize {
+    let mut quoted = false;
+    let mut fields = 1;
+    for &b in line {
+        if b == b'"' {
+            quoted = !quoted;
+        } else if b == delimiter && !quoted {
+            fields += 1;
+        }
+    }
+    fields
+}
+
+/// Holds a delimited text to `limits`: the columns its header line names
+/// (the first line, or for a Zeek log its `#fields` line, `header`
+/// picking it) and the length of every line.
+pub fn check_text(
+    bytes: &[u8],
+    delimiter: u8,
+    header: impl Fn(&[u8]) -> bool,
+    limits: TextLimits,
+) -> Result<(), FlowError> {
+    let mut header_seen = false;
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if !header_seen && header(line) {
+            header_seen = true;
+            let columns = count_fields(line, delimiter);
+            if columns > limits.columns {
+                return Err(FlowError::TooManyColumns {
+                    columns,
+                    limit: limits.columns,
+                });
+            }
+        }
+        if line.len() > limits.line_bytes {
+            return Err(FlowError::LineTooLong {
+                line: i + 1,
+                bytes: line.len(),
+                limit: limits.line_bytes,
+            });
+        }
+    }
+    Ok(())
+}
+
 impl FlowTable {
-    /// Reads a flow CSV strictly: ragged rows, non-numbers in numeric
-    /// columns and empty or non-finite feature values are errors that name
-    /// the column and the row.
+    /// Reads a flow CSV strictly within the default [`TextLimits`]; see
+    /// [`FlowTable::from_csv_within`].
     pub fn from_csv(bytes: &[u8]) -> Result<Self, FlowError> {
+        Self::from_csv_within(bytes, TextLimits::default())
+    }
+
+    /// Reads a flow CSV strictly: a header of more columns or a line of
+    /// more bytes than `limits` allow is refused before it is parsed;
+    /// ragged rows, non-numbers in numeric columns and empty or non-finite
+    /// feature values are errors that name the column and the row.
+    pub fn from_csv_within(bytes: &[u8], limits: TextLimits) -> Result<Self, FlowError> {
+        check_text(bytes, b',', |_| true, limits)?;
         let frame = CsvReadOptions::default()
             .with_has_header(true)
             .with_infer_schema_length(None)
@@ -455,6 +533,49 @@ mod tests {
             Some(17)
         );
         assert_eq!(t.labels().unwrap()[1].as_deref(), Some("neptune"));
+    }
+
+    #[test]
+    fn a_csv_wider_or_longer_than_the_limits_is_refused_before_parsing() {
+        let header: Vec<String> = (0..100_000).map(|i| format!("c{i}")).collect();
+        let row = vec!["1"; 100_000].join(",");
+        let wide = format!("{}\n{row}\n", header.join(","));
+        let err = FlowTable::from_csv(wide.as_bytes()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FlowError::TooManyColumns {
+                    columns: 100_000,
+                    limit: 10_000
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("NADIR_MAX_COLUMNS"), "{err}");
+        // Within a higher limit it is read.
+        let roomy = TextLimits {
+            columns: 100_000,
+            ..TextLimits::default()
+        };
+        let t = FlowTable::from_csv_within(wide.as_bytes(), roomy).unwrap();
+        assert_eq!(t.features.len(), 100_000);
+
+        let long = format!("a,b\n1,2\n3,\"{}\"\n", "4".repeat(2 << 20));
+        let err = FlowTable::from_csv(long.as_bytes()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FlowError::LineTooLong {
+                    line: 3,
+                    limit: 1_048_576,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("NADIR_MAX_LINE_BYTES"), "{err}");
+        // Quoted delimiters are not columns.
+        assert_eq!(count_fields(b"a,\"b,c\",d", b','), 3);
     }
 
     #[test]

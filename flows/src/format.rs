@@ -2,6 +2,10 @@
 //!
 //! A capture's file name is whatever a sensor or a person chose; its first
 //! bytes are not. Gzip is looked through, so `capture.pcap.gz` is `pcap+gzip`.
+//! Only the first [`SNIFF_LEN`] bytes are looked at: a text whose first
+//! line runs past them (a CSV header of 100 000 columns) is judged by the
+//! start of that line, and its reader then holds it to the line and column
+//! limits ([`crate::csv::TextLimits`]).
 //! The formats themselves are `nadir_contract::format` (they travel in
 //! messages and manifests).
 
@@ -94,13 +98,15 @@ fn sniff(head: &[u8]) -> Result<Format, FormatError> {
     if first.starts_with("#separator") {
         return Ok(Format::ZeekTsv);
     }
-    if first.starts_with('{') && first.ends_with('}') {
+    // A first line longer than the window: the head is all of it that was
+    // read. It is judged by its start; the reader of the whole object
+    // holds its lines to NADIR_MAX_LINE_BYTES.
+    let cut = head.len() >= SNIFF && !text.contains('\n');
+    if first.starts_with('{') && (first.ends_with('}') || cut) {
         return Ok(Format::JsonLines);
     }
-    let delimited = first.matches(',').count() >= 1
-        || first.matches(';').count() >= 1
-        || first.matches('\t').count() >= 1;
-    if delimited && text.lines().nth(1).is_some() {
+    let delimited = first.contains(',') || first.contains(';') || first.contains('\t');
+    if delimited && (cut || text.lines().nth(1).is_some()) {
         return Ok(Format::Csv);
     }
     Err(unknown())
@@ -149,6 +155,29 @@ mod tests {
             detect(&gzip(b"x,y\n1,2\n")).unwrap().to_string(),
             "csv+gzip"
         );
+    }
+
+    #[test]
+    fn a_first_line_longer_than_the_window_is_judged_by_its_start() {
+        let header: Vec<String> = (0..100_000).map(|i| format!("c{i}")).collect();
+        let wide = format!("{},label\n1,normal\n", header.join(","));
+        assert!(wide.len() > SNIFF_LEN);
+        assert_eq!(detect(wide.as_bytes()).unwrap().format, Format::Csv);
+        assert_eq!(
+            detect(&wide.as_bytes()[..SNIFF_LEN]).unwrap().format,
+            Format::Csv
+        );
+        assert_eq!(
+            detect(&gzip(wide.as_bytes())).unwrap().to_string(),
+            "csv+gzip"
+        );
+        let long_json = format!("{{\"ts\":1,\"x\":\"{}\"}}\n", "a".repeat(SNIFF_LEN));
+        assert_eq!(
+            detect(long_json.as_bytes()).unwrap().format,
+            Format::JsonLines
+        );
+        // Prose without a delimiter stays unknown, however long.
+        assert!(detect(" word".repeat(SNIFF_LEN).as_bytes()).is_err());
     }
 
     #[test]

@@ -51,6 +51,18 @@ pub enum FlowError {
     Parquet(String),
     #[error("SILVER partition lacks feature column {0:?}")]
     MissingFeature(String),
+    #[error(
+        "the header names {columns} columns, more than the {limit} allowed (NADIR_MAX_COLUMNS); raise it to read this object"
+    )]
+    TooManyColumns { columns: usize, limit: usize },
+    #[error(
+        "line {line} is {bytes} bytes long, more than the {limit} a line may take (NADIR_MAX_LINE_BYTES); raise it to read this object"
+    )]
+    LineTooLong {
+        line: usize,
+        bytes: usize,
+        limit: usize,
+    },
 }
 
 /// A table of flows with its feature and label columns named.

@@ -114,3 +114,18 @@ pub fn raw_object(
         manifest: written.manifest.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_csv_whose_header_runs_past_the_sniff_window_is_fingerprinted_as_csv() {
+        let header: Vec<String> = (0..100_000).map(|i| format!("column_{i}")).collect();
+        let csv = format!("{}\n{}\n", header.join(","), vec!["1"; 100_000].join(","));
+        assert!(csv.len() > 10 * SNIFF_LEN);
+        let print = fingerprint(csv.as_bytes()).unwrap();
+        assert_eq!(print.size, csv.len() as u64);
+        assert_eq!(print.detected.unwrap().to_string(), "csv");
+    }
+}

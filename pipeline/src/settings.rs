@@ -36,6 +36,9 @@ pub struct Analysis {
     pub max_clock_jump: Duration,
     /// What an object read whole may take.
     pub limits: crate::transform::Limits,
+    /// Train: flows the training window may hold (before any hold-out);
+    /// a larger window is refused before its partitions are fetched.
+    pub max_training_rows: u64,
 }
 
 /// Every variable [`Analysis`] reads.
@@ -54,6 +57,9 @@ pub const ANALYSIS_VARIABLES: &[&str] = &[
     "NADIR_MAX_CLOCK_JUMP_SECS",
     "NADIR_MAX_TABLE_BYTES",
     "NADIR_MAX_GZIP_RATIO",
+    "NADIR_MAX_COLUMNS",
+    "NADIR_MAX_LINE_BYTES",
+    "NADIR_MAX_TRAINING_ROWS",
 ];
 
 /// What a nadir binary reads from its environment: every variable, and
@@ -164,12 +170,19 @@ impl Analysis {
             scaling,
             flow_idle_timeout,
             flow_active_timeout,
-            max_open_flows: at_least_one(env, "NADIR_MAX_OPEN_FLOWS", 2_000_000)?,
+            max_open_flows: at_least_one(
+                env,
+                "NADIR_MAX_OPEN_FLOWS",
+                nadir_flowmeter::MeterConfig::default().max_open_flows,
+            )?,
             max_clock_jump: seconds(env, "NADIR_MAX_CLOCK_JUMP_SECS", 30 * 24 * 3600)?,
             limits: crate::transform::Limits {
                 table_bytes: at_least_one(env, "NADIR_MAX_TABLE_BYTES", 2 << 30)?,
                 gzip_ratio: at_least_one(env, "NADIR_MAX_GZIP_RATIO", 1000)?,
+                columns: at_least_one(env, "NADIR_MAX_COLUMNS", 10_000)?,
+                line_bytes: at_least_one(env, "NADIR_MAX_LINE_BYTES", 1 << 20)?,
             },
+            max_training_rows: at_least_one(env, "NADIR_MAX_TRAINING_ROWS", 5_000_000)?,
         })
     }
 }
@@ -239,6 +252,34 @@ mod tests {
         e.insert("NADIR_SCALING".into(), "minmax".into());
         let err = Analysis::from(&e).unwrap_err().to_string();
         assert!(err.contains("NADIR_SCALING"), "{err}");
+    }
+
+    #[test]
+    fn the_input_limits_have_defaults_and_must_be_positive() {
+        let none: HashMap<String, String> = HashMap::new();
+        let analysis = Analysis::from(&none).unwrap();
+        assert_eq!(analysis.limits, crate::transform::Limits::default());
+        assert_eq!(
+            (analysis.limits.columns, analysis.limits.line_bytes),
+            (10_000, 1 << 20)
+        );
+        assert_eq!(analysis.max_training_rows, 5_000_000);
+        for var in [
+            "NADIR_MAX_COLUMNS",
+            "NADIR_MAX_LINE_BYTES",
+            "NADIR_MAX_TRAINING_ROWS",
+        ] {
+            let mut e = none.clone();
+            e.insert(var.into(), "0".into());
+            let err = Analysis::from(&e).unwrap_err().to_string();
+            assert!(err.contains(var) && err.contains("at least 1"), "{err}");
+        }
+        let mut e = none.clone();
+        e.insert("NADIR_MAX_COLUMNS".into(), "200000".into());
+        e.insert("NADIR_MAX_TRAINING_ROWS".into(), "100".into());
+        let analysis = Analysis::from(&e).unwrap();
+        assert_eq!(analysis.limits.columns, 200_000);
+        assert_eq!(analysis.max_training_rows, 100);
     }
 
     #[test]

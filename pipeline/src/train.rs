@@ -114,6 +114,7 @@ pub fn training_dataset(
 ) -> Result<Dataset, String> {
     let features = &partitions[0].features;
     let mut parts = Vec::new();
+    let mut loaded = 0u64;
     for (partition, bytes) in partitions.iter().zip(parquet) {
         if &partition.features != features {
             return Err(format!(
@@ -123,6 +124,7 @@ pub fn training_dataset(
         }
         let table = FlowTable::from_parquet(bytes, features)
             .map_err(|e| format!("{}: {e}", partition.flows.uri()))?;
+        loaded += table.rows() as u64;
         let data = table.dataset().map_err(|e| e.to_string())?;
         parts.push(match holdout {
             Some(share) => {
@@ -140,9 +142,47 @@ pub fn training_dataset(
     }
     let data = Dataset::concat(&parts).map_err(|e| e.to_string())?;
     if data.rows() == 0 {
-        return Err("no flows left to train on after the hold-out".into());
+        return Err(no_flows(partitions, loaded, holdout));
     }
     Ok(data)
+}
+
+/// Why there is nothing to train on: no flows at all (a capture without IP
+/// traffic), or all of them held out.
+fn no_flows(partitions: &[SilverPartition], loaded: u64, holdout: Option<f64>) -> String {
+    let versions = || {
+        partitions
+            .iter()
+            .map(|p| p.raw_version.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match holdout {
+        Some(share) if loaded > 0 => format!(
+            "no flows left to train on after the hold-out: the hold-out share {share} keeps all {loaded} flows of the training window ({}) out of training",
+            versions()
+        ),
+        _ => format!(
+            "no flows to train on: the training window ({}) holds no flows (a capture with no IP packets the flow meter could read, or a table with no rows)",
+            versions()
+        ),
+    }
+}
+
+/// Refuses a training window of more than `max_rows` flows before its
+/// partitions are fetched (the rows each partition recorded; the hold-out
+/// is taken from what is loaded, so it does not count).
+pub fn check_training_rows(training: &[SilverPartition], max_rows: u64) -> Result<(), String> {
+    let rows = training
+        .iter()
+        .fold(0u64, |sum, p| sum.saturating_add(p.rows));
+    if rows > max_rows {
+        return Err(format!(
+            "the training window holds {rows} flows in {} partitions, more than the {max_rows} train may load (NADIR_MAX_TRAINING_ROWS); narrow the window (NADIR_TRAIN_PARTITIONS, NADIR_TRAIN_SPAN_HOURS) or raise the setting",
+            training.len()
+        ));
+    }
+    Ok(())
 }
 
 /// The training window: the run's own partitions, then the newest others
@@ -265,4 +305,76 @@ pub fn trained(
         metrics: written.record.metrics.clone(),
     };
     (model, change)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(raw_version: &str, rows: u64) -> SilverPartition {
+        let artifact = ArtifactRef::of("silver", format!("{raw_version}/flows.parquet"), "v", b"");
+        SilverPartition {
+            raw_version: raw_version.into(),
+            features: vec!["duration_s".into()],
+            flows: artifact.clone(),
+            manifest: artifact,
+            rows,
+        }
+    }
+
+    fn parquet(rows: usize) -> bytes::Bytes {
+        let csv: String = std::iter::once("duration_s,label\n".to_string())
+            .chain((0..rows).map(|i| format!("{i}.5,normal\n")))
+            .collect();
+        let table = if rows == 0 {
+            let empty = FlowTable::from_csv(b"duration_s,label\n1,normal\n").unwrap();
+            FlowTable {
+                frame: empty.frame.head(Some(0)),
+                ..empty
+            }
+        } else {
+            FlowTable::from_csv(csv.as_bytes()).unwrap()
+        };
+        table.to_parquet().unwrap().into()
+    }
+
+    #[test]
+    fn a_window_without_flows_says_so_and_a_hold_out_is_named_only_when_there_is_one() {
+        let empty = [partition("empty-capture", 0)];
+        let err = training_dataset(&empty, &[parquet(0)], None).unwrap_err();
+        assert!(err.starts_with("no flows to train on"), "{err}");
+        assert!(
+            !err.contains("hold-out") && err.contains("empty-capture"),
+            "{err}"
+        );
+        let err = training_dataset(&empty, &[parquet(0)], Some(0.5)).unwrap_err();
+        assert!(err.starts_with("no flows to train on"), "{err}");
+        // Every flow held out: the hold-out is the reason.
+        let one = [partition("one", 1)];
+        let all_out = (1..100)
+            .map(|i| i as f64 / 100.0)
+            .find(|share| held_out("one", 0, *share))
+            .expect("some share holds the one flow out");
+        let err = training_dataset(&one, &[parquet(1)], Some(all_out)).unwrap_err();
+        assert!(
+            err.starts_with("no flows left to train on after the hold-out"),
+            "{err}"
+        );
+        assert!(training_dataset(&one, &[parquet(1)], None).is_ok());
+    }
+
+    #[test]
+    fn a_training_window_over_the_row_limit_is_refused_with_the_setting_named() {
+        let window = [partition("a", 3_000_000), partition("b", 2_500_000)];
+        assert!(check_training_rows(&window[..1], 5_000_000).is_ok());
+        let err = check_training_rows(&window, 5_000_000).unwrap_err();
+        assert!(
+            err.contains("5500000 flows in 2 partitions")
+                && err.contains("NADIR_MAX_TRAINING_ROWS"),
+            "{err}"
+        );
+        assert!(
+            check_training_rows(&[partition("x", u64::MAX), partition("y", 1)], u64::MAX).is_ok()
+        );
+    }
 }

@@ -18,6 +18,7 @@ use nadir_contract::params::TransformParams;
 use nadir_flowmeter::MeterConfig;
 use nadir_flows::FlowTable;
 use nadir_flows::capture::{SilverSummary, capture_to_silver, table_from_flows};
+use nadir_flows::csv::{TextLimits, check_text};
 use nadir_flows::labels::{GroundTruth, SIDECAR_SUFFIX};
 use nadir_store::HashingReader;
 use serde_json::json;
@@ -70,26 +71,53 @@ fn check_sha256(object: &RawObject, actual: &str) -> Result<(), String> {
 }
 
 /// How much of an object read whole (a flow CSV, a Zeek log, a Parquet
-/// file) may be held in memory, and how far a gzip object may expand:
-/// hostile input gets a clear error naming the setting, not an OOM kill.
+/// file, a ground-truth sidecar) may be held in memory, how far a gzip
+/// object (a streamed capture too) may expand, and how wide a text table
+/// may be: hostile input gets a clear error naming the setting, not an OOM
+/// kill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// `NADIR_MAX_TABLE_BYTES`: bytes of a table object, after gunzip.
     pub table_bytes: u64,
     /// `NADIR_MAX_GZIP_RATIO`: how many times its size a gzip object may grow.
     pub gzip_ratio: u64,
+    /// `NADIR_MAX_COLUMNS`: columns a CSV header (a Zeek `#fields` line) may name.
+    pub columns: usize,
+    /// `NADIR_MAX_LINE_BYTES`: bytes of one line of a CSV or Zeek log.
+    pub line_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        let text = TextLimits::default();
         Limits {
             table_bytes: 2 << 30,
             gzip_ratio: 1000,
+            columns: text.columns,
+            line_bytes: text.line_bytes,
         }
     }
 }
 
 impl Limits {
+    /// No limit at all: for reading again what was accepted once.
+    pub fn unlimited() -> Self {
+        Limits {
+            table_bytes: u64::MAX,
+            gzip_ratio: u64::MAX,
+            columns: usize::MAX,
+            line_bytes: usize::MAX,
+        }
+    }
+
+    /// The limits of a text table.
+    pub fn text(&self) -> TextLimits {
+        TextLimits {
+            columns: self.columns,
+            line_bytes: self.line_bytes,
+        }
+    }
+
     /// Whether an object of `size` bytes may be read whole; the error names
     /// the setting.
     pub fn check_size(&self, size: u64) -> Result<(), String> {
@@ -101,6 +129,59 @@ impl Limits {
         }
         Ok(())
     }
+
+    /// The end of the error for an object found larger than
+    /// `NADIR_MAX_TABLE_BYTES` while it was read.
+    fn larger_than_table(&self) -> String {
+        format!(
+            "larger than the {} bytes a table object may hold in memory (NADIR_MAX_TABLE_BYTES); raise it to read this object",
+            self.table_bytes
+        )
+    }
+}
+
+/// Why a ground-truth sidecar could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SidecarError {
+    /// Its bytes failed to arrive: the source's fault, worth a retry.
+    #[error("reading the ground truth {key}: {reason}")]
+    Read { key: String, reason: String },
+    /// It is over a limit: bad input.
+    #[error("the ground truth {key}: {reason}")]
+    Limit { key: String, reason: String },
+}
+
+impl SidecarError {
+    /// Whether the error is the source's (a read that failed), not the
+    /// sidecar's content.
+    pub fn is_read(&self) -> bool {
+        matches!(self, SidecarError::Read { .. })
+    }
+}
+
+/// A ground-truth sidecar (named `key` in errors) read from `reader`
+/// within the limits of a table object: no more than
+/// `NADIR_MAX_TABLE_BYTES` are read (one byte more says it is over), and
+/// its header's columns and every line are held to `NADIR_MAX_COLUMNS` and
+/// `NADIR_MAX_LINE_BYTES` before it is parsed.
+pub fn read_sidecar(key: &str, reader: impl Read, limits: Limits) -> Result<Vec<u8>, SidecarError> {
+    let mut labels = Vec::new();
+    reader
+        .take(limits.table_bytes.saturating_add(1))
+        .read_to_end(&mut labels)
+        .map_err(|e| SidecarError::Read {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })?;
+    let over = |reason: String| SidecarError::Limit {
+        key: key.to_string(),
+        reason,
+    };
+    if labels.len() as u64 > limits.table_bytes {
+        return Err(over(format!("it is {}", limits.larger_than_table())));
+    }
+    check_text(&labels, b',', |_| true, limits.text()).map_err(|e| over(e.to_string()))?;
+    Ok(labels)
 }
 
 /// A flow CSV (plain or gzip) to a flow table. Pure: no I/O.
@@ -110,7 +191,8 @@ pub fn transform_csv(
     limits: Limits,
 ) -> Result<Transformed, String> {
     check_sha256(object, &layout::sha256_hex(bytes))?;
-    let table = FlowTable::from_csv(&inflate(object, bytes, limits)?).map_err(|e| e.to_string())?;
+    let table = FlowTable::from_csv_within(&inflate(object, bytes, limits)?, limits.text())
+        .map_err(|e| e.to_string())?;
     let metrics = json!({ "rows": table.rows() });
     Transformed::from_table(table, metrics)
 }
@@ -161,8 +243,18 @@ pub fn transform_zeek(
     limits: Limits,
 ) -> Result<Transformed, String> {
     check_sha256(object, &layout::sha256_hex(bytes))?;
-    let text = String::from_utf8_lossy(&inflate(object, bytes, limits)?).into_owned();
     let json = object.format.format == Format::JsonLines;
+    let inflated = inflate(object, bytes, limits)?;
+    // Lines (and a TSV log's `#fields`) held to the limits before parsing.
+    check_text(
+        &inflated,
+        b'\t',
+        |line| !json && line.starts_with(b"#fields"),
+        limits.text(),
+    )
+    .map_err(|e| format!("Zeek conn.log: {e}"))?;
+    let text = String::from_utf8_lossy(&inflated).into_owned();
+    drop(inflated);
     let flows = nadir_flowmeter::zeek::flows_from_conn_log(
         &text,
         json,
@@ -223,11 +315,13 @@ pub fn transform_object(
     }
 }
 
-/// The flow meter's settings from the configuration.
+/// The flow meter's settings from the configuration (a streamed gzip
+/// capture is held to `NADIR_MAX_GZIP_RATIO` like a table object).
 pub fn meter_config(analysis: &crate::Analysis) -> MeterConfig {
     MeterConfig {
         max_open_flows: analysis.max_open_flows,
-        max_clock_jump_ns: analysis.max_clock_jump.as_nanos().min(i64::MAX as u128) as i64,
+        max_clock_jump_ns: seconds_to_ns(analysis.max_clock_jump.as_secs()),
+        max_gzip_ratio: analysis.limits.gzip_ratio,
         ..meter(
             analysis.flow_idle_timeout.as_secs(),
             analysis.flow_active_timeout.as_secs(),
@@ -235,15 +329,31 @@ pub fn meter_config(analysis: &crate::Analysis) -> MeterConfig {
     }
 }
 
-/// The flow meter's settings a SILVER partition recorded.
+/// The flow meter's settings a SILVER partition recorded (its limits
+/// where it recorded them, the defaults of the time before); no gzip limit,
+/// since the capture was accepted once.
 pub fn recorded_meter(params: &TransformParams) -> MeterConfig {
-    meter(params.flow_idle_timeout_s, params.flow_active_timeout_s)
+    let defaults = MeterConfig::default();
+    MeterConfig {
+        max_open_flows: params.max_open_flows.map_or(defaults.max_open_flows, |n| {
+            usize::try_from(n).unwrap_or(usize::MAX)
+        }),
+        max_clock_jump_ns: params
+            .max_clock_jump_s
+            .map_or(defaults.max_clock_jump_ns, seconds_to_ns),
+        max_gzip_ratio: u64::MAX,
+        ..meter(params.flow_idle_timeout_s, params.flow_active_timeout_s)
+    }
+}
+
+fn seconds_to_ns(seconds: u64) -> i64 {
+    seconds.saturating_mul(1_000_000_000).min(i64::MAX as u64) as i64
 }
 
 fn meter(idle_s: u64, active_s: u64) -> MeterConfig {
     MeterConfig {
-        idle_timeout_ns: idle_s.saturating_mul(1_000_000_000).min(i64::MAX as u64) as i64,
-        active_timeout_ns: active_s.saturating_mul(1_000_000_000).min(i64::MAX as u64) as i64,
+        idle_timeout_ns: seconds_to_ns(idle_s),
+        active_timeout_ns: seconds_to_ns(active_s),
         ..MeterConfig::default()
     }
 }
@@ -303,6 +413,8 @@ impl SilverOf<'_> {
             text_columns: silver.text.clone(),
             flow_idle_timeout_s: (self.meter.idle_timeout_ns / 1_000_000_000) as u64,
             flow_active_timeout_s: (self.meter.active_timeout_ns / 1_000_000_000) as u64,
+            max_open_flows: Some(self.meter.max_open_flows as u64),
+            max_clock_jump_s: Some((self.meter.max_clock_jump_ns / 1_000_000_000) as u64),
         };
         Product {
             kind: ManifestKind::Silver,
@@ -376,10 +488,7 @@ fn inflate<'a>(
         })?;
     if out.len() as u64 > max {
         return Err(if max == limits.table_bytes {
-            format!(
-                "gunzipped, the object is larger than the {} bytes a table object may hold in memory (NADIR_MAX_TABLE_BYTES); raise it to read this object",
-                limits.table_bytes
-            )
+            format!("gunzipped, the object is {}", limits.larger_than_table())
         } else {
             format!(
                 "the {} gzip bytes expand more than {}-fold (NADIR_MAX_GZIP_RATIO): a decompression bomb, or raise the setting",
@@ -490,9 +599,307 @@ mod tests {
         let small = Limits {
             table_bytes: 1000,
             gzip_ratio: 1_000_000,
+            ..Limits::default()
         };
         let error = inflate(&object, &bomb, small).unwrap_err();
         assert!(error.contains("NADIR_MAX_TABLE_BYTES"), "{error}");
+    }
+
+    fn wide_csv(columns: usize) -> Vec<u8> {
+        let header: Vec<String> = (0..columns).map(|i| format!("c{i}")).collect();
+        let row = vec!["1"; columns].join(",");
+        format!("{}\n{row}\n{row}\n", header.join(",")).into_bytes()
+    }
+
+    #[test]
+    fn a_100_000_column_csv_is_recognised_then_refused_by_the_column_limit() {
+        let csv = wide_csv(100_000);
+        let detected = nadir_flows::format::detect(&csv).unwrap();
+        assert_eq!(detected.to_string(), "csv", "never unrecognised content");
+        let error = transform_object(
+            &raw(&csv, "csv"),
+            &csv,
+            None,
+            MeterConfig::default(),
+            Limits::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            error.contains("100000 columns") && error.contains("NADIR_MAX_COLUMNS"),
+            "{error}"
+        );
+        // Gzip the same, and within a raised limit it is read.
+        let packed = gz(&csv);
+        let object = raw(&packed, "csv+gzip");
+        let error = transform_csv(&object, &packed, Limits::default())
+            .err()
+            .unwrap();
+        assert!(error.contains("NADIR_MAX_COLUMNS"), "{error}");
+        let roomy = Limits {
+            columns: 100_000,
+            ..Limits::default()
+        };
+        assert_eq!(
+            transform_csv(&object, &packed, roomy).unwrap().silver.rows,
+            2
+        );
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_is_refused_in_csv_and_zeek_logs() {
+        let csv = format!("duration,label\n1,\"{}\"\n", "x".repeat(2000)).into_bytes();
+        let short_lines = Limits {
+            line_bytes: 1000,
+            ..Limits::default()
+        };
+        let error = transform_csv(&raw(&csv, "csv"), &csv, short_lines)
+            .err()
+            .unwrap();
+        assert!(
+            error.contains("line 2 is 2004 bytes long") && error.contains("NADIR_MAX_LINE_BYTES"),
+            "{error}"
+        );
+        let log = format!(
+            "{{\"ts\":1767225600.5,\"id.orig_h\":\"10.0.0.1\",\"id.orig_p\":1,\"id.resp_h\":\"10.0.0.2\",\"id.resp_p\":2,\"proto\":\"udp\",\"orig_pkts\":1,\"resp_pkts\":0,\"pad\":\"{}\"}}\n",
+            "p".repeat(2000)
+        );
+        let error = transform_zeek(
+            &raw(log.as_bytes(), "json-lines"),
+            log.as_bytes(),
+            None,
+            short_lines,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            error.starts_with("Zeek conn.log: line 1") && error.contains("NADIR_MAX_LINE_BYTES"),
+            "{error}"
+        );
+        let fields: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+        let tsv = format!("#separator \\x09\n#fields\t{}\n", fields.join("\t"));
+        let narrow = Limits {
+            columns: 10,
+            ..Limits::default()
+        };
+        let error = transform_zeek(
+            &raw(tsv.as_bytes(), "zeek-tsv"),
+            tsv.as_bytes(),
+            None,
+            narrow,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            error.contains("21 columns") && error.contains("NADIR_MAX_COLUMNS"),
+            "{error}"
+        );
+    }
+
+    /// A classic pcap (raw IPv4) of `n` one-packet UDP flows.
+    fn udp_pcap(n: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend(0xa1b2_c3d4u32.to_le_bytes());
+        out.extend(2u16.to_le_bytes());
+        out.extend(4u16.to_le_bytes());
+        out.extend([0u8; 8]);
+        out.extend(65535u32.to_le_bytes());
+        out.extend(228u32.to_le_bytes());
+        for i in 0..n {
+            let mut ip = vec![
+                0x45, 0, 0, 29, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+            ];
+            ip.extend(((i % 50_000) as u16 + 1024).to_be_bytes());
+            ip.extend(53u16.to_be_bytes());
+            ip.extend(9u16.to_be_bytes());
+            ip.extend([0, 0, b'q']);
+            out.extend((1_767_225_600 + i / 1000).to_le_bytes());
+            out.extend(0u32.to_le_bytes());
+            out.extend((ip.len() as u32).to_le_bytes());
+            out.extend((ip.len() as u32).to_le_bytes());
+            out.extend(ip);
+        }
+        out
+    }
+
+    #[test]
+    fn a_streamed_gzip_capture_is_held_to_the_gzip_ratio() {
+        let capture = gz(&udp_pcap(100_000));
+        let object = raw(&capture, "pcap+gzip");
+        let analysis = |ratio: &str| {
+            let env: std::collections::HashMap<String, String> =
+                [("NADIR_MAX_GZIP_RATIO".to_string(), ratio.to_string())].into();
+            crate::Analysis::from(&env).unwrap()
+        };
+        let error = transform_capture(&object, &capture[..], None, meter_config(&analysis("5")))
+            .err()
+            .unwrap();
+        assert!(
+            error.contains("NADIR_MAX_GZIP_RATIO") && error.contains("5-fold"),
+            "{error}"
+        );
+        let read = transform_capture(&object, &capture[..], None, meter_config(&analysis("1000")))
+            .unwrap();
+        assert!(read.silver.rows > 0);
+    }
+
+    #[test]
+    fn a_partition_records_the_meter_limits_it_was_built_under() {
+        let env: std::collections::HashMap<String, String> = [
+            ("NADIR_MAX_OPEN_FLOWS".to_string(), "500".to_string()),
+            ("NADIR_MAX_CLOCK_JUMP_SECS".to_string(), "3600".to_string()),
+        ]
+        .into();
+        let meter = meter_config(&crate::Analysis::from(&env).unwrap());
+        let csv = b"duration,label\n1.5,normal\n0.1,portscan\n";
+        let object = raw(csv, "csv");
+        let silver = SilverOf {
+            run_id: Uuid::nil(),
+            version: "v1",
+            object: &object,
+            raw: object.manifest.clone(),
+            sidecar: None,
+            meter,
+            seconds: 0.0,
+        };
+        let product = silver.product(transform_csv(&object, csv, Limits::default()).unwrap());
+        assert_eq!(product.parameters["max_open_flows"], 500);
+        assert_eq!(product.parameters["max_clock_jump_s"], 3600);
+        let params: TransformParams = serde_json::from_value(product.parameters).unwrap();
+        let again = recorded_meter(&params);
+        assert_eq!(
+            (again.max_open_flows, again.max_clock_jump_ns),
+            (500, 3600 * 1_000_000_000)
+        );
+    }
+
+    /// An endless sidecar: its header, then rows for ever; counts what it
+    /// served.
+    #[derive(Default)]
+    struct Endless {
+        served: u64,
+    }
+
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            const HEAD: &[u8] = b"protocol,src_ip,src_port,dst_ip,dst_port,label\n";
+            const ROW: &[u8] = b"6,10.0.0.1,40000,10.0.0.2,22,ssh_bruteforce\n";
+            for b in buf.iter_mut() {
+                let at = self.served as usize;
+                *b = match HEAD.get(at) {
+                    Some(b) => *b,
+                    None => ROW[(at - HEAD.len()) % ROW.len()],
+                };
+                self.served += 1;
+            }
+            Ok(buf.len())
+        }
+    }
+
+    const SIDECAR: &str = "s3://raw/a.pcap.labels.csv";
+
+    #[test]
+    fn a_sidecar_is_read_no_further_than_the_table_limit() {
+        let limits = Limits {
+            table_bytes: 100_000,
+            ..Limits::default()
+        };
+        let mut endless = Endless::default();
+        let error = read_sidecar(SIDECAR, &mut endless, limits).unwrap_err();
+        assert!(!error.is_read(), "{error:?}");
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "the ground truth {SIDECAR}: it is larger than the 100000 bytes"
+            )) && message.contains("NADIR_MAX_TABLE_BYTES"),
+            "{message}"
+        );
+        assert_eq!(
+            endless.served, 100_001,
+            "read one byte past the limit, no further"
+        );
+
+        // Within the limit the same rows are read and parse.
+        let labels = read_sidecar(SIDECAR, Endless::default().take(10_000), limits).unwrap();
+        assert_eq!(labels.len(), 10_000);
+        let whole = &labels[..labels.iter().rposition(|b| *b == b'\n').unwrap()];
+        assert!(
+            ground_truth(Some(whole))
+                .unwrap()
+                .is_some_and(|t| t.len() == 1)
+        );
+    }
+
+    #[test]
+    fn a_sidecar_is_held_to_the_column_and_line_limits() {
+        let wide = format!(
+            "{},extra\n",
+            nadir_flows::labels::HEADER.replace(',', ",x,")
+        );
+        let narrow = Limits {
+            columns: 10,
+            ..Limits::default()
+        };
+        let error = read_sidecar(SIDECAR, wide.as_bytes(), narrow).unwrap_err();
+        assert!(!error.is_read(), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "the ground truth {SIDECAR}: the header names 12 columns, more than the 10 allowed (NADIR_MAX_COLUMNS); raise it to read this object"
+            )
+        );
+        let long = format!(
+            "{}\n6,10.0.0.1,1,10.0.0.2,2,{}\n",
+            nadir_flows::labels::HEADER,
+            "x".repeat(2000)
+        );
+        let short_lines = Limits {
+            line_bytes: 1000,
+            ..Limits::default()
+        };
+        let error = read_sidecar(SIDECAR, long.as_bytes(), short_lines).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            !error.is_read()
+                && message.starts_with(&format!(
+                    "the ground truth {SIDECAR}: line 2 is 2024 bytes long"
+                ))
+                && message.contains("NADIR_MAX_LINE_BYTES"),
+            "{message}"
+        );
+        // The defaults read it.
+        assert_eq!(
+            read_sidecar(SIDECAR, long.as_bytes(), Limits::default()).unwrap(),
+            long.as_bytes()
+        );
+    }
+
+    /// Fails with a connection reset after a few bytes.
+    struct Resetting(usize);
+
+    impl Read for Resetting {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "connection reset by peer",
+                ));
+            }
+            let n = buf.len().min(self.0);
+            buf[..n].fill(b'6');
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_sidecar_whose_read_fails_is_a_read_error_not_bad_input() {
+        let error = read_sidecar(SIDECAR, Resetting(10), Limits::default()).unwrap_err();
+        assert!(error.is_read(), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            format!("reading the ground truth {SIDECAR}: connection reset by peer")
+        );
     }
 
     #[test]

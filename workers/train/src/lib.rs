@@ -62,6 +62,8 @@ impl Stage for Train {
             Vec::new()
         };
         let training = training_window(&job.silver, &recent, &window);
+        train::check_training_rows(&training, self.analysis.max_training_rows)
+            .map_err(StageError::Rejected)?;
         let mut parquet = Vec::new();
         for p in &training {
             parquet.push(ctx.catalogue.artifact(&p.flows).await?);

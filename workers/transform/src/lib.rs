@@ -14,8 +14,8 @@ use nadir_pipeline::Analysis;
 use nadir_pipeline::transform::{self, SilverOf};
 use nadir_runtime::Services;
 use nadir_runtime::stage::{self, JobContext, Outcome, Stage, StageError, compute};
-use nadir_store::blocking_reader;
 use nadir_store::sink::write;
+use nadir_store::{StoreError, blocking_reader};
 
 /// The stage, with the analysis settings it works by.
 pub struct Transform {
@@ -38,6 +38,37 @@ pub async fn run(
     .await
 }
 
+impl Transform {
+    /// The ground-truth sidecar `key` of `raw`, if there is one, streamed
+    /// and held to the limits of a table object (bad input past them); a
+    /// read that fails is transient.
+    async fn sidecar(
+        &self,
+        ctx: &JobContext<'_>,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StageError> {
+        let bucket = &ctx.catalogue.buckets.raw;
+        let stream = match ctx.catalogue.store().open(bucket, key).await {
+            Ok(stream) => stream,
+            // No sidecar: the flows go unlabelled.
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let (stream, _) = blocking_reader(stream);
+        let (name, limits) = (format!("s3://{bucket}/{key}"), self.analysis.limits);
+        compute(move || transform::read_sidecar(&name, stream, limits))
+            .await?
+            .map(Some)
+            .map_err(|e| {
+                if e.is_read() {
+                    StageError::Transient(e.to_string())
+                } else {
+                    StageError::Rejected(e.to_string())
+                }
+            })
+    }
+}
+
 impl Stage for Transform {
     const KIND: StageKind = StageKind::Transform;
     const NEXT_SUBJECT: &'static str = subject::TRAIN;
@@ -57,11 +88,10 @@ impl Stage for Transform {
         for object in &job.raw {
             let started = Instant::now();
             let sidecar = match transform::sidecar_key(object) {
-                Some(key) => match ctx.catalogue.get(&buckets.raw, &key).await {
-                    Ok(labels) => Some((key, labels)),
-                    Err(StageError::Rejected(_)) => None,
-                    Err(e) => return Err(e),
-                },
+                Some(key) => {
+                    let labels = self.sidecar(ctx, &key).await?;
+                    labels.map(|labels| (key, labels))
+                }
                 None => None,
             };
             let sidecar_ref = sidecar
