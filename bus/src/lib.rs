@@ -6,18 +6,23 @@
 //! stream). Both are created idempotently by `nadir setup` and by every
 //! worker at start. All replicas of a stage bind the same durable consumer,
 //! so scaling a Deployment adds competing consumers and nothing else.
+//!
+//! [`Bus::connect`] signs in as `NADIR_NATS_*` says (token, user and
+//! password, or a creds file) and speaks TLS for `tls://` URLs, a CA file,
+//! or a server that asks; a refusal is an error in words, an absent server
+//! is waited for.
 
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{
     self,
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
     stream::{Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType},
 };
+use async_nats::{ConnectErrorKind, ConnectOptions, HeaderMap};
 use futures::StreamExt;
 
-use nadir_config::Delivery;
+use nadir_config::{Delivery, NatsAuth, NatsSettings, redact_url};
 use nadir_contract::messages::subject;
 
 pub const PIPELINE_STREAM: &str = "NADIR_PIPELINE";
@@ -39,6 +44,90 @@ fn bus_err(what: impl Into<String>, e: impl std::fmt::Display) -> BusError {
         what: what.into(),
         message: e.to_string(),
     }
+}
+
+/// The client options the settings ask for: credentials, CAs, TLS.
+async fn options(settings: &NatsSettings, name: &str) -> Result<ConnectOptions, BusError> {
+    let options =
+        match &settings.auth {
+            NatsAuth::None => ConnectOptions::new(),
+            NatsAuth::Token(token) => ConnectOptions::with_token(token.clone()),
+            NatsAuth::UserPassword { user, password } => {
+                ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+            NatsAuth::CredsFile(path) => ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| {
+                    bus_err(
+                        "credentials",
+                        format!("NADIR_NATS_CREDS_FILE={}: {e}", path.display()),
+                    )
+                })?,
+        };
+    // Our own TLS setup always: async-nats' default one needs a process-wide
+    // rustls provider, and the workspace builds two.
+    let roots = match &settings.ca_file {
+        Some(ca) => ca.roots(),
+        None => nadir_config::tls::system_roots(),
+    };
+    let options = options
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .tls_client_config(nadir_config::tls::verifying_client_config(roots));
+    Ok(if settings.ca_file.is_some() {
+        options.require_tls(true)
+    } else {
+        options
+    })
+}
+
+/// What the server refused, in words, when retrying cannot help: the
+/// credentials, or the TLS setup (its certificate, or no TLS at all).
+fn refusal(settings: &NatsSettings, e: &async_nats::ConnectError) -> Option<String> {
+    match e.kind() {
+        ConnectErrorKind::AuthorizationViolation => {
+            return Some(match settings.auth {
+                NatsAuth::None => "the server asks for credentials and none are set: set \
+                     NADIR_NATS_TOKEN, NADIR_NATS_USER with NADIR_NATS_PASSWORD, or \
+                     NADIR_NATS_CREDS_FILE"
+                    .to_string(),
+                ref auth => format!(
+                    "the server refused the credentials of {} (authorization violation)",
+                    auth.settings()
+                ),
+            });
+        }
+        ConnectErrorKind::Authentication => {
+            return Some(format!(
+                "could not sign in with {}: {e}",
+                settings.auth.settings()
+            ));
+        }
+        ConnectErrorKind::Tls => return Some(format!("TLS setup failed: {e}")),
+        _ => {}
+    }
+    // A refused handshake surfaces as an I/O error holding rustls' reason.
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(tls) = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<async_nats::rustls::Error>())
+        {
+            return Some(match &settings.ca_file {
+                Some(ca) => nadir_config::tls::describe_rejection(
+                    tls,
+                    &format!("NADIR_NATS_CA_FILE={}", ca.path.display()),
+                ),
+                None => format!(
+                    "{} (for a private CA, set NADIR_NATS_CA_FILE)",
+                    nadir_config::tls::describe_rejection(tls, "the system's root certificates")
+                ),
+            });
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// A durable consumer of the pipeline: which stream, which subject.
@@ -84,14 +173,32 @@ pub struct Bus {
 }
 
 impl Bus {
-    pub async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
-        let client = async_nats::ConnectOptions::new()
-            .name(name)
-            .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(5))
-            .connect(url)
-            .await
-            .map_err(|e| bus_err(format!("connect to {}", nadir_config::redact_url(url)), e))?;
+    /// Connects as `name` with the settings' credentials and TLS. A server
+    /// that refuses the credentials or the TLS setup is an error at once,
+    /// in words that name the setting; one that cannot be reached yet is
+    /// not: the client keeps trying in the background (a worker started
+    /// before NATS waits for it, not ready).
+    pub async fn connect(settings: &NatsSettings, name: &str) -> Result<Self, BusError> {
+        let url = settings.url.as_str();
+        let first = options(settings, name).await?.connect(url).await;
+        let client = match first {
+            Ok(client) => client,
+            Err(e) => {
+                if let Some(refused) = refusal(settings, &e) {
+                    return Err(BusError {
+                        what: format!("connect to {}", redact_url(url)),
+                        message: refused,
+                    });
+                }
+                // Not there yet (or unreachable for now): keep trying.
+                options(settings, name)
+                    .await?
+                    .retry_on_initial_connect()
+                    .connect(url)
+                    .await
+                    .map_err(|e| bus_err(format!("connect to {}", redact_url(url)), e))?
+            }
+        };
         let jetstream = jetstream::new(client.clone());
         Ok(Bus { client, jetstream })
     }

@@ -68,7 +68,15 @@ pub async fn run(
             }
         })
     };
-    tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
+    match &state.config.access {
+        nadir_config::DashboardAccess::Credentials(c) => {
+            let names: Vec<&str> = c.iter().map(|c| c.name.as_str()).collect();
+            tracing::info!(addr = %listener.local_addr()?, credentials = ?names, "dashboard listening");
+        }
+        nadir_config::DashboardAccess::Open => {
+            tracing::warn!(addr = %listener.local_addr()?, "dashboard listening without authentication (NADIR_DASHBOARD_AUTH=none)");
+        }
+    }
     axum::serve(listener, web::router(state))
         .with_graceful_shutdown(async move { shutdown.requested().await })
         .await?;

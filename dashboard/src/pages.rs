@@ -557,8 +557,8 @@ pub fn flow(
                 label { input type="radio" name="verdict" value="true_positive" required; " true positive (an attack)" }
                 label { input type="radio" name="verdict" value="false_positive"; " false positive (benign)" }
                 label.block { "comment " textarea name="comment" rows="2" maxlength="2000" {} }
-                label { "analyst " input type="text" name="analyst" value=(analyst) required maxlength="200"; }
                 button type="submit" { "Save verdict" }
+                " as " strong { (analyst) }
                 p.muted { "Saved verdicts label this flow in the next evaluations of its capture." }
             }
         }

@@ -1,6 +1,6 @@
-//! Routes and what every response goes through: access control (a bearer
-//! token or basic auth, when configured), a refusal of cross-site form
-//! posts, security headers (a Content-Security-Policy that allows no
+//! Routes and what every response goes through: access control (named
+//! credentials, by basic auth or bearer token; the name is the analyst), a
+//! refusal of form posts that do not come from the dashboard's own pages, security headers (a Content-Security-Policy that allows no
 //! script), and request metrics. Handlers fetch, call [`crate::pages`],
 //! and return.
 
@@ -17,12 +17,13 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use deadpool_postgres::Pool;
-use nadir_config::DashboardConfig;
+use nadir_config::{Credential, DashboardAccess, DashboardConfig};
 use nadir_store::ObjectStore;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
@@ -163,47 +164,68 @@ fn html(markup: maud::Markup) -> Response {
 
 // ------------------------------------------------------------ middleware
 
-/// The name the request authenticated as, when basic auth was used.
+/// Who the request acts as: the name of the credential it presented, or
+/// [`nadir_config::LOCAL_ANALYST`] when the dashboard asks nobody. The
+/// analyst of every verdict, never taken from the form.
 #[derive(Clone)]
 struct Analyst(String);
 
 async fn access(AxumState(state): Shared, mut request: Request, next: Next) -> Response {
-    let access = &state.config.access;
-    if access.token.is_none() && access.basic.is_none() {
-        return next.run(request).await;
-    }
+    let credentials = match &state.config.access {
+        DashboardAccess::Open => {
+            request
+                .extensions_mut()
+                .insert(Analyst(nadir_config::LOCAL_ANALYST.into()));
+            return next.run(request).await;
+        }
+        DashboardAccess::Credentials(credentials) => credentials,
+    };
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let equal = |a: &str, b: &str| bool::from(a.as_bytes().ct_eq(b.as_bytes()));
-    if let (Some(token), Some(bearer)) = (&access.token, given.strip_prefix("Bearer "))
-        && equal(bearer.trim(), token)
-    {
+    if let Some(name) = authenticated(credentials, given) {
+        request.extensions_mut().insert(Analyst(name.to_string()));
         return next.run(request).await;
     }
-    if let (Some((user, password)), Some(basic)) = (&access.basic, given.strip_prefix("Basic ")) {
+    let mut response = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"nadir\", charset=\"UTF-8\""),
+    );
+    response
+}
+
+/// The name of the credential an `Authorization` header presents: basic
+/// auth (name and secret) or a bearer token (the secret alone). Every
+/// credential is compared, by SHA-256 digests in constant time, so the time
+/// taken says neither which one nor how long a secret is.
+fn authenticated<'a>(credentials: &'a [Credential], authorization: &str) -> Option<&'a str> {
+    let digest = |text: &str| -> [u8; 32] { Sha256::digest(text.as_bytes()).into() };
+    let (name, secret) = if let Some(token) = authorization.strip_prefix("Bearer ") {
+        (None, digest(token.trim()))
+    } else if let Some(basic) = authorization.strip_prefix("Basic ") {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(basic.trim())
             .ok()
-            .and_then(|b| String::from_utf8(b).ok());
-        if let Some((u, p)) = decoded.as_deref().and_then(|d| d.split_once(':')) {
-            // Both compared, so the time taken does not say which was wrong.
-            if equal(u, user) & equal(p, password) {
-                request.extensions_mut().insert(Analyst(u.to_string()));
-                return next.run(request).await;
-            }
+            .and_then(|b| String::from_utf8(b).ok())?;
+        let (name, secret) = decoded.split_once(':')?;
+        (Some(digest(name)), digest(secret))
+    } else {
+        return None;
+    };
+    let mut found = None;
+    for credential in credentials {
+        let mut matches = digest(&credential.secret)[..].ct_eq(&secret[..]);
+        if let Some(name) = &name {
+            matches &= digest(&credential.name)[..].ct_eq(&name[..]);
+        }
+        if bool::from(matches) {
+            found = Some(credential.name.as_str());
         }
     }
-    let mut response = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
-    if access.basic.is_some() {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"nadir\", charset=\"UTF-8\""),
-        );
-    }
-    response
+    found
 }
 
 async fn observe(AxumState(state): Shared, request: Request, next: Next) -> Response {
@@ -226,9 +248,13 @@ async fn observe(AxumState(state): Shared, request: Request, next: Next) -> Resp
 
 async fn security_headers(request: Request, next: Next) -> Response {
     // A form posted from another site (the browser would attach basic-auth
-    // credentials to it) is refused.
-    if request.method() == axum::http::Method::POST && cross_site(request.headers()) {
-        return (StatusCode::FORBIDDEN, "cross-site form posts are refused\n").into_response();
+    // credentials to it), or from nowhere a browser would name, is refused.
+    if request.method() == axum::http::Method::POST && !same_origin(request.headers()) {
+        return (
+            StatusCode::FORBIDDEN,
+            "a form post must come from the dashboard's own pages (Sec-Fetch-Site or Origin)\n",
+        )
+            .into_response();
     }
     let mut response = next.run(request).await;
     let h = response.headers_mut();
@@ -251,15 +277,19 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-fn cross_site(headers: &HeaderMap) -> bool {
+/// Whether a POST comes from the dashboard's own pages: `Sec-Fetch-Site:
+/// same-origin` (or `none`, typed by the user), else an `Origin` naming
+/// this host. A request with neither is refused: every browser that can
+/// show the dashboard sends one, and a script has no use for the forms.
+fn same_origin(headers: &HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        return !matches!(site, "same-origin" | "none");
+        return matches!(site, "same-origin" | "none");
     }
     match (
         headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
         headers.get(header::HOST).and_then(|v| v.to_str().ok()),
     ) {
-        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) != Some(host),
+        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) == Some(host),
         _ => false,
     }
 }
@@ -663,7 +693,7 @@ async fn export_json(
 async fn flow(
     AxumState(state): Shared,
     Path((run, raw_version, flow_id)): Path<(String, String, u64)>,
-    analyst: Option<axum::Extension<Analyst>>,
+    axum::Extension(analyst): axum::Extension<Analyst>,
 ) -> Result<Response, Problem> {
     let run = find_run(&state, &run).await?;
     let loaded = loaded_or_problem(&state, &run).await?;
@@ -684,7 +714,6 @@ async fn flow(
         None => Err("The run has no SILVER partition of this capture.".to_string()),
     };
     let verdicts = feedback::verdicts(&state.db, &[(raw_version.clone(), flow_id)]).await?;
-    let analyst = analyst.map(|a| a.0.0).unwrap_or_default();
     Ok(html(pages::flow(
         run.run_id,
         &loaded.index,
@@ -692,7 +721,7 @@ async fn flow(
         features.as_deref().ok(),
         features.as_ref().err().map(String::as_str),
         &verdicts,
-        &analyst,
+        &analyst.0,
     )))
 }
 
@@ -701,14 +730,12 @@ struct FeedbackForm {
     verdict: String,
     #[serde(default)]
     comment: String,
-    #[serde(default)]
-    analyst: String,
 }
 
 async fn feedback(
     AxumState(state): Shared,
     Path((run, raw_version, flow_id)): Path<(String, String, u64)>,
-    analyst: Option<axum::Extension<Analyst>>,
+    axum::Extension(Analyst(analyst)): axum::Extension<Analyst>,
     Form(form): Form<FeedbackForm>,
 ) -> Result<Response, Problem> {
     let run = find_run(&state, &run).await?;
@@ -727,16 +754,10 @@ async fn feedback(
             ),
         ));
     }
-    // The authenticated user, when there is one, is the analyst.
-    let analyst = match analyst {
-        Some(a) => a.0.0,
-        None => form.analyst.trim().to_string(),
-    };
-    if analyst.is_empty() || analyst.chars().count() > 200 || form.comment.chars().count() > 2000 {
+    if form.comment.chars().count() > 2000 {
         return Err(Problem(
             StatusCode::BAD_REQUEST,
-            "a verdict needs the analyst's name (up to 200 characters) and a comment of up to 2000"
-                .into(),
+            "a verdict's comment is at most 2000 characters".into(),
         ));
     }
     feedback::add(
@@ -826,21 +847,59 @@ mod tests {
     }
 
     #[test]
-    fn cross_site_posts_are_recognised() {
+    fn only_posts_from_the_dashboards_own_pages_are_taken() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("dash:8080"));
-        assert!(!cross_site(&h), "no origin: a script or curl");
+        assert!(!same_origin(&h), "neither Origin nor Sec-Fetch-Site");
         h.insert(header::ORIGIN, HeaderValue::from_static("http://dash:8080"));
-        assert!(!cross_site(&h));
+        assert!(same_origin(&h));
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://evil.example"),
         );
-        assert!(cross_site(&h));
+        assert!(!same_origin(&h));
         h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
-        assert!(!cross_site(&h));
+        assert!(same_origin(&h));
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
-        assert!(cross_site(&h));
+        assert!(!same_origin(&h));
+    }
+
+    #[test]
+    fn a_request_acts_as_the_credential_it_presents() {
+        let credentials = [
+            Credential {
+                name: "alice".into(),
+                secret: "alice-secret".into(),
+            },
+            Credential {
+                name: "bob".into(),
+                secret: "bob-secret-longer".into(),
+            },
+        ];
+        let basic = |text: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(text)
+            )
+        };
+        assert_eq!(
+            authenticated(&credentials, &basic("bob:bob-secret-longer")),
+            Some("bob")
+        );
+        assert_eq!(
+            authenticated(&credentials, "Bearer alice-secret"),
+            Some("alice")
+        );
+        assert_eq!(
+            authenticated(&credentials, &basic("alice:bob-secret-longer")),
+            None,
+            "another's secret"
+        );
+        assert_eq!(authenticated(&credentials, "Bearer alice-secre"), None);
+        assert_eq!(authenticated(&credentials, &basic("alice")), None);
+        assert_eq!(authenticated(&credentials, "Basic !!"), None);
+        assert_eq!(authenticated(&credentials, "alice-secret"), None);
+        assert_eq!(authenticated(&credentials, ""), None);
     }
 
     #[test]

@@ -1,17 +1,47 @@
-//! The connection pool and the one error type every statement returns.
+//! The connection pool, the one way nadir connects to PostgreSQL (plaintext
+//! or TLS, as the URL's `sslmode` says: see [`crate::tls`]), and the one
+//! error type every statement returns.
 
 pub use deadpool_postgres::Pool;
 use deadpool_postgres::Runtime;
-use tokio_postgres::NoTls;
+
+use nadir_config::tls::PostgresUrl;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("PostgreSQL: {0}")]
+    #[error("{}", describe(.0, "PostgreSQL"))]
     Db(#[from] tokio_postgres::Error),
-    #[error("PostgreSQL connection pool: {0}")]
+    #[error("{}", describe_pool(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("PostgreSQL configuration: {0}")]
     Config(String),
+}
+
+/// A tokio-postgres error in words: its causes (its Display shows only the
+/// kind), or, for a refused certificate, the sentence that names the
+/// server and the CA (see [`crate::tls`]).
+fn describe(e: &tokio_postgres::Error, context: &str) -> String {
+    if let Some(refusal) = crate::tls::refusal(e) {
+        return refusal;
+    }
+    let mut text = format!("{context}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let shown = cause.to_string();
+        if !text.contains(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => describe(e, "PostgreSQL connection pool"),
+        other => format!("PostgreSQL connection pool: {other}"),
+    }
 }
 
 impl DbError {
@@ -41,23 +71,27 @@ impl DbError {
     /// The full chain, with the server's message (a `tokio_postgres::Error`
     /// displays only "db error" on its own).
     pub fn detail(&self) -> String {
-        match self {
-            DbError::Db(e) => match e.as_db_error() {
-                Some(db) => format!("PostgreSQL: {}: {}", db.severity(), db.message()),
-                None => format!("PostgreSQL: {e}"),
-            },
-            other => other.to_string(),
+        let e = match self {
+            DbError::Db(e) | DbError::Pool(deadpool_postgres::PoolError::Backend(e)) => e,
+            other => return other.to_string(),
+        };
+        match e.as_db_error() {
+            Some(db) => format!("PostgreSQL: {}: {}", db.severity(), db.message()),
+            None => self.to_string(),
         }
     }
 }
 
+/// The pool every nadir process uses. `database_url` is a libpq-style URL
+/// or key=value string; `sslmode` (disable, prefer — the default —,
+/// require, verify-full) and `sslrootcert` choose TLS as libpq does. No
+/// connection is made until the pool is first used.
 pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
-    let pg: tokio_postgres::Config = database_url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| DbError::Config(format!("NADIR_DATABASE_URL: {e}")))?;
+    let target = parse(database_url)?;
+    let tls = crate::tls::connector(&target);
     let manager = deadpool_postgres::Manager::from_config(
-        pg,
-        NoTls,
+        target.config,
+        tls,
         deadpool_postgres::ManagerConfig {
             recycling_method: deadpool_postgres::RecyclingMethod::Fast,
         },
@@ -69,4 +103,27 @@ pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
         .create_timeout(Some(std::time::Duration::from_secs(10)))
         .build()
         .map_err(|e| DbError::Config(e.to_string()))
+}
+
+/// One connection outside any pool (what an administrator's session or a
+/// test needs), with the same TLS rules as [`pool`]; the connection is
+/// driven on a spawned task until the client is dropped.
+pub async fn connect(database_url: &str) -> Result<tokio_postgres::Client, DbError> {
+    let target = parse(database_url)?;
+    let tls = crate::tls::connector(&target);
+    let (client, connection) = target.config.connect(tls).await?;
+    tokio::spawn(async move {
+        // Its errors reach the client's next statement.
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+fn parse(database_url: &str) -> Result<PostgresUrl, DbError> {
+    PostgresUrl::parse(database_url).map_err(|e| {
+        DbError::Config(format!(
+            "NADIR_DATABASE_URL={}: {e}",
+            nadir_config::redact_url(database_url)
+        ))
+    })
 }

@@ -10,7 +10,8 @@
 //! done, and unique on (run, input version, item) so a redelivered message
 //! can never add a second row.
 //!
-//! - [`connection`]: the pool and [`DbError`].
+//! - [`connection`]: the pool, single connections and [`DbError`].
+//! - [`tls`]: libpq's `sslmode` with rustls, and readable refusals.
 //! - [`schema`]: migrations and the dashboard role's grants.
 //! - [`jobs`]: `stage_jobs` and `rejected_messages`, for the stage runtime.
 //! - [`runs`]: runs and their audit rows, for the CLI and the dashboard.
@@ -27,5 +28,6 @@ pub mod registry;
 pub mod runs;
 pub mod safe;
 pub mod schema;
+pub mod tls;
 
-pub use connection::{DbError, Pool, pool};
+pub use connection::{DbError, Pool, connect, pool};

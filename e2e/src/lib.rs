@@ -63,10 +63,12 @@ impl World {
         let serial = SERIAL.lock().await;
         let admin_url = required("NADIR_TEST_ADMIN_URL");
         let database = format!("nadir_e2e_{}", name.replace('-', "_"));
-        let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at NADIR_TEST_ADMIN_URL is not reachable: {e}"));
-        tokio::spawn(connection);
+        let client = nadir_db::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL at NADIR_TEST_ADMIN_URL is not reachable: {}",
+                e.detail()
+            )
+        });
         for statement in [
             format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
             format!("CREATE DATABASE {database}"),
@@ -76,8 +78,13 @@ impl World {
                 .await
                 .expect("creating the test database");
         }
-        let database_url = match admin_url.rfind('/') {
-            Some(i) => format!("{}/{database}", &admin_url[..i]),
+        // The admin URL with this test's database, its query (sslmode...) kept.
+        let (base, query) = match admin_url.split_once('?') {
+            Some((base, query)) => (base, format!("?{query}")),
+            None => (admin_url.as_str(), String::new()),
+        };
+        let database_url = match base.rfind('/') {
+            Some(i) => format!("{}/{database}{query}", &base[..i]),
             None => panic!("NADIR_TEST_ADMIN_URL has no database name"),
         };
         let mut vars: HashMap<String, String> = [
@@ -118,9 +125,7 @@ impl World {
                 .await
                 .expect("creating a test bucket");
         }
-        let bus = Bus::connect(&config.nats_url, "nadir-e2e")
-            .await
-            .expect("NATS");
+        let bus = Bus::connect(&config.nats, "nadir-e2e").await.expect("NATS");
         bus.delete_streams().await.expect("deleting streams");
         bus.ensure_streams().await.expect("creating streams");
         let db = nadir_db::pool(&config.database_url, 4).expect("pool");
@@ -340,7 +345,7 @@ fn launch(
 /// A port no one listens on and this process has not handed out before:
 /// a worker binds its port only after it starts, so the kernel may offer
 /// the same free port to two spawns in a row.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     static ISSUED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut issued = ISSUED.lock().unwrap();
     loop {

@@ -147,10 +147,7 @@ async fn the_dashboard_shows_a_real_run_to_a_browser() {
     let at = url.rfind('@').unwrap();
     let role_url = format!("postgres://{role}:{password}{}", &url[at..]);
     {
-        let (client, connection) = tokio_postgres::connect(&role_url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let client = nadir_db::connect(&role_url).await.unwrap();
         let denied = client
             .execute(
                 "UPDATE pipeline_runs SET status = 'failed' WHERE run_id = $1",
@@ -166,16 +163,47 @@ async fn the_dashboard_shows_a_real_run_to_a_browser() {
         assert!(client.execute("DELETE FROM feedback", &[]).await.is_err());
     }
 
+    // Without credentials the dashboard does not start, unless told so
+    // and on loopback.
+    let refused = Command::new(nadir_e2e::bin_dir().join("nadir-dashboard"))
+        .env_clear()
+        .envs(
+            world
+                .vars
+                .iter()
+                .filter(|(k, _)| k.starts_with("NADIR_S3_") || k.starts_with("NADIR_BUCKET_")),
+        )
+        .env("NADIR_DATABASE_URL", &role_url)
+        .env("NADIR_DASHBOARD_ADDR", "0.0.0.0:0")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(said.contains("needs credentials"), "{said}");
+
     let user = "analyst-e2e";
     let dashboard_password = uuid::Uuid::new_v4().simple().to_string();
+    let token = uuid::Uuid::new_v4().simple().to_string();
     let dashboard = world.spawn_dashboard(
         &role_url,
         &[
             ("NADIR_DASHBOARD_USER", user),
             ("NADIR_DASHBOARD_PASSWORD", &dashboard_password),
+            ("NADIR_DASHBOARD_TOKEN", &token),
+            ("NADIR_DASHBOARD_TOKEN_NAME", "soar-e2e"),
         ],
     );
     assert_eq!(dashboard.http_get("/readyz").await.0, 200, "ready");
+    let bearer = format!("Bearer {token}");
+    let by_token = dashboard
+        .http("GET", "/", &[("Authorization", bearer.as_str())], "")
+        .await;
+    assert_eq!(by_token.status, 200, "a named token opens the pages");
+    let wrong = format!("Bearer {token}x");
+    let by_wrong = dashboard
+        .http("GET", "/", &[("Authorization", wrong.as_str())], "")
+        .await;
+    assert_eq!(by_wrong.status, 401);
     let anonymous = dashboard.http("GET", "/", &[], "").await;
     assert_eq!(anonymous.status, 401);
     assert!(
@@ -287,6 +315,18 @@ async fn the_dashboard_shows_a_real_run_to_a_browser() {
         )
         .await;
     assert_eq!(forged.status, 403);
+    let unnamed = dashboard
+        .http(
+            "POST",
+            &feedback_path,
+            &[
+                auth[0],
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            "verdict=false_positive&comment=no-origin",
+        )
+        .await;
+    assert_eq!(unnamed.status, 403, "neither Origin nor Sec-Fetch-Site");
 
     // The browser.
     let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
@@ -361,6 +401,30 @@ async fn the_dashboard_shows_a_real_run_to_a_browser() {
             .starts_with("checked by the browser test")
     );
     assert_eq!(verdicts[0].get::<_, Option<uuid::Uuid>>(3), Some(run_id));
+
+    // The analyst is the credential's name, whatever the form says.
+    let origin = format!("http://127.0.0.1:{}", dashboard.metrics_port);
+    let by_script = dashboard
+        .http(
+            "POST",
+            &feedback_path,
+            &[
+                ("Authorization", bearer.as_str()),
+                ("Origin", origin.as_str()),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            "verdict=false_positive&comment=by+token&analyst=mallory",
+        )
+        .await;
+    assert_eq!(by_script.status, 303, "{}", by_script.body);
+    let analysts = world
+        .query(
+            "SELECT analyst FROM feedback WHERE comment = 'by token'",
+            &[],
+        )
+        .await;
+    assert_eq!(analysts.len(), 1);
+    assert_eq!(analysts[0].get::<_, String>(0), "soar-e2e");
 
     let metrics = dashboard.http_get("/metrics").await.1;
     assert!(metrics.contains(

@@ -326,6 +326,56 @@ async fn a_job_another_attempt_holds_waits_for_its_lease_and_spends_nothing() {
 }
 
 #[tokio::test]
+async fn two_replicas_and_a_job_longer_than_ack_wait_make_one_commit() {
+    let world = World::new("runtime-replicas").await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Four times this world's NADIR_ACK_WAIT_SECS (3 s): without progress
+    // acks JetStream would hand the message to the other replica.
+    let pause = Duration::from_secs(12);
+    let first = start(&world, &calls, Behaviour::SlowFirst(pause)).await;
+    let second = start(&world, &calls, Behaviour::SlowFirst(pause)).await;
+    let run_id = Uuid::new_v4();
+    let job = job(run_id);
+    publish(&world, &job, "replicas").await;
+    wait_until("the job in flight", Duration::from_secs(20), || {
+        calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The same job delivered again, as a reconciler or a republish would:
+    // whichever replica takes it finds the lease held and waits.
+    publish(&world, &job, "replicas-again").await;
+    wait_status(&world, run_id, "succeeded", Duration::from_secs(40)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one attempt did the work");
+    assert_eq!(
+        spent(&world, run_id).await,
+        (1, 0, 0, false),
+        "one attempt, no retry, no worker death"
+    );
+    assert_done_once(&world, run_id).await;
+    let failed = first.count("failed") + second.count("failed");
+    assert_eq!(failed, 0, "no message exhausted or failed");
+    let spec = nadir_bus::TRANSFORM;
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = world
+        .bus
+        .jetstream
+        .get_stream(spec.stream)
+        .await
+        .unwrap()
+        .get_consumer(spec.durable)
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(
+        (info.num_pending, info.num_ack_pending),
+        (0, 0),
+        "nothing pending or unacknowledged"
+    );
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test]
 async fn a_dead_owner_s_job_is_taken_over_and_its_stale_attempt_is_fenced_out() {
     let world = World::new("runtime-fence").await;
     let calls = Arc::new(AtomicUsize::new(0));

@@ -37,8 +37,13 @@ impl Services {
         let store = ObjectStore::new(&config.s3);
         let db = nadir_db::pool(&config.database_url, 8)?;
         let bus = retry("NATS", shutdown, || {
-            let (url, name) = (config.nats_url.clone(), name.to_string());
-            async move { Bus::connect(&url, &name).await.map_err(anyhow::Error::from) }.boxed()
+            let (nats, name) = (config.nats.clone(), name.to_string());
+            async move {
+                Bus::connect(&nats, &name)
+                    .await
+                    .map_err(anyhow::Error::from)
+            }
+            .boxed()
         })
         .await?;
         retry("PostgreSQL migrations", shutdown, || {

@@ -7,6 +7,9 @@
 #                                     the dashboard's browser test
 #   nadir_services_start DIR BASE     start the three services on ports BASE+...,
 #                                     write DIR/env (shell-sourceable NADIR_* lines)
+#                                     PostgreSQL also accepts TLS, with a certificate
+#                                     for localhost from a CA made in DIR/tls; nadir
+#                                     connects in plaintext unless told otherwise
 #   nadir_services_stop DIR           stop what nadir_services_start started
 
 NADIR_S3S_VERSION=0.14.1
@@ -27,6 +30,7 @@ nadir_install() {
   command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
   [ -n "$(nadir_pg_bindir)" ] || missing+=(postgresql)
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if [ ${#missing[@]} -gt 0 ]; then
     nadir_log "installing ${missing[*]} (apt)"
     nadir_sudo apt-get update -qq
@@ -72,6 +76,36 @@ nadir_wait_port() {
 
 nadir_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# Test certificates in $1 (made once): ca.pem, a CA made here; server.pem
+# and server.key, for CN and SAN localhost, signed by it; other-ca.pem, a
+# CA that signed nothing (what a wrong sslrootcert looks like). The CA's
+# key is thrown away. The key belongs to the postgres user when we are root.
+nadir_tls_certs() {
+  local tls=$1
+  [ -f "$tls/server.pem" ] && [ -f "$tls/server.key" ] && return 0
+  command -v openssl >/dev/null 2>&1 || nadir_die "openssl is missing (nadir_install installs it)"
+  rm -rf "$tls" && mkdir -p "$tls" && chmod 755 "$tls"
+  (
+    cd "$tls"
+    umask 077
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    for ca in ca other-ca; do
+      openssl req -x509 "${ec[@]}" -keyout "$ca.key" -out "$ca.pem" -days 3650 \
+        -subj "/CN=nadir test $ca" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    done
+    openssl req "${ec[@]}" -keyout server.key -out server.csr -subj "/CN=localhost"
+    printf '%s\n' "subjectAltName=DNS:localhost" "basicConstraints=critical,CA:FALSE" \
+      "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -days 3650 -extfile server.ext -out server.pem
+    rm -f ca.key other-ca.key ca.srl server.csr server.ext
+    chmod 644 ca.pem other-ca.pem server.pem
+  ) >"$tls.log" 2>&1 || nadir_die "making test certificates failed: $(tail -n 5 "$tls.log")"
+  [ "$(id -u)" = 0 ] && chown postgres: "$tls/server.key"
+  return 0
+}
+
 nadir_services_start() {
   local dir=$1 base=$2
   local nats_port=$((base + 222)) pg_port=$((base + 432)) s3_port=$((base + 900))
@@ -92,6 +126,9 @@ nadir_services_start() {
   fi
   grep -q '^PG_DASHBOARD_PASSWORD=' "$dir/secrets" \
     || echo "PG_DASHBOARD_PASSWORD=$(nadir_random)" >>"$dir/secrets"
+  # The demo's analyst sign-in for the dashboard (user "analyst").
+  grep -q '^DASHBOARD_PASSWORD=' "$dir/secrets" \
+    || echo "DASHBOARD_PASSWORD=$(nadir_random)" >>"$dir/secrets"
   # shellcheck disable=SC1091
   . "$dir/secrets"
 
@@ -119,9 +156,11 @@ nadir_services_start() {
       || nadir_die "initdb failed: $(tail -n 5 "$dir/pglog/initdb.log")"
     rm -f "$pwfile"
   fi
+  # TLS beside plaintext, for the tests that connect with sslmode=verify-full.
+  nadir_tls_certs "$dir/tls"
   if ! "${run_pg[@]}" "$bindir/pg_ctl" -D "$dir/pg" status >/dev/null 2>&1; then
     "${run_pg[@]}" "$bindir/pg_ctl" -D "$dir/pg" -l "$dir/pglog/postgresql.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $dir/pg" start >/dev/null \
+      -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $dir/pg -c ssl=on -c ssl_cert_file=$dir/tls/server.pem -c ssl_key_file=$dir/tls/server.key" start >/dev/null \
       || nadir_die "PostgreSQL did not start: $(tail -n 5 "$dir/pglog/postgresql.log")"
   fi
   if ! PGPASSWORD=$PG_PASSWORD psql -h 127.0.0.1 -p "$pg_port" -U nadir -d postgres -tAc \
@@ -160,7 +199,12 @@ export NADIR_S3_ENDPOINT=http://127.0.0.1:$s3_port
 export NADIR_S3_REGION=us-east-1
 export NADIR_S3_ACCESS_KEY=$S3_ACCESS_KEY
 export NADIR_S3_SECRET_KEY=$S3_SECRET_KEY
-export NADIR_DATABASE_URL=postgres://nadir:$PG_PASSWORD@127.0.0.1:$pg_port/nadir
+# Plaintext on loopback, said explicitly: the server also offers TLS, and
+# libpq's default (sslmode=prefer) would take it.
+export NADIR_DATABASE_URL="postgres://nadir:$PG_PASSWORD@127.0.0.1:$pg_port/nadir?sslmode=disable"
+# PostgreSQL's certificate is for localhost, signed by this CA (the TLS tests).
+export NADIR_TEST_PG_CA=$dir/tls/ca.pem
+export NADIR_TEST_TLS_DIR=$dir/tls
 export NADIR_BUCKET_RAW=raw
 export NADIR_BUCKET_SILVER=silver
 export NADIR_BUCKET_MODELS=models
@@ -171,7 +215,7 @@ export NADIR_TRAIN_METRICS_ADDR=127.0.0.1:$((base + 103))
 export NADIR_EVAL_METRICS_ADDR=127.0.0.1:$((base + 104))
 export NADIR_DASHBOARD_ADDR=127.0.0.1:$((base + 80))
 # The dashboard connects as a role that can only read and add feedback.
-export NADIR_DASHBOARD_DATABASE_URL=postgres://nadir_dashboard:${PG_DASHBOARD_PASSWORD:-}@127.0.0.1:$pg_port/nadir
+export NADIR_DASHBOARD_DATABASE_URL="postgres://nadir_dashboard:${PG_DASHBOARD_PASSWORD:-}@127.0.0.1:$pg_port/nadir?sslmode=disable"
 ENV
   chmod 600 "$dir/env"
 }

@@ -1,6 +1,7 @@
 //! The S3 object store: MinIO in production, any S3-compatible server in
 //! development. Path-style addressing, static credentials from the
-//! configuration, and errors that name the bucket and key.
+//! configuration, an https endpoint checked against the system's roots or
+//! `NADIR_S3_CA_FILE`, and errors that name the bucket and key.
 //!
 //! - [`sink`]: where a stage's artifacts go (S3 for the workers, a
 //!   directory for `nadir analyze`), and the one way a product and its
@@ -10,9 +11,13 @@ pub mod sink;
 
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    SharedHttpClient,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_http_client::ConnectorBuilder;
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
@@ -60,6 +65,31 @@ fn failed<E: std::error::Error + 'static>(
     }
 }
 
+/// The SDK's default HTTPS client (rustls with aws-lc, proxies from the
+/// environment) trusting only the CAs in `pem` (`NADIR_S3_CA_FILE`, read
+/// and checked by the configuration).
+fn https_client_trusting(pem: &[u8]) -> SharedHttpClient {
+    let trust = TrustStore::empty().with_pem_certificate(pem.to_vec());
+    let context = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .expect("a TLS context with a trust store always builds");
+    // What aws-smithy-runtime's default client does, with our trust store.
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut connector = ConnectorBuilder::default()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .tls_context(context.clone());
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
+
 fn to_utc(t: Option<&aws_sdk_s3::primitives::DateTime>) -> DateTime<Utc> {
     t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
         .unwrap_or_default()
@@ -78,7 +108,7 @@ impl ObjectStore {
             None,
             "nadir-config",
         );
-        let config = aws_sdk_s3::Config::builder()
+        let mut config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(settings.endpoint.clone())
             .region(Region::new(settings.region.clone()))
@@ -87,8 +117,11 @@ impl ObjectStore {
             // Plain checksums only: not every S3-compatible server reads the
             // aws-chunked trailers the SDK sends by default.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .build();
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(ca) = &settings.ca_file {
+            config = config.http_client(https_client_trusting(&ca.pem));
+        }
+        let config = config.build();
         ObjectStore {
             client: aws_sdk_s3::Client::from_conf(config),
         }

@@ -21,7 +21,7 @@ pub async fn setup(
             if created { "created" } else { "exists" }
         );
     }
-    let bus = Bus::connect(&config.nats_url, "nadir-setup").await?;
+    let bus = Bus::connect(&config.nats, "nadir-setup").await?;
     if reset_streams {
         bus.delete_streams().await?;
         println!("streams deleted");

@@ -28,7 +28,7 @@ pub async fn start(
         window.check()?;
         start.training = Some(window);
     }
-    let bus = Bus::connect(&config.nats_url, "nadir-cli").await?;
+    let bus = Bus::connect(&config.nats, "nadir-cli").await?;
     bus.publish(subject::START, &start.run_id.to_string(), start.encode())
         .await?;
     println!("run {} requested on {}", start.run_id, subject::START);
@@ -41,7 +41,7 @@ pub async fn start(
 /// Follows `pipeline.done` and `pipeline.dead` until one names the run,
 /// checking the audit trail too in case the run ended before we listened.
 pub async fn wait(config: &Config, run_id: Uuid, timeout: u64) -> anyhow::Result<ExitCode> {
-    let bus = Bus::connect(&config.nats_url, "nadir-wait").await?;
+    let bus = Bus::connect(&config.nats, "nadir-wait").await?;
     let mut done = bus.client.subscribe(subject::DONE).await?;
     let mut dead = bus.client.subscribe(subject::DEAD).await?;
     let db = super::db(config)?;
