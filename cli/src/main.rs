@@ -20,13 +20,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use commands::{
-    flows, gen_capture, grant_dashboard, models, probe, runs, sample, setup, start, upload,
-    variables, verify,
+    flows, gen_capture, grant_dashboard, models, pipeline, probe, runs, sample, setup, start,
+    upload, variables, verify,
 };
 use nadir_config::{Config, telemetry};
-use nadir_contract::messages::TrainingWindow;
+use nadir_contract::messages::{RunMode, StartRun, TrainingWindow};
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -38,6 +38,68 @@ use uuid::Uuid;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `nadir start --mode` (the `pipeline.start` modes).
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Ingest,
+    Retrain,
+    Backfill,
+}
+
+impl From<Mode> for RunMode {
+    fn from(mode: Mode) -> RunMode {
+        match mode {
+            Mode::Ingest => RunMode::Ingest,
+            Mode::Retrain => RunMode::Retrain,
+            Mode::Backfill => RunMode::Backfill,
+        }
+    }
+}
+
+/// What to run: `nadir start`'s and `nadir pipeline`'s arguments.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// RAW keys; none (and no --prefix) means every object not yet ingested.
+    keys: Vec<String>,
+    #[arg(long, conflicts_with = "keys")]
+    prefix: Option<String>,
+    /// `ingest`: the keys, the prefix, or every object not yet
+    /// ingested; `retrain`: no RAW object, train on the SILVER
+    /// partitions already there and evaluate the newest (those of
+    /// --train-span-hours, else the newest one); `backfill`: every
+    /// object under --prefix (default: all), ingested before or not.
+    #[arg(long, value_enum, default_value_t = Mode::Ingest)]
+    mode: Mode,
+    /// Train on the last N SILVER partitions with the run's features
+    /// (the run's own included).
+    #[arg(long)]
+    train_partitions: Option<u32>,
+    /// Train on the partitions transformed in the last this many hours.
+    #[arg(long)]
+    train_span_hours: Option<f64>,
+    /// Hold this share of the run's flows out of training and evaluate
+    /// on them only.
+    #[arg(long)]
+    holdout: Option<f64>,
+}
+
+impl RunArgs {
+    fn request(self, requested_by: &str) -> anyhow::Result<StartRun> {
+        let window = TrainingWindow {
+            partitions: self.train_partitions,
+            span_hours: self.train_span_hours,
+            holdout: self.holdout,
+        };
+        start::request(
+            self.mode.into(),
+            self.keys,
+            self.prefix,
+            window,
+            requested_by,
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -76,26 +138,23 @@ enum Command {
     },
     /// Publish `pipeline.start`: run the pipeline on RAW objects.
     Start {
-        /// RAW keys; none (and no --prefix) means every object not yet ingested.
-        keys: Vec<String>,
-        #[arg(long, conflicts_with = "keys")]
-        prefix: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
         /// Wait for the run to finish; exit 1 if it fails.
         #[arg(long)]
         wait: bool,
         #[arg(long, default_value_t = 600)]
         timeout: u64,
-        /// Train on the last N SILVER partitions with the run's features
-        /// (the run's own included).
-        #[arg(long)]
-        train_partitions: Option<u32>,
-        /// Train on the partitions transformed in the last this many hours.
-        #[arg(long)]
-        train_span_hours: Option<f64>,
-        /// Hold this share of the run's flows out of training and evaluate
-        /// on them only.
-        #[arg(long)]
-        holdout: Option<f64>,
+    },
+    /// The whole pipeline in this process: start a run, serve the four
+    /// stages (the workers' consumers, leases and audit) until it ends;
+    /// exit 0 if it succeeded, 1 if it failed. A Kubernetes Job for a
+    /// cluster without stage Deployments.
+    Pipeline {
+        #[command(flatten)]
+        run: RunArgs,
+        #[arg(long, default_value_t = 7000)]
+        timeout: u64,
     },
     /// Wait until a run reaches `pipeline.done` or `pipeline.dead`; exit 1 if it failed.
     Wait {
@@ -272,7 +331,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => commands::analyze::analyze(&inputs, &train, &eval, &output, json).await,
         command => {
-            if std::env::var_os("RUST_LOG").is_some() {
+            // `nadir pipeline` serves the stages: their logs are its output.
+            if std::env::var_os("RUST_LOG").is_some() || matches!(command, Command::Pipeline { .. })
+            {
                 telemetry::init_logging();
             }
             let config = Config::from_env()?;
@@ -298,21 +359,11 @@ async fn with_services(config: &Config, command: Command) -> anyhow::Result<Exit
         } => setup::setup(config, reset_streams, role.as_deref()).await,
         Command::GrantDashboard { role } => grant_dashboard::grant_dashboard(config, &role).await,
         Command::Upload { files, prefix } => upload::upload(config, &files, &prefix).await,
-        Command::Start {
-            keys,
-            prefix,
-            wait,
-            timeout,
-            train_partitions,
-            train_span_hours,
-            holdout,
-        } => {
-            let window = TrainingWindow {
-                partitions: train_partitions,
-                span_hours: train_span_hours,
-                holdout,
-            };
-            start::start(config, keys, prefix, wait, timeout, window).await
+        Command::Start { run, wait, timeout } => {
+            start::start(config, run.request("cli")?, wait, timeout).await
+        }
+        Command::Pipeline { run, timeout } => {
+            pipeline::pipeline(config, run.request("nadir pipeline")?, timeout).await
         }
         Command::Wait { run_id, timeout } => start::wait(config, run_id, timeout).await,
         Command::Runs { limit, json } => runs::runs(config, limit, json).await,

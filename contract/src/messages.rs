@@ -81,12 +81,41 @@ macro_rules! message {
     };
 }
 
+/// What a run starts from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunMode {
+    /// RAW objects: the named keys, every object under the prefix, or,
+    /// with neither, every object no run has seen yet.
+    #[default]
+    Ingest,
+    /// No new RAW object: train on the training window of the SILVER
+    /// partitions already there and evaluate the newest of them (those of
+    /// the window's span, else the newest one).
+    Retrain,
+    /// Every RAW object under the prefix (`""`: the whole bucket), ingested
+    /// before or not, in a new run.
+    Backfill,
+}
+
+impl std::fmt::Display for RunMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunMode::Ingest => "ingest",
+            RunMode::Retrain => "retrain",
+            RunMode::Backfill => "backfill",
+        })
+    }
+}
+
 /// `pipeline.start`: what to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartRun {
     pub schema: u32,
     pub run_id: Uuid,
+    #[serde(default)]
+    pub mode: RunMode,
     /// RAW object keys. Empty together with `prefix` means every RAW object
     /// not yet ingested.
     #[serde(default)]
@@ -161,6 +190,7 @@ impl StartRun {
         StartRun {
             schema: SCHEMA_VERSION,
             run_id: Uuid::new_v4(),
+            mode: RunMode::Ingest,
             keys,
             prefix,
             requested_by: Some(requested_by.to_string()),
@@ -203,6 +233,9 @@ pub struct TransformJob {
     pub schema: u32,
     pub run_id: Uuid,
     pub raw: Vec<RawObject>,
+    /// Partitions already in SILVER, passed on as they are (a retrain run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub silver: Vec<SilverPartition>,
     #[serde(default)]
     pub training: Option<TrainingWindow>,
 }
@@ -468,6 +501,24 @@ impl StartRun {
     /// The checks serde cannot make: keys and prefix are names an object
     /// could have.
     pub fn check(&self) -> Result<(), MessageError> {
+        if !self.keys.is_empty() && self.prefix.is_some() {
+            return Err(MessageError::Invalid(
+                "pipeline.start names both keys and a prefix; give one".into(),
+            ));
+        }
+        match self.mode {
+            RunMode::Retrain if !self.keys.is_empty() || self.prefix.is_some() => {
+                return Err(MessageError::Invalid(
+                    "a retrain run reads no RAW object: give it neither keys nor a prefix".into(),
+                ));
+            }
+            RunMode::Backfill if self.prefix.is_none() => {
+                return Err(MessageError::Invalid(
+                    "a backfill run needs a prefix (\"\" for the whole bucket)".into(),
+                ));
+            }
+            _ => {}
+        }
         for key in &self.keys {
             check_key(key)?;
         }

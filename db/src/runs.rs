@@ -199,13 +199,13 @@ pub async fn stage_rows(pool: &Pool, run_id: Uuid) -> Result<Vec<StageRow>, DbEr
     Ok(out)
 }
 
-/// The newest SILVER partitions with `features` the transform stage
-/// produced (the latest transformation of each RAW version), newest first:
-/// at most `limit`, and only those finished in the last `span_hours` when
-/// given.
+/// The newest SILVER partitions the transform stage produced (the latest
+/// transformation of each RAW version; a retrain run's reuse of one does
+/// not count), newest first: with `features` when given, at most `limit`,
+/// and only those finished in the last `span_hours` when given.
 pub async fn silver_partitions(
     pool: &Pool,
-    features: &[String],
+    features: Option<&[String]>,
     limit: Option<i64>,
     span_hours: Option<f64>,
 ) -> Result<Vec<SilverPartition>, DbError> {
@@ -216,12 +216,14 @@ pub async fn silver_partitions(
                FROM (SELECT DISTINCT ON (item) item, outputs, parameters, metrics, finished_at
                        FROM transformations
                       WHERE status = 'succeeded'
-                        AND parameters -> 'features' = $3
+                        AND parameters ? 'features'
+                        AND NOT parameters ? 'reused_by'
+                        AND ($3::jsonb IS NULL OR parameters -> 'features' = $3)
                         AND ($2::float8 IS NULL OR finished_at >= now() - make_interval(secs => $2::float8 * 3600))
                       ORDER BY item, finished_at DESC) latest
               ORDER BY finished_at DESC, item
               LIMIT $1",
-            &[&limit, &span_hours, &serde_json::json!(features)],
+            &[&limit, &span_hours, &features.map(|f| serde_json::json!(f))],
         )
         .await?;
     rows.iter()

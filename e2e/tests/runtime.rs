@@ -144,6 +144,7 @@ fn job(run_id: Uuid) -> TransformJob {
             format: "csv".parse().unwrap(),
             manifest: ArtifactRef::of("silver", "m".into(), "v", b""),
         }],
+        silver: Vec::new(),
         training: None,
     }
 }

@@ -115,6 +115,24 @@ pub fn raw_object(
     }
 }
 
+/// The ingest row of a retrain run: no RAW object, the SILVER partitions
+/// it passes on.
+pub fn retrain_record(
+    partitions: &[nadir_contract::messages::SilverPartition],
+    requested_by: &str,
+) -> nadir_contract::audit::AuditRecord {
+    nadir_contract::audit::AuditRecord {
+        item: "retrain".into(),
+        inputs: serde_json::to_value(partitions).expect("partitions serialize"),
+        outputs: json!([]),
+        parameters: json!({
+            "requested_by": requested_by,
+            "mode": nadir_contract::messages::RunMode::Retrain,
+        }),
+        metrics: json!({ "partitions": partitions.len() }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

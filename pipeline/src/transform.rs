@@ -461,6 +461,20 @@ pub fn partition(
     }
 }
 
+/// The audit row of a partition a retrain run takes from SILVER as it is:
+/// the same outputs and features as the transformation that made it, with
+/// `reused_by` saying that nothing was transformed (such a row never
+/// counts as a new partition of a training window).
+pub fn reused(partition: &SilverPartition) -> nadir_contract::audit::AuditRecord {
+    nadir_contract::audit::AuditRecord {
+        item: partition.raw_version.clone(),
+        inputs: json!([]),
+        outputs: json!([partition.flows, partition.manifest]),
+        parameters: json!({ "features": partition.features, "reused_by": "retrain" }),
+        metrics: json!({ "rows": partition.rows }),
+    }
+}
+
 /// The object's bytes, gunzipped if ingest found them compressed, within
 /// `limits`.
 fn inflate<'a>(

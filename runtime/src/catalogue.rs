@@ -70,10 +70,11 @@ impl<'a> Catalogue<'a> {
             .is_none())
     }
 
-    /// The newest SILVER partitions with `features` (a training window).
+    /// The newest SILVER partitions, with `features` when given (a
+    /// training window; a retrain run's partitions).
     pub async fn silver_partitions(
         &self,
-        features: &[String],
+        features: Option<&[String]>,
         limit: Option<i64>,
         span_hours: Option<f64>,
     ) -> Result<Vec<SilverPartition>, StageError> {

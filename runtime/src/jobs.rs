@@ -25,10 +25,14 @@ impl Job for TransformJob {
         self.run_id
     }
     fn input_version(&self) -> String {
-        input_version(self.raw.iter().map(|r| r.version.as_str()))
+        let raw = self.raw.iter().map(|r| r.version.as_str());
+        let silver = self.silver.iter().map(|p| p.flows.version.as_str());
+        input_version(raw.chain(silver))
     }
     fn item(&self) -> String {
-        listed(self.raw.iter().map(|r| r.key.as_str()))
+        let raw = self.raw.iter().map(|r| r.key.as_str());
+        let silver = self.silver.iter().map(|p| p.raw_version.as_str());
+        listed(raw.chain(silver).collect::<Vec<_>>().into_iter())
     }
 }
 

@@ -6,6 +6,7 @@ pub mod flows;
 pub mod gen_capture;
 pub mod grant_dashboard;
 pub mod models;
+pub mod pipeline;
 pub mod probe;
 pub mod runs;
 pub mod sample;

@@ -9,29 +9,57 @@ use anyhow::bail;
 use futures::StreamExt;
 use nadir_bus::Bus;
 use nadir_config::Config;
-use nadir_contract::messages::{Message, RunDead, RunDone, StartRun, TrainingWindow, subject};
+use nadir_contract::messages::{
+    Message, RunDead, RunDone, RunMode, StartRun, TrainingWindow, subject,
+};
 use nadir_db::runs;
 use uuid::Uuid;
 
 use crate::output::shown;
 
-pub async fn start(
-    config: &Config,
+/// The `pipeline.start` of `nadir start` (and `nadir pipeline`), checked.
+pub fn request(
+    mode: RunMode,
     keys: Vec<String>,
     prefix: Option<String>,
-    wait: bool,
-    timeout: u64,
     window: TrainingWindow,
-) -> anyhow::Result<ExitCode> {
-    let mut start = StartRun::new(keys, prefix, "cli");
+    requested_by: &str,
+) -> anyhow::Result<StartRun> {
+    let prefix = match mode {
+        RunMode::Backfill => Some(prefix.unwrap_or_default()),
+        _ => prefix,
+    };
+    let mut start = StartRun::new(keys, prefix, requested_by);
+    start.mode = mode;
     if window != TrainingWindow::default() {
         window.check()?;
         start.training = Some(window);
     }
-    let bus = Bus::connect(&config.nats, "nadir-cli").await?;
+    start.check()?;
+    Ok(start)
+}
+
+/// Publishes `start` on `pipeline.start`, its run id as message id.
+pub async fn publish(bus: &Bus, start: &StartRun) -> anyhow::Result<()> {
     bus.publish(subject::START, &start.run_id.to_string(), start.encode())
         .await?;
-    println!("run {} requested on {}", start.run_id, subject::START);
+    println!(
+        "run {} requested on {} ({})",
+        start.run_id,
+        subject::START,
+        start.mode
+    );
+    Ok(())
+}
+
+pub async fn start(
+    config: &Config,
+    start: StartRun,
+    wait: bool,
+    timeout: u64,
+) -> anyhow::Result<ExitCode> {
+    let bus = Bus::connect(&config.nats, "nadir-cli").await?;
+    publish(&bus, &start).await?;
     if wait {
         return self::wait(config, start.run_id, timeout).await;
     }

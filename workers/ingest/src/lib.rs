@@ -15,7 +15,7 @@
 pub mod reconciler;
 
 use nadir_contract::messages::{
-    MessageError, MinioEvent, SCHEMA_VERSION, StartRun, TrainingWindow, TransformJob,
+    MessageError, MinioEvent, RunMode, SCHEMA_VERSION, StartRun, TrainingWindow, TransformJob,
     object_run_id, subject,
 };
 use nadir_contract::params::IngestParams;
@@ -48,6 +48,8 @@ pub enum Selection {
     Prefix { prefix: String },
     /// Every object no run has seen yet.
     New,
+    /// No RAW object: the SILVER partitions already there (a retrain run).
+    Retrain,
 }
 
 /// An ingest job: a run id and what it covers.
@@ -79,6 +81,7 @@ impl Job for IngestRequest {
             }
             Selection::Prefix { prefix } => format!("{prefix}*"),
             Selection::New => "*".into(),
+            Selection::Retrain => "retrain".into(),
         }
     }
 }
@@ -117,18 +120,16 @@ pub fn decode_start(payload: &[u8]) -> Result<Vec<IngestRequest>, MessageError> 
     use nadir_contract::messages::Message;
     let start = StartRun::decode(payload)?;
     start.check()?;
-    if !start.keys.is_empty() && start.prefix.is_some() {
-        return Err(MessageError::Invalid(
-            "pipeline.start names both keys and a prefix; give one".into(),
-        ));
-    }
     if let Some(training) = &start.training {
         training.check()?;
     }
-    let selection = match (start.keys, start.prefix) {
-        (keys, _) if !keys.is_empty() => Selection::Keys { keys },
-        (_, Some(prefix)) => Selection::Prefix { prefix },
-        _ => Selection::New,
+    let selection = match (start.mode, start.keys, start.prefix) {
+        (RunMode::Retrain, _, _) => Selection::Retrain,
+        // A backfill is every object under its prefix, seen or not: what a
+        // prefix selects (check() made sure there is one).
+        (_, keys, _) if !keys.is_empty() => Selection::Keys { keys },
+        (_, _, Some(prefix)) => Selection::Prefix { prefix },
+        (_, _, None) => Selection::New,
     };
     Ok(vec![IngestRequest {
         run_id: start.run_id,
@@ -146,6 +147,15 @@ pub struct Ingest;
 /// and the reconciler until `shutdown`: what `nadir-ingest` does once
 /// connected, and what tests call in-process.
 pub async fn run(services: Arc<Services>, shutdown: Shutdown) -> anyhow::Result<()> {
+    let stage = run_stage(services.clone(), shutdown.clone());
+    let reconciler = reconciler::run(services, shutdown);
+    tokio::try_join!(stage, reconciler)?;
+    Ok(())
+}
+
+/// The ingest stage on its two consumers without the reconciler: what
+/// `nadir pipeline` runs beside the other three stages.
+pub async fn run_stage(services: Arc<Services>, shutdown: Shutdown) -> anyhow::Result<()> {
     let raw = services.config.buckets.raw.clone();
     let sources = vec![
         Source {
@@ -157,18 +167,58 @@ pub async fn run(services: Arc<Services>, shutdown: Shutdown) -> anyhow::Result<
             decode: Box::new(decode_start),
         },
     ];
-    let stage = stage::run(
-        Arc::new(Ingest),
-        services.clone(),
-        sources,
-        shutdown.clone(),
-    );
-    let reconciler = reconciler::run(services, shutdown);
-    tokio::try_join!(stage, reconciler)?;
-    Ok(())
+    stage::run(Arc::new(Ingest), services, sources, shutdown).await
 }
 
 impl Ingest {
+    /// A retrain run: the newest SILVER partitions (those transformed in
+    /// the window's span, else the newest one), with the features of the
+    /// newest, passed on to transform to be recorded and to train.
+    async fn retrain(
+        &self,
+        ctx: &JobContext<'_>,
+        request: &IngestRequest,
+    ) -> Result<Outcome<TransformJob>, StageError> {
+        let span_hours = request.training.as_ref().and_then(|t| t.span_hours);
+        let newest = ctx.catalogue.silver_partitions(None, Some(1), None).await?;
+        let Some(newest) = newest.into_iter().next() else {
+            return Err(StageError::Rejected(
+                "a retrain run needs SILVER partitions, and there are none yet: ingest a capture first".into(),
+            ));
+        };
+        let silver = match span_hours {
+            Some(hours) => {
+                let within = ctx
+                    .catalogue
+                    .silver_partitions(Some(&newest.features), None, Some(hours))
+                    .await?;
+                if within.is_empty() {
+                    return Err(StageError::Rejected(format!(
+                        "no SILVER partition was transformed in the last {hours} hours (the newest is of {}); nothing to retrain on",
+                        newest.raw_version
+                    )));
+                }
+                within
+            }
+            None => vec![newest],
+        };
+        let record = ingest::retrain_record(&silver, &request.requested_by);
+        tracing::info!(run_id = %ctx.run_id, partitions = silver.len(), "retrain: SILVER partitions chosen");
+        Ok(Outcome {
+            records: vec![record],
+            rows: silver.len() as u64,
+            bytes: 0,
+            registry: Vec::new(),
+            next: TransformJob {
+                schema: SCHEMA_VERSION,
+                run_id: ctx.run_id,
+                raw: Vec::new(),
+                silver,
+                training: request.training.clone(),
+            },
+        })
+    }
+
     async fn resolve(
         &self,
         ctx: &JobContext<'_>,
@@ -205,6 +255,7 @@ impl Ingest {
                 .into_iter()
                 .filter(|o| !is_sidecar(&o.key))
                 .collect(),
+            Selection::Retrain => unreachable!("a retrain run lists no RAW object"),
             Selection::New => {
                 let mut out = Vec::new();
                 for o in catalogue.raw_objects("").await? {
@@ -240,6 +291,9 @@ impl Stage for Ingest {
         ctx: &JobContext<'_>,
         request: &IngestRequest,
     ) -> Result<Outcome<TransformJob>, StageError> {
+        if matches!(request.selection, Selection::Retrain) {
+            return self.retrain(ctx, request).await;
+        }
         let raw = ctx.catalogue.buckets.raw.clone();
         let params = IngestParams {
             requested_by: request.requested_by.clone(),
@@ -305,6 +359,7 @@ impl Stage for Ingest {
                 schema: SCHEMA_VERSION,
                 run_id: ctx.run_id,
                 raw: fingerprinted,
+                silver: Vec::new(),
                 training: request.training.clone(),
             },
         })
@@ -379,5 +434,36 @@ mod tests {
             decode_start(&empty.encode()).unwrap()[0].selection,
             Selection::New
         ));
+    }
+
+    #[test]
+    fn the_modes_of_a_start_select_what_their_runs_read() {
+        use nadir_contract::messages::Message;
+        let mut retrain = StartRun::new(vec![], None, "test");
+        retrain.mode = RunMode::Retrain;
+        let request = &decode_start(&retrain.encode()).unwrap()[0];
+        assert!(matches!(request.selection, Selection::Retrain));
+        assert_eq!(request.item(), "retrain");
+        // The stored request reads back as the same job (what the reaper uses).
+        let stored: IngestRequest =
+            serde_json::from_value(serde_json::to_value(request).unwrap()).unwrap();
+        assert!(matches!(stored.selection, Selection::Retrain));
+        retrain.keys = vec!["a.csv".into()];
+        let err = decode_start(&retrain.encode()).unwrap_err().to_string();
+        assert!(err.contains("reads no RAW object"), "{err}");
+
+        let mut backfill = StartRun::new(vec![], None, "test");
+        backfill.mode = RunMode::Backfill;
+        let err = decode_start(&backfill.encode()).unwrap_err().to_string();
+        assert!(err.contains("needs a prefix"), "{err}");
+        backfill.prefix = Some(String::new());
+        assert!(matches!(
+            &decode_start(&backfill.encode()).unwrap()[0].selection,
+            Selection::Prefix { prefix } if prefix.is_empty()
+        ));
+        // An older message without a mode is an ingest.
+        let old =
+            br#"{"schema":1,"run_id":"6f0b4c1e-2d3a-4b5c-8d9e-0f1a2b3c4d5e","keys":["a.csv"]}"#;
+        assert_eq!(StartRun::decode(old).unwrap().mode, RunMode::Ingest);
     }
 }

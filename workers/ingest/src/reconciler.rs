@@ -12,7 +12,9 @@
 use std::sync::Arc;
 
 use nadir_config::shutdown::Shutdown;
-use nadir_contract::messages::{Message, SCHEMA_VERSION, StartRun, object_run_id, subject};
+use nadir_contract::messages::{
+    Message, RunMode, SCHEMA_VERSION, StartRun, object_run_id, subject,
+};
 use nadir_db::runs::unseen_run_id;
 use nadir_runtime::Services;
 
@@ -34,6 +36,7 @@ pub async fn reconcile_once(services: &Services) -> anyhow::Result<usize> {
         let start = StartRun {
             schema: SCHEMA_VERSION,
             run_id,
+            mode: RunMode::Ingest,
             keys: vec![object.key.clone()],
             prefix: None,
             requested_by: Some("reconciler".into()),

@@ -56,7 +56,7 @@ impl Stage for Train {
                 .partitions
                 .map(|n| i64::from(n) + job.silver.len() as i64);
             ctx.catalogue
-                .silver_partitions(&job.silver[0].features, limit, window.span_hours)
+                .silver_partitions(Some(&job.silver[0].features), limit, window.span_hours)
                 .await?
         } else {
             Vec::new()

@@ -157,6 +157,13 @@ impl Stage for Transform {
             ));
             records.push(written.record);
         }
+        // A retrain run's partitions are already in SILVER: recorded, not
+        // transformed again.
+        for partition in &job.silver {
+            records.push(transform::reused(partition));
+            rows += partition.rows;
+            partitions.push(partition.clone());
+        }
         Ok(Outcome {
             records,
             rows,
