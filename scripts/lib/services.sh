@@ -261,3 +261,39 @@ nadir_services_stop() {
     "${run_pg[@]}" "$bindir/pg_ctl" -D "$dir/pg" -m fast -w stop >/dev/null 2>&1 || true
   fi
 }
+
+# Podman from Debian, rootful, with what it needs to run containers here:
+# runc (the runtime deploy/podman/containers.conf names; crun fails on hosts
+# with hybrid cgroups), netavark and aardvark-dns (networks and their DNS),
+# iptables (port mappings), slirp4netns and uidmap (rootless networks and
+# user namespaces), fuse-overlayfs, catatonit (--init). Installs only what
+# is missing.
+nadir_install_podman() {
+  local missing=() want
+  for want in podman:podman runc:runc slirp4netns:slirp4netns fuse-overlayfs:fuse-overlayfs \
+      uidmap:newuidmap iptables:iptables netavark:/usr/lib/podman/netavark \
+      aardvark-dns:/usr/lib/podman/aardvark-dns catatonit:/usr/libexec/podman/catatonit; do
+    case ${want#*:} in
+      /*) [ -x "${want#*:}" ] || missing+=("${want%%:*}") ;;
+      *) command -v "${want#*:}" >/dev/null 2>&1 || missing+=("${want%%:*}") ;;
+    esac
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    nadir_log "installing ${missing[*]} (apt)"
+    nadir_sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive nadir_sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# mmdebstrap (root file systems from Debian's packages, for scripts/images)
+# and binutils' strip.
+nadir_install_mmdebstrap() {
+  local missing=()
+  command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+  command -v strip >/dev/null 2>&1 || missing+=(binutils)
+  if [ ${#missing[@]} -gt 0 ]; then
+    nadir_log "installing ${missing[*]} (apt)"
+    nadir_sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive nadir_sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
