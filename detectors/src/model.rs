@@ -198,6 +198,11 @@ impl Model {
         if self.metadata.profile.is_empty() {
             return Ok(vec![Vec::new(); rows.len()]);
         }
+        // A partition the model flagged nothing in has nothing to explain
+        // (and no rows to score).
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
         let picked = data.select(rows);
         self.detector().explain(&self.input(&picked), top)
     }
@@ -567,6 +572,11 @@ mod tests {
             };
             let model = spec.fit(&data).unwrap();
             assert_eq!(model.detector().granularity(), detector.granularity());
+            // Nothing flagged in a partition: nothing to explain, no error.
+            assert!(
+                model.explain(&test, &[], 2).unwrap().is_empty(),
+                "{algorithm}"
+            );
             let again = model.score(&test).unwrap();
             assert!(
                 again
