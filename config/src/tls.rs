@@ -318,8 +318,9 @@ impl PostgresUrl {
     }
 }
 
-/// A tokio-postgres error with its causes (its Display shows only the kind).
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its causes, each once (a tokio-postgres error's Display
+/// shows only its kind).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

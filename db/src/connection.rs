@@ -24,17 +24,7 @@ fn describe(e: &tokio_postgres::Error, context: &str) -> String {
     if let Some(refusal) = crate::tls::refusal(e) {
         return refusal;
     }
-    let mut text = format!("{context}: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let shown = cause.to_string();
-        if !text.contains(&shown) {
-            text.push_str(": ");
-            text.push_str(&shown);
-        }
-        source = cause.source();
-    }
-    text
+    format!("{context}: {}", nadir_config::tls::error_chain(e))
 }
 
 fn describe_pool(e: &deadpool_postgres::PoolError) -> String {

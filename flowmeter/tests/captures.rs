@@ -35,16 +35,20 @@ fn block(kind: u32, body: Vec<u8>) -> Vec<u8> {
     b
 }
 
-/// Interfaces: (link type, if_tsresol exponent of 10). Packets: (interface, time, frame).
-/// Interface `None` writes a simple packet block.
-fn pcapng(interfaces: &[(u16, u8)], packets: &[(Option<u32>, i64, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::new();
+/// A pcapng section header block (little-endian, version 1.0, length unknown).
+fn section_header() -> Vec<u8> {
     let mut shb = Vec::new();
     shb.extend(0x1a2b_3c4du32.to_le_bytes());
     shb.extend(1u16.to_le_bytes());
     shb.extend(0u16.to_le_bytes());
     shb.extend((-1i64).to_le_bytes());
-    out.extend(block(0x0a0d_0d0a, shb));
+    block(0x0a0d_0d0a, shb)
+}
+
+/// Interfaces: (link type, if_tsresol exponent of 10). Packets: (interface, time, frame).
+/// Interface `None` writes a simple packet block.
+fn pcapng(interfaces: &[(u16, u8)], packets: &[(Option<u32>, i64, Vec<u8>)]) -> Vec<u8> {
+    let mut out = section_header();
     for (linktype, tsresol) in interfaces {
         let mut idb = Vec::new();
         idb.extend(linktype.to_le_bytes());
@@ -649,13 +653,7 @@ fn a_capture_cut_inside_its_file_header_says_so() {
 /// A pcapng capture of one interface with `if_tsresol` and `if_tsoffset`
 /// options, and enhanced packets given in the interface's raw units.
 fn pcapng_raw(tsresol: u8, tsoffset: Option<i64>, packets: &[(u64, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut shb = Vec::new();
-    shb.extend(0x1a2b_3c4du32.to_le_bytes());
-    shb.extend(1u16.to_le_bytes());
-    shb.extend(0u16.to_le_bytes());
-    shb.extend((-1i64).to_le_bytes());
-    out.extend(block(0x0a0d_0d0a, shb));
+    let mut out = section_header();
     let mut idb = Vec::new();
     idb.extend(1u16.to_le_bytes());
     idb.extend(0u16.to_le_bytes());

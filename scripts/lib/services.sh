@@ -19,6 +19,14 @@ nadir_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 nadir_sudo() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# Installs Debian packages (none given: nothing to do).
+nadir_apt_install() {
+  [ $# -gt 0 ] || return 0
+  nadir_log "installing $* (apt)"
+  nadir_sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive nadir_sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 nadir_pg_bindir() {
   local dir
   dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
@@ -31,11 +39,7 @@ nadir_install() {
   [ -n "$(nadir_pg_bindir)" ] || missing+=(postgresql)
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-  if [ ${#missing[@]} -gt 0 ]; then
-    nadir_log "installing ${missing[*]} (apt)"
-    nadir_sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive nadir_sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  nadir_apt_install "${missing[@]}"
   if ! command -v minio >/dev/null 2>&1 && ! command -v s3s-fs >/dev/null 2>&1; then
     nadir_log "installing the S3 server s3s-fs $NADIR_S3S_VERSION (cargo install; minio is not on PATH)"
     cargo install s3s-fs --version "$NADIR_S3S_VERSION" --features binary --locked --quiet
@@ -47,11 +51,7 @@ nadir_install_browser() {
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
-  if [ ${#missing[@]} -gt 0 ]; then
-    nadir_log "installing ${missing[*]} (apt)"
-    nadir_sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive nadir_sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  nadir_apt_install "${missing[@]}"
   # playwright-core only drives a browser; it never downloads one.
   if [ ! -d e2e/browser/node_modules/playwright-core ] \
       || [ e2e/browser/package-lock.json -nt e2e/browser/node_modules/.package-lock.json ]; then
@@ -278,11 +278,7 @@ nadir_install_podman() {
       *) command -v "${want#*:}" >/dev/null 2>&1 || missing+=("${want%%:*}") ;;
     esac
   done
-  if [ ${#missing[@]} -gt 0 ]; then
-    nadir_log "installing ${missing[*]} (apt)"
-    nadir_sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive nadir_sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  nadir_apt_install "${missing[@]}"
 }
 
 # mmdebstrap (root file systems from Debian's packages, for scripts/images)
@@ -291,9 +287,5 @@ nadir_install_mmdebstrap() {
   local missing=()
   command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
   command -v strip >/dev/null 2>&1 || missing+=(binutils)
-  if [ ${#missing[@]} -gt 0 ]; then
-    nadir_log "installing ${missing[*]} (apt)"
-    nadir_sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive nadir_sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  nadir_apt_install "${missing[@]}"
 }
