@@ -19,7 +19,6 @@ use nadir_contract::messages::{EvalJob, RawObject, SCHEMA_VERSION, SilverPartiti
 use nadir_contract::params::EvalParams;
 use nadir_flows::format::SNIFF_LEN;
 use nadir_flows::labels::SIDECAR_SUFFIX;
-use nadir_flows::table::write_parquet;
 use nadir_pipeline::Analysis;
 use nadir_pipeline::eval::{EvalOf, Scorer, evaluate};
 use nadir_pipeline::report::{EvalReport, RunFigures};
@@ -131,16 +130,23 @@ pub async fn analyze(
     let params = EvalParams {
         contamination: analysis.contamination,
         selection_metric: analysis.selection_metric.clone(),
+        behaviour: Default::default(),
     };
     let started = std::time::Instant::now();
     let mut evaluation = evaluate(&job, &evaluated_parquet, &scorers, &HashMap::new(), &params)
         .map_err(anyhow::Error::msg)?;
-    let parquet = write_parquet(&mut evaluation.scores)?;
+    let (parquet, findings_parquet) = evaluation.parquet().map_err(anyhow::Error::msg)?;
     let scores = sink.reference(
         Layer::Eval,
         &layout::eval_scores_key(&version),
         &version,
         &parquet,
+    );
+    let findings = sink.reference(
+        Layer::Eval,
+        &layout::eval_findings_key(&version),
+        &version,
+        &findings_parquet,
     );
     let (product, report) = EvalOf {
         run_id,
@@ -148,9 +154,10 @@ pub async fn analyze(
         job: &job,
         params: &params,
         scores,
+        findings,
         seconds: started.elapsed().as_secs_f64(),
     }
-    .product(&evaluation, parquet);
+    .product(&evaluation, parquet, findings_parquet);
     write(&sink, product).await?;
     Ok(Analyzed {
         report,

@@ -1,6 +1,7 @@
 //! Terminal printing shared by the commands: text from the audit trail
 //! made safe to show, and JSON output.
 
+use nadir_contract::findings::FindingsSummary;
 use nadir_pipeline::report::RunFigures;
 
 /// Text from the audit trail can come from a capture (keys, labels): no
@@ -44,5 +45,37 @@ pub fn print_comparison(summary: &RunFigures) {
             figure(d.roc_auc),
             figure(d.average_precision)
         );
+    }
+}
+
+/// The ranked findings of a run: counts by kind, then the first ten with
+/// their explanations (text from a capture, made safe to show).
+pub fn print_findings(findings: &FindingsSummary) {
+    let kinds: Vec<String> = findings
+        .by_kind
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    println!(
+        "findings {} ({}); {} flagged flows among their evidence",
+        findings.findings,
+        if kinds.is_empty() {
+            "none".to_string()
+        } else {
+            kinds.join(", ")
+        },
+        findings.flagged_flows_in_findings
+    );
+    for (rank, f) in findings.top.iter().enumerate() {
+        println!(
+            "{:>2}. {:<8} {:.2}  {:<15} {} -> {}",
+            rank + 1,
+            f.severity.name(),
+            f.score,
+            f.kind.name(),
+            shown(&f.src),
+            shown(&f.peer)
+        );
+        println!("    {}", shown(&f.explanation));
     }
 }

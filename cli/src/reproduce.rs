@@ -15,7 +15,6 @@ use nadir_contract::stage::StageKind;
 use nadir_db::registry;
 use nadir_db::{jobs, runs};
 use nadir_detectors::{Model, ModelSpec};
-use nadir_flows::table::write_parquet;
 use nadir_pipeline::eval::{Scorer, evaluate};
 use nadir_pipeline::report::EvalReport;
 use nadir_pipeline::train::{Fitted, fit, training_dataset};
@@ -192,7 +191,7 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
         .context("the parameters of the evaluation")?;
     let mut evaluation =
         evaluate(&eval, &partitions, &scorers, &feedback, &params).map_err(anyhow::Error::msg)?;
-    let scores = write_parquet(&mut evaluation.scores)?;
+    let (scores, findings) = evaluation.parquet().map_err(anyhow::Error::msg)?;
     let scores_sha = layout::sha256_hex(&scores);
     checks.push(Check::hashes(
         format!("scores {}", recorded_scores.uri()),
@@ -206,6 +205,20 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
         size: scores.len() as u64,
         ..recorded_scores.clone()
     });
+    // Runs evaluated before findings existed have none to compare.
+    if let Some(recorded) = &recorded_report.findings {
+        let sha = layout::sha256_hex(&findings);
+        checks.push(Check::hashes(
+            format!("findings {}", recorded.uri()),
+            &recorded.sha256,
+            &sha,
+        ));
+        report.findings = Some(ArtifactRef {
+            sha256: sha,
+            size: findings.len() as u64,
+            ..recorded.clone()
+        });
+    }
     // A timing, not a result.
     recorded_report.seconds = None;
     let mut differences = Vec::new();

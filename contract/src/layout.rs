@@ -11,7 +11,7 @@
 //! | `silver` | `flows/<raw version>/<version>/manifest.json` | its manifest                 |
 //! | `models` | `<algorithm>/<version>/model.json`            | a fitted model               |
 //! | `models` | `<algorithm>/<version>/manifest.json`         | its manifest                 |
-//! | `eval`   | `<version>/report.json`, `scores.parquet`     | a run's evaluation           |
+//! | `eval`   | `<version>/report.json`, `scores.parquet`, `findings.parquet` | a run's evaluation |
 //! | `eval`   | `<version>/manifest.json`                     | its manifest                 |
 
 use chrono::{DateTime, Utc};
@@ -117,6 +117,10 @@ pub fn eval_report_key(version: &str) -> String {
 
 pub fn eval_scores_key(version: &str) -> String {
     format!("{version}/scores.parquet")
+}
+
+pub fn eval_findings_key(version: &str) -> String {
+    format!("{version}/findings.parquet")
 }
 
 pub fn eval_manifest_key(version: &str) -> String {

@@ -6,6 +6,7 @@
 //!   manifests (the storage contract).
 //! - [`messages`]: the JetStream subjects and message types (the wire contract).
 //! - [`stage`]: the four stages and their audit tables.
+//! - [`findings`]: what an analyst triages, the rows of `findings.parquet`.
 //! - [`format`]: what a RAW object holds, as ingest detected it.
 //! - [`audit`]: one audit row as a stage hands it over.
 //! - [`registry`]: what a job changes in the model registry.
@@ -16,6 +17,7 @@
 //! `nadir-detectors`).
 
 pub mod audit;
+pub mod findings;
 pub mod format;
 pub mod layout;
 pub mod messages;

@@ -59,6 +59,68 @@ pub struct EvalParams {
     pub contamination: f64,
     /// The labelled metric the champion is chosen by.
     pub selection_metric: String,
+    /// The behavioural detectors' thresholds (docs/findings.md).
+    #[serde(default)]
+    pub behaviour: BehaviourParams,
+}
+
+/// The thresholds of the behavioural detectors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BehaviourParams {
+    /// Scan: distinct ports of one host, or hosts on one port, probed.
+    pub scan_min_targets: usize,
+    /// Scan: share of the probes refused or unanswered.
+    pub scan_min_failed_share: f64,
+    /// Flood: half-open TCP connections to one service within `flood_window_s`.
+    pub flood_min_half_open: usize,
+    pub flood_window_s: f64,
+    /// Brute force: sessions from one host to one authentication service.
+    pub brute_min_sessions: usize,
+    /// Brute force: a session's longest duration, seconds.
+    pub brute_max_session_s: f64,
+    /// Brute force: the sessions' bytes' coefficient of variation at most.
+    pub brute_max_size_cv: f64,
+    pub auth_ports: Vec<u16>,
+    /// Beacon: connections from one host to one peer or name.
+    pub beacon_min_connections: usize,
+    /// Beacon: the score (interval and size regularity, count, coverage) from which it is one.
+    pub beacon_min_score: f64,
+    /// Long connection: seconds open (a connection still open at the end
+    /// counts from half of that).
+    pub long_min_s: f64,
+    /// Exfiltration: bytes out of a host to one peer.
+    pub exfil_min_bytes: u64,
+    /// Exfiltration: bytes out per byte in, at least.
+    pub exfil_min_ratio: f64,
+    /// DNS tunnel: distinct names asked under one domain.
+    pub dns_min_names: usize,
+    /// DNS tunnel: mean length of the labels under the domain, characters.
+    pub dns_min_label_len: f64,
+}
+
+impl Default for BehaviourParams {
+    fn default() -> Self {
+        BehaviourParams {
+            scan_min_targets: 20,
+            scan_min_failed_share: 0.5,
+            flood_min_half_open: 100,
+            flood_window_s: 60.0,
+            brute_min_sessions: 20,
+            brute_max_session_s: 30.0,
+            brute_max_size_cv: 0.5,
+            auth_ports: vec![
+                21, 22, 23, 25, 110, 143, 389, 445, 587, 993, 995, 1433, 3306, 3389, 5432, 5900,
+            ],
+            beacon_min_connections: 4,
+            beacon_min_score: 0.8,
+            long_min_s: 600.0,
+            exfil_min_bytes: 5_000_000,
+            exfil_min_ratio: 10.0,
+            dns_min_names: 20,
+            dns_min_label_len: 20.0,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -765,8 +765,10 @@ mod tests {
                 reason: String::new(),
                 replaces: None,
             },
+            findings_summary: None,
             version: None,
             scores: None,
+            findings: None,
             seconds: None,
         }
     }

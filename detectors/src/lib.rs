@@ -20,6 +20,8 @@
 //! A [`Model`] is a fitted detector with its preprocessing, threshold and
 //! metadata: the versioned model file the workers store and load.
 //!
+//! - [`behaviour`]: behavioural detectors (scans, floods, brute force,
+//!   beacons, long connections, exfiltration, DNS tunnels) for findings.
 //! - [`detector`]: the traits ([`ParamGuard`], [`Fit`], [`Score`]) and
 //!   [`Input`], what they read.
 //! - [`registry`]: the one list of detectors: [`Algorithm`] and its names,
@@ -38,6 +40,7 @@
 //!   metrics, thresholds.
 //! - [`profile`]: the training data per feature, for explanations and drift.
 
+pub mod behaviour;
 pub mod detector;
 pub mod group;
 pub mod hosts;

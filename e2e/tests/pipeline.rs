@@ -997,6 +997,30 @@ async fn a_generated_capture_with_ground_truth_becomes_labelled_flows() {
     assert_eq!(report["flagged"], flagged);
     assert_eq!(eval_metrics["summary"]["flagged"], flagged);
     assert_eq!(scores.height() as u64, report["rows"].as_u64().unwrap());
+    // The findings beside them: the attacker's scan and brute force, each
+    // one finding, and the report's summary counting the file's rows.
+    assert_eq!(eval_outputs[2]["key"], report["findings"]["key"]);
+    let findings =
+        nadir_flows::table::read_parquet(&fetch_checked(&world, &eval_outputs[2]).await).unwrap();
+    assert_eq!(
+        report["findings_summary"]["findings"].as_u64().unwrap(),
+        findings.height() as u64
+    );
+    let found: Vec<(String, String)> = findings
+        .column("kind")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .zip(findings.column("src").unwrap().str().unwrap().iter())
+        .map(|(k, s)| (k.unwrap().to_string(), s.unwrap().to_string()))
+        .collect();
+    for kind in ["scan", "brute_force"] {
+        assert!(
+            found.contains(&(kind.to_string(), "198.51.100.66".to_string())),
+            "no {kind} finding of the attacker: {found:?}"
+        );
+    }
     for d in detectors {
         let name = d["name"].as_str().unwrap();
         let column = scores

@@ -8,6 +8,7 @@
 //! threshold rules, the training profile, host verdicts): a report reader
 //! links `nadir-detectors` either way.
 
+use nadir_contract::findings::FindingsSummary;
 use std::collections::BTreeMap;
 
 use nadir_contract::layout::ArtifactRef;
@@ -52,12 +53,18 @@ pub struct EvalReport {
     /// values beside it).
     pub training_profile: Option<Vec<FeatureProfile>>,
     pub selection: Decision,
-    /// The version, the scores beside the report, and the seconds the
-    /// evaluation took: set when the report is written.
+    /// The findings in brief (counts, the first ten); the rows are in
+    /// `findings.parquet`.
+    #[serde(default)]
+    pub findings_summary: Option<FindingsSummary>,
+    /// The version, the scores and findings beside the report, and the
+    /// seconds the evaluation took: set when the report is written.
     #[serde(default)]
     pub version: Option<String>,
     #[serde(default)]
     pub scores: Option<ArtifactRef>,
+    #[serde(default)]
+    pub findings: Option<ArtifactRef>,
     #[serde(default)]
     pub seconds: Option<f64>,
 }

@@ -1,11 +1,12 @@
 //! `nadir analyze`: runs transform, train and eval on local files with no
 //! service ([`crate::analyze`], the workers' own code) and prints the
-//! comparison table, or the report as JSON.
+//! findings first (the ten ranked highest, as in the report), then the
+//! comparison table; or the report as JSON.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::output::{print_comparison, print_json};
+use crate::output::{print_comparison, print_findings, print_json};
 
 pub async fn analyze(
     inputs: &[PathBuf],
@@ -26,6 +27,10 @@ pub async fn analyze(
             summary.flagged,
             output.display()
         );
+        if let Some(findings) = &result.report.findings_summary {
+            println!();
+            print_findings(findings);
+        }
         println!();
         print_comparison(summary);
         println!();

@@ -12,9 +12,11 @@
 
 use std::collections::HashMap;
 
+use nadir_contract::findings::{Finding, FindingsSummary};
 use nadir_contract::layout::{self, ArtifactRef, ManifestKind};
 use nadir_contract::messages::EvalJob;
 use nadir_contract::params::EvalParams;
+use nadir_detectors::Granularity;
 use nadir_detectors::model::ScoreSummary;
 use nadir_detectors::{Model, metrics};
 use nadir_flows::FlowTable;
@@ -29,6 +31,7 @@ use nadir_store::sink::{Artifact, Product};
 
 use crate::report::{DetectorReport, EvalReport, HostsReport, PartitionEntry, Role, RunFigures};
 
+pub mod findings;
 mod judge;
 mod select;
 
@@ -70,6 +73,8 @@ impl Scorer<'_> {
 /// What evaluation computed: the scores table and the report (pure).
 pub struct Evaluation {
     pub scores: DataFrame,
+    /// Ranked (`findings.parquet`).
+    pub findings: Vec<Finding>,
     /// The report, without the version, scores and seconds of its writing.
     pub report: EvalReport,
     pub summary: RunFigures,
@@ -77,7 +82,7 @@ pub struct Evaluation {
 }
 
 /// Flow columns copied into `scores.parquet` when the partitions have them.
-const IDENTITY: [&str; 14] = [
+const IDENTITY: [&str; 16] = [
     "first_seen_ns",
     "last_seen_ns",
     "src_ip",
@@ -92,6 +97,8 @@ const IDENTITY: [&str; 14] = [
     "dns_query",
     "tls_sni",
     "http_host",
+    "handshake_completed",
+    "end_reason",
 ];
 
 /// Contributions kept per flagged flow and detector.
@@ -309,6 +316,26 @@ pub fn evaluate(
     columns.push(Column::new(LABEL.into(), &labels));
     columns.push(Column::new("explanation".into(), &explanations));
     let scores_frame = DataFrame::new(rows, columns).map_err(|e| e.to_string())?;
+    let flaggers: Vec<findings::Flagger> = scorers
+        .iter()
+        .filter(|s| !s.champion)
+        .map(|s| findings::Flagger {
+            name: s.name(),
+            host_level: s.model.detector().granularity() == Granularity::Host,
+        })
+        .collect();
+    let found = findings::find(&scores_frame, &flaggers, job.run_id, &params.behaviour)?;
+    let in_findings = {
+        let evidence: std::collections::HashSet<u64> = found
+            .iter()
+            .flat_map(|f| f.evidence_flow_ids.iter().copied())
+            .collect();
+        flow_ids
+            .iter()
+            .zip(&any_flagged)
+            .filter(|(id, flagged)| **flagged && evidence.contains(id))
+            .count()
+    };
 
     let names: Vec<String> = scorers.iter().map(Scorer::name).collect();
     let agreement = judge::agreement(&names, &scores);
@@ -366,16 +393,30 @@ pub fn evaluate(
         drift,
         training_profile: profile.cloned(),
         selection: decision,
+        findings_summary: Some(FindingsSummary::of(&found, in_findings)),
         version: None,
         scores: None,
+        findings: None,
         seconds: None,
     };
     Ok(Evaluation {
         scores: scores_frame,
+        findings: found,
         summary: RunFigures::of(&report),
         report,
         rows: rows as u64,
     })
+}
+
+impl Evaluation {
+    /// `scores.parquet` and `findings.parquet`, as bytes.
+    pub fn parquet(&mut self) -> Result<(Vec<u8>, Vec<u8>), String> {
+        let scores =
+            nadir_flows::table::write_parquet(&mut self.scores).map_err(|e| e.to_string())?;
+        let mut found = findings::findings_frame(&self.findings)?;
+        let findings = nadir_flows::table::write_parquet(&mut found).map_err(|e| e.to_string())?;
+        Ok((scores, findings))
+    }
 }
 
 /// The evaluation's artifacts as one product: the report (naming the
@@ -385,8 +426,10 @@ pub struct EvalOf<'a> {
     pub version: &'a str,
     pub job: &'a EvalJob,
     pub params: &'a EvalParams,
-    /// Where the scores will be (`ArtifactSink::reference` of their bytes).
+    /// Where the scores and the findings will be (`ArtifactSink::reference`
+    /// of their bytes).
     pub scores: ArtifactRef,
+    pub findings: ArtifactRef,
     pub seconds: f64,
 }
 
@@ -396,10 +439,12 @@ impl EvalOf<'_> {
         &self,
         evaluation: &Evaluation,
         scores_parquet: Vec<u8>,
+        findings_parquet: Vec<u8>,
     ) -> (Product, EvalReport) {
         let mut report = evaluation.report.clone();
         report.version = Some(self.version.to_string());
         report.scores = Some(self.scores.clone());
+        report.findings = Some(self.findings.clone());
         report.seconds = Some(self.seconds);
         let report_bytes = serde_json::to_vec_pretty(&report).expect("reports serialize");
         let mut inputs: Vec<ArtifactRef> =
@@ -415,6 +460,7 @@ impl EvalOf<'_> {
             artifacts: vec![
                 Artifact::json(layout::eval_report_key(self.version), report_bytes),
                 Artifact::parquet(layout::eval_scores_key(self.version), scores_parquet),
+                Artifact::parquet(layout::eval_findings_key(self.version), findings_parquet),
             ],
             existing: Vec::new(),
             audit_metrics: None,

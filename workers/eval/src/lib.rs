@@ -14,7 +14,6 @@ use nadir_contract::messages::{EvalJob, RunDone, SCHEMA_VERSION, subject};
 use nadir_contract::params::EvalParams;
 use nadir_contract::stage::StageKind;
 use nadir_detectors::Model;
-use nadir_flows::table::write_parquet;
 use nadir_pipeline::Analysis;
 use nadir_pipeline::eval::{EvalOf, Scorer, evaluate, load_model, promotion};
 use nadir_runtime::Services;
@@ -93,10 +92,11 @@ impl Stage for Eval {
         let params = EvalParams {
             contamination: self.analysis.contamination,
             selection_metric: self.analysis.selection_metric.clone(),
+            behaviour: Default::default(),
         };
         let (owned_job, owned_params) = (job.clone(), params.clone());
         let champion_version = champion.as_ref().map(|c| c.version.clone());
-        let (evaluation, scores_parquet) = compute(move || {
+        let (evaluation, scores_parquet, findings_parquet) = compute(move || {
             let mut scorers: Vec<Scorer> = models
                 .iter()
                 .zip(&owned_job.models)
@@ -114,8 +114,8 @@ impl Stage for Eval {
                 });
             }
             let mut e = evaluate(&owned_job, &partitions, &scorers, &feedback, &owned_params)?;
-            let parquet = write_parquet(&mut e.scores).map_err(|e| e.to_string())?;
-            Ok::<_, String>((e, parquet))
+            let (scores, findings) = e.parquet()?;
+            Ok::<_, String>((e, scores, findings))
         })
         .await?
         .map_err(StageError::Rejected)?;
@@ -126,15 +126,22 @@ impl Stage for Eval {
             ctx.version,
             &scores_parquet,
         );
+        let findings = sink.reference(
+            Layer::Eval,
+            &layout::eval_findings_key(ctx.version),
+            ctx.version,
+            &findings_parquet,
+        );
         let (product, report) = EvalOf {
             run_id: ctx.run_id,
             version: ctx.version,
             job,
             params: &params,
             scores,
+            findings,
             seconds: started.elapsed().as_secs_f64(),
         }
-        .product(&evaluation, scores_parquet);
+        .product(&evaluation, scores_parquet, findings_parquet);
         let written = write(sink, product).await?;
         Ok(Outcome {
             records: vec![written.record],

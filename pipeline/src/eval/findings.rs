@@ -1,0 +1,425 @@
+//! From scored flows to findings: what the analyst triages.
+//!
+//! The behavioural detectors (`nadir_detectors::behaviour`) find scans,
+//! floods, brute force, beacons, long connections, exfiltration and DNS
+//! tunnels in the run's flows; each learned detector that flagged one of a
+//! behaviour's flows is named beside it and raises its score a little. The
+//! flagged flows no behaviour explains are grouped by source host: one
+//! `outlier_flows` finding per host for the flow-level detectors, one
+//! `outlier_host` finding per host for the group detector. Ranked by score
+//! (docs/findings.md gives the formulas). Pure: the scores table in, rows
+//! out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use nadir_contract::findings::{Finding, FindingKind, Severity, finding_id};
+use nadir_detectors::behaviour::{self, BehaviourParams, Flow, bytes_words};
+use polars::prelude::*;
+use uuid::Uuid;
+
+/// A detector whose flags feed the findings: its column names in the
+/// scores table, and whether it judges hosts rather than flows.
+pub struct Flagger {
+    pub name: String,
+    pub host_level: bool,
+}
+
+/// How much agreement of the learned detectors adds to a behaviour's score:
+/// at most this share of the way left to 1.
+const AGREEMENT_WEIGHT: f64 = 0.25;
+
+/// The findings of a scored run, ranked.
+pub fn find(
+    scores: &DataFrame,
+    flaggers: &[Flagger],
+    run_id: Uuid,
+    params: &BehaviourParams,
+) -> Result<Vec<Finding>, String> {
+    let flows = flows_of(scores)?;
+    let flagged: Vec<(&Flagger, Vec<bool>)> = flaggers
+        .iter()
+        .map(|f| {
+            Ok((
+                f,
+                bools(scores, &format!("flagged_{}", f.name))?.unwrap_or_default(),
+            ))
+        })
+        .collect::<Result<_, String>>()?;
+    let flow_level = flagged.iter().filter(|(f, _)| !f.host_level).count();
+    let explanations = strings(scores, "explanation")?.unwrap_or_default();
+
+    let mut findings = Vec::new();
+    let mut explained = vec![false; flows.len()];
+    if flows.iter().any(|f| !f.src.is_empty()) {
+        for b in behaviour::detect(&flows, params) {
+            let names: Vec<String> = flagged
+                .iter()
+                .filter(|(_, v)| b.flows.iter().any(|r| v.get(*r).copied().unwrap_or(false)))
+                .map(|(f, _)| f.name.clone())
+                .collect();
+            let agreeing = flagged
+                .iter()
+                .filter(|(f, v)| {
+                    !f.host_level && b.flows.iter().any(|r| v.get(*r).copied().unwrap_or(false))
+                })
+                .count();
+            let agreement = if flow_level == 0 {
+                0.0
+            } else {
+                agreeing as f64 / flow_level as f64
+            };
+            let score = b.score + (1.0 - b.score) * AGREEMENT_WEIGHT * agreement;
+            let mut detectors = vec![b.kind.name().to_string()];
+            detectors.extend(names);
+            for r in &b.flows {
+                explained[*r] = true;
+            }
+            findings.push(finding(
+                run_id,
+                b.kind,
+                b.src,
+                b.peer,
+                &flows,
+                &b.flows,
+                score,
+                detectors,
+                b.explanation,
+            ));
+        }
+    }
+
+    // What the learned detectors flagged and no behaviour explains, by host.
+    for host_level in [false, true] {
+        let mut by_src: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (r, f) in flows.iter().enumerate() {
+            let agreeing = flagged
+                .iter()
+                .filter(|(d, v)| d.host_level == host_level && v.get(r).copied().unwrap_or(false))
+                .count();
+            let of = flagged
+                .iter()
+                .filter(|(d, _)| d.host_level == host_level)
+                .count();
+            // A flow only a minority of the detectors flagged stays in the
+            // scores, not in the queue (a majority: 1 of 1, 2 of 2 or 3).
+            if agreeing > 0 && agreeing * 2 > of && !explained[r] {
+                by_src.entry(f.src.clone()).or_default().push(r);
+            }
+        }
+        for (src, rows) in by_src {
+            for r in &rows {
+                explained[*r] = true;
+            }
+            let per_detector: Vec<(String, usize)> = flagged
+                .iter()
+                .filter(|(d, _)| d.host_level == host_level)
+                .map(|(d, v)| {
+                    (
+                        d.name.clone(),
+                        rows.iter()
+                            .filter(|r| v.get(**r).copied().unwrap_or(false))
+                            .count(),
+                    )
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            let peers: BTreeSet<String> = rows.iter().map(|r| peer_of(&flows[*r])).collect();
+            let peer = if peers.len() == 1 {
+                peers.iter().next().cloned().unwrap_or_default()
+            } else {
+                format!("{} peers", peers.len())
+            };
+            let src_name = if src.is_empty() {
+                "flows without hosts".to_string()
+            } else {
+                src.clone()
+            };
+            let by = per_detector
+                .iter()
+                .map(|(d, n)| format!("{d} ({n})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let (kind, score, explanation) = if host_level {
+                (
+                    FindingKind::OutlierHost,
+                    0.2 + 0.2
+                        * (per_detector.len() as f64 / (flagged.len() - flow_level).max(1) as f64),
+                    format!(
+                        "{src_name} stood out from the other hosts: {} of its flows, to {peer}, \
+                         in the periods the group detector flagged ({by})",
+                        rows.len()
+                    ),
+                )
+            } else {
+                // The flow most detectors agree on, and why they flagged it.
+                let agreement = |r: usize| {
+                    flagged
+                        .iter()
+                        .filter(|(d, v)| !d.host_level && v.get(r).copied().unwrap_or(false))
+                        .count()
+                };
+                let top = rows
+                    .iter()
+                    .copied()
+                    .max_by_key(|r| (agreement(*r), std::cmp::Reverse(*r)))
+                    .unwrap_or(0);
+                let share = agreement(top) as f64 / flow_level.max(1) as f64;
+                let why = explanations
+                    .get(top)
+                    .and_then(|e| e.as_deref())
+                    .map(features_named)
+                    .filter(|f| !f.is_empty())
+                    .map(|f| format!("; what stood out most: {f}"))
+                    .unwrap_or_default();
+                (
+                    FindingKind::OutlierFlows,
+                    0.2 + 0.4 * share,
+                    format!(
+                        "{} unusual flow(s) of {src_name} to {peer} ({}), flagged by {by}{why}",
+                        rows.len(),
+                        bytes_words(rows.iter().map(|r| flows[*r].bytes() as f64).sum())
+                    ),
+                )
+            };
+            let detectors = per_detector.into_iter().map(|(d, _)| d).collect();
+            findings.push(finding(
+                run_id,
+                kind,
+                src_name,
+                peer,
+                &flows,
+                &rows,
+                score,
+                detectors,
+                explanation,
+            ));
+        }
+    }
+    findings.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(b.flows.cmp(&a.flows))
+            .then(a.finding_id.cmp(&b.finding_id))
+    });
+    Ok(findings)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finding(
+    run_id: Uuid,
+    kind: FindingKind,
+    src: String,
+    peer: String,
+    flows: &[Flow],
+    rows: &[usize],
+    score: f64,
+    detectors: Vec<String>,
+    explanation: String,
+) -> Finding {
+    let score = score.clamp(0.0, 1.0);
+    Finding {
+        finding_id: finding_id(kind, &src, &peer, run_id),
+        kind,
+        first_seen_ns: rows.iter().map(|r| flows[*r].first_ns).min().unwrap_or(0),
+        last_seen_ns: rows.iter().map(|r| flows[*r].last_ns).max().unwrap_or(0),
+        flows: rows.len() as u64,
+        bytes: rows.iter().map(|r| flows[*r].bytes()).sum(),
+        score,
+        severity: Severity::of(score),
+        detectors,
+        evidence_flow_ids: rows.iter().map(|r| flows[*r].id).collect(),
+        explanation,
+        src,
+        peer,
+    }
+}
+
+/// `dst:port`, or the server's name where the flow carries one.
+fn peer_of(f: &Flow) -> String {
+    match &f.server_name {
+        Some(name) => name.clone(),
+        None if f.dst.is_empty() => format!("port {}", f.dst_port),
+        None => format!("{}:{}", f.dst, f.dst_port),
+    }
+}
+
+/// The features an explanation (`{"lof": [{"feature": ...}, ...]}`) names,
+/// most often named first, at most three.
+fn features_named(explanation: &str) -> String {
+    let Ok(serde_json::Value::Object(by_detector)) = serde_json::from_str(explanation) else {
+        return String::new();
+    };
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for contributions in by_detector.values() {
+        for c in contributions.as_array().into_iter().flatten() {
+            if let Some(f) = c.get("feature").and_then(|f| f.as_str()) {
+                *counts.entry(f.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    let mut named: Vec<(String, usize)> = counts.into_iter().collect();
+    named.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    named
+        .into_iter()
+        .take(3)
+        .map(|(f, _)| f)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The scores table's flows as the behavioural detectors see them; columns
+/// it lacks (flow files without hosts or times) are empty or zero.
+pub fn flows_of(scores: &DataFrame) -> Result<Vec<Flow>, String> {
+    let n = scores.height();
+    let ids = ints(scores, "flow_id")?.unwrap_or_else(|| (0..n as i64).collect());
+    let text = |c: &str| -> Result<Vec<Option<String>>, String> {
+        Ok(strings(scores, c)?.unwrap_or_else(|| vec![None; n]))
+    };
+    let num = |c: &str| -> Result<Vec<f64>, String> {
+        Ok(floats(scores, c)?.unwrap_or_else(|| vec![0.0; n]))
+    };
+    let (src, dst) = (text("src_ip")?, text("dst_ip")?);
+    let (src_port, dst_port, protocol) = (num("src_port")?, num("dst_port")?, num("protocol")?);
+    let first = ints(scores, "first_seen_ns")?.unwrap_or_else(|| vec![0; n]);
+    let last = ints(scores, "last_seen_ns")?.unwrap_or_else(|| first.clone());
+    let (fwd_packets, bwd_packets) = (num("fwd_packets")?, num("bwd_packets")?);
+    let (fwd_bytes, bwd_bytes) = (num("fwd_bytes")?, num("bwd_bytes")?);
+    let handshake = floats(scores, "handshake_completed")?;
+    let end = text("end_reason")?;
+    let (sni, host, query) = (text("tls_sni")?, text("http_host")?, text("dns_query")?);
+    Ok((0..n)
+        .map(|i| {
+            let protocol = protocol[i] as u8;
+            Flow {
+                id: ids[i] as u64,
+                src: src[i].clone().unwrap_or_default(),
+                dst: dst[i].clone().unwrap_or_default(),
+                src_port: src_port[i] as u16,
+                dst_port: dst_port[i] as u16,
+                protocol,
+                first_ns: first[i],
+                last_ns: last[i],
+                fwd_packets: fwd_packets[i] as u64,
+                bwd_packets: bwd_packets[i] as u64,
+                fwd_bytes: fwd_bytes[i] as u64,
+                bwd_bytes: bwd_bytes[i] as u64,
+                handshake: (protocol == behaviour::TCP)
+                    .then(|| handshake.as_ref().map(|h| h[i] > 0.5))
+                    .flatten(),
+                still_open: end[i].as_deref() == Some("end"),
+                server_name: sni[i]
+                    .clone()
+                    .or_else(|| host[i].clone())
+                    .filter(|s| !s.is_empty()),
+                dns_query: query[i].clone().filter(|s| !s.is_empty()),
+            }
+        })
+        .collect())
+}
+
+fn column<'a>(frame: &'a DataFrame, name: &str) -> Option<&'a Column> {
+    frame.column(name).ok()
+}
+
+fn floats(frame: &DataFrame, name: &str) -> Result<Option<Vec<f64>>, String> {
+    let Some(c) = column(frame, name) else {
+        return Ok(None);
+    };
+    let c = c
+        .cast(&DataType::Float64)
+        .map_err(|e| format!("{name}: {e}"))?;
+    Ok(Some(
+        c.f64()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|v| v.unwrap_or(0.0))
+            .collect(),
+    ))
+}
+
+fn ints(frame: &DataFrame, name: &str) -> Result<Option<Vec<i64>>, String> {
+    let Some(c) = column(frame, name) else {
+        return Ok(None);
+    };
+    let c = c
+        .cast(&DataType::Int64)
+        .map_err(|e| format!("{name}: {e}"))?;
+    Ok(Some(
+        c.i64()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|v| v.unwrap_or(0))
+            .collect(),
+    ))
+}
+
+fn bools(frame: &DataFrame, name: &str) -> Result<Option<Vec<bool>>, String> {
+    let Some(c) = column(frame, name) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        c.bool()
+            .map_err(|e| format!("{name}: {e}"))?
+            .iter()
+            .map(|v| v.unwrap_or(false))
+            .collect(),
+    ))
+}
+
+fn strings(frame: &DataFrame, name: &str) -> Result<Option<Vec<Option<String>>>, String> {
+    let Some(c) = column(frame, name) else {
+        return Ok(None);
+    };
+    let c = c
+        .cast(&DataType::String)
+        .map_err(|e| format!("{name}: {e}"))?;
+    Ok(Some(
+        c.str()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect(),
+    ))
+}
+
+/// `findings.parquet`: one row per finding, in rank order.
+pub fn findings_frame(findings: &[Finding]) -> Result<DataFrame, String> {
+    let text = |f: fn(&Finding) -> String| findings.iter().map(f).collect::<Vec<String>>();
+    // Nanoseconds since the Unix epoch, as every time in SILVER and the
+    // scores (polars is built without its datetime type).
+    let times = |name: &str, f: fn(&Finding) -> i64| {
+        Column::new(name.into(), findings.iter().map(f).collect::<Vec<i64>>())
+    };
+    let lists = |name: &str, f: &dyn Fn(&Finding) -> Series| {
+        Column::new(name.into(), findings.iter().map(f).collect::<Vec<Series>>())
+    };
+    let columns = vec![
+        Column::new("finding_id".into(), text(|f| f.finding_id.clone())),
+        Column::new("kind".into(), text(|f| f.kind.name().to_string())),
+        Column::new("src".into(), text(|f| f.src.clone())),
+        Column::new("peer".into(), text(|f| f.peer.clone())),
+        times("first_seen", |f| f.first_seen_ns),
+        times("last_seen", |f| f.last_seen_ns),
+        Column::new(
+            "flows".into(),
+            findings.iter().map(|f| f.flows).collect::<Vec<u64>>(),
+        ),
+        Column::new(
+            "bytes".into(),
+            findings.iter().map(|f| f.bytes).collect::<Vec<u64>>(),
+        ),
+        Column::new(
+            "score".into(),
+            findings.iter().map(|f| f.score).collect::<Vec<f64>>(),
+        ),
+        Column::new("severity".into(), text(|f| f.severity.name().to_string())),
+        lists("detectors", &|f| {
+            Series::new("".into(), f.detectors.clone())
+        }),
+        lists("evidence_flow_ids", &|f| {
+            Series::new("".into(), f.evidence_flow_ids.clone())
+        }),
+        Column::new("explanation".into(), text(|f| f.explanation.clone())),
+    ];
+    DataFrame::new(findings.len(), columns).map_err(|e| e.to_string())
+}
