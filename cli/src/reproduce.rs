@@ -144,8 +144,17 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
         .iter()
         .find(|r| r.stage == StageKind::Eval)
         .ok_or_else(|| anyhow!("the run has no evaluation row"))?;
-    let [report_ref, recorded_scores, _manifest]: [ArtifactRef; 3] =
+    // The report and the scores first, then the findings (runs evaluated
+    // since findings exist) and the manifest.
+    let outputs: Vec<ArtifactRef> =
         serde_json::from_value(row.outputs.clone()).context("the outputs of the evaluation")?;
+    let [report_ref, recorded_scores] = [0, 1].map(|i| outputs.get(i).cloned());
+    let (Some(report_ref), Some(recorded_scores)) = (report_ref, recorded_scores) else {
+        return Err(anyhow!(
+            "the evaluation recorded {} outputs, not a report and scores",
+            outputs.len()
+        ));
+    };
     let mut recorded_report: EvalReport =
         serde_json::from_slice(&store.get(&report_ref.bucket, &report_ref.key).await?)
             .with_context(|| format!("reading the recorded report {}", report_ref.uri()))?;

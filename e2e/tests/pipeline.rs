@@ -499,8 +499,8 @@ async fn a_worker_killed_mid_job_leaves_no_duplicates_and_the_run_completes() {
     let eval_keys = keys(&world, &world.config.buckets.eval).await;
     assert_eq!(
         eval_keys.len(),
-        3,
-        "one report, one scores file, one manifest: {eval_keys:?}"
+        4,
+        "one report, one scores file, one findings file, one manifest: {eval_keys:?}"
     );
     assert_eq!(world.messages_for(subject::DONE, run_id).await.len(), 1);
     assert!(world.messages_for(subject::DEAD, run_id).await.is_empty());
