@@ -55,7 +55,7 @@ pub struct EvalReport {
     pub selection: Decision,
     /// The findings in brief (counts, the first ten); the rows are in
     /// `findings.parquet`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub findings_summary: Option<FindingsSummary>,
     /// The version, the scores and findings beside the report, and the
     /// seconds the evaluation took: set when the report is written.
@@ -63,7 +63,7 @@ pub struct EvalReport {
     pub version: Option<String>,
     #[serde(default)]
     pub scores: Option<ArtifactRef>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub findings: Option<ArtifactRef>,
     #[serde(default)]
     pub seconds: Option<f64>,
