@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use nadir_contract::layout::{self, ArtifactRef, Layer};
 use nadir_contract::messages::{EvalJob, RawObject, SCHEMA_VERSION, SilverPartition};
-use nadir_contract::params::EvalParams;
 use nadir_flows::format::SNIFF_LEN;
 use nadir_flows::labels::SIDECAR_SUFFIX;
 use nadir_pipeline::Analysis;
@@ -127,11 +126,7 @@ pub async fn analyze(
             champion: false,
         })
         .collect();
-    let params = EvalParams {
-        contamination: analysis.contamination,
-        selection_metric: analysis.selection_metric.clone(),
-        behaviour: Default::default(),
-    };
+    let params = nadir_pipeline::eval::params(analysis);
     let started = std::time::Instant::now();
     let mut evaluation = evaluate(&job, &evaluated_parquet, &scorers, &HashMap::new(), &params)
         .map_err(anyhow::Error::msg)?;

@@ -77,16 +77,23 @@ fn every_generated_attack_is_one_ranked_explained_finding() {
         "--seed",
         "4",
     ]);
-    let analyzed = nadir(&[
-        "analyze",
-        "--train",
-        baseline.to_str().unwrap(),
-        "--eval",
-        day.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
+    // The same analysis twice: as JSON, and as the table a user reads.
+    let analyze = |json: bool| {
+        let mut args = vec![
+            "analyze",
+            "--train",
+            baseline.to_str().unwrap(),
+            "--eval",
+            day.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        if json {
+            args.push("--json");
+        }
+        nadir(&args)
+    };
+    let analyzed = analyze(true);
     let report: Value = serde_json::from_slice(&analyzed.stdout).unwrap();
     let version = report["version"].as_str().unwrap();
     let findings = read_parquet(&out.join(format!("eval/{version}/findings.parquet")));
@@ -208,15 +215,7 @@ fn every_generated_attack_is_one_ranked_explained_finding() {
         summary["top"][0]["finding_id"],
         Value::String(ids[0].clone())
     );
-    let table = nadir(&[
-        "analyze",
-        "--train",
-        baseline.to_str().unwrap(),
-        "--eval",
-        day.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let table = analyze(false);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
         text.contains(&format!("findings {}", findings.height())),

@@ -8,6 +8,7 @@ use nadir_contract::messages::{MinioEvent, subject};
 use nadir_detectors::Model;
 use nadir_e2e::World;
 use nadir_trafficgen::Attack;
+use nadir_trafficgen::raw::udp_pcap;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -1709,33 +1710,6 @@ async fn the_s3_server_stopped_while_transform_streams_a_capture_fails_nothing()
     for artifact in outputs.as_array().unwrap() {
         fetch_checked(&world, artifact).await;
     }
-}
-
-/// A classic pcap (raw IPv4 link type) of one-packet UDP flows: `(seconds,
-/// source port)` each.
-fn udp_pcap(packets: &[(u32, u16)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend(0xa1b2_c3d4u32.to_le_bytes());
-    out.extend(2u16.to_le_bytes());
-    out.extend(4u16.to_le_bytes());
-    out.extend([0u8; 8]);
-    out.extend(65535u32.to_le_bytes());
-    out.extend(228u32.to_le_bytes()); // LINKTYPE_IPV4
-    for &(seconds, port) in packets {
-        let mut ip = vec![
-            0x45, 0, 0, 29, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-        ];
-        ip.extend(port.to_be_bytes());
-        ip.extend(53u16.to_be_bytes());
-        ip.extend(9u16.to_be_bytes());
-        ip.extend([0, 0, b'q']);
-        out.extend(seconds.to_le_bytes());
-        out.extend(0u32.to_le_bytes());
-        out.extend((ip.len() as u32).to_le_bytes());
-        out.extend((ip.len() as u32).to_le_bytes());
-        out.extend(ip);
-    }
-    out
 }
 
 #[tokio::test]

@@ -712,28 +712,10 @@ mod tests {
 
     /// A classic pcap (raw IPv4) of `n` one-packet UDP flows.
     fn udp_pcap(n: u32) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend(0xa1b2_c3d4u32.to_le_bytes());
-        out.extend(2u16.to_le_bytes());
-        out.extend(4u16.to_le_bytes());
-        out.extend([0u8; 8]);
-        out.extend(65535u32.to_le_bytes());
-        out.extend(228u32.to_le_bytes());
-        for i in 0..n {
-            let mut ip = vec![
-                0x45, 0, 0, 29, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-            ];
-            ip.extend(((i % 50_000) as u16 + 1024).to_be_bytes());
-            ip.extend(53u16.to_be_bytes());
-            ip.extend(9u16.to_be_bytes());
-            ip.extend([0, 0, b'q']);
-            out.extend((1_767_225_600 + i / 1000).to_le_bytes());
-            out.extend(0u32.to_le_bytes());
-            out.extend((ip.len() as u32).to_le_bytes());
-            out.extend((ip.len() as u32).to_le_bytes());
-            out.extend(ip);
-        }
-        out
+        let packets: Vec<(u32, u16)> = (0..n)
+            .map(|i| (1_767_225_600 + i / 1000, (i % 50_000) as u16 + 1024))
+            .collect();
+        nadir_trafficgen::raw::udp_pcap(&packets)
     }
 
     #[test]

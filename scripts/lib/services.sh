@@ -76,6 +76,33 @@ nadir_wait_port() {
 
 nadir_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# Timing: t=$(nadir_now) ... "$(nadir_since "$t") s".
+nadir_now() { date +%s.%N; }
+nadir_since() { awk -v a="$1" -v b="$(nadir_now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# nadir_wait_until SECONDS COMMAND...: true once COMMAND succeeds (its
+# output discarded), false when SECONDS have passed.
+nadir_wait_until() {
+  local deadline=$(($(date +%s) + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
+
+# nadir_free_port VAR: sets VAR to a port nothing listens on on 127.0.0.1,
+# from nadir_next_port up (27000 unless the caller set it), never the same
+# one twice.
+nadir_next_port=${nadir_next_port:-27000}
+nadir_free_port() {
+  while (exec 3<>"/dev/tcp/127.0.0.1/$nadir_next_port") 2>/dev/null; do
+    nadir_next_port=$((nadir_next_port + 1))
+  done
+  printf -v "$1" %s "$nadir_next_port"
+  nadir_next_port=$((nadir_next_port + 1))
+}
+
 # Test certificates in $1 (made once): ca.pem, a CA made here; server.pem
 # and server.key, for CN and SAN localhost, signed by it; other-ca.pem, a
 # CA that signed nothing (what a wrong sslrootcert looks like). The CA's

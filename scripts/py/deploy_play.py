@@ -87,15 +87,14 @@ def main():
             configmaps.append(d)
             continue
         if kind == "Deployment":
-            template = d["spec"]["template"]
-            spec = template["spec"]
+            spec = d["spec"]["template"]["spec"]
             played = json.loads(json.dumps(d))
             played["spec"]["template"]["spec"] = podman_pod_spec(spec)
             (out / f"deployment-{name}.yaml").write_text(yaml.safe_dump(played, sort_keys=False))
             plan["deployments"][name] = {
                 "replicas": d["spec"].get("replicas", 1),
                 "grace": spec.get("terminationGracePeriodSeconds", 30),
-                "probes": probes(podman_pod_spec(spec)),
+                "probes": probes(played["spec"]["template"]["spec"]),
                 "security": security(spec),
             }
             continue

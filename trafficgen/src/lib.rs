@@ -12,8 +12,9 @@
 //! produced session by session and written in time order through a heap
 //! that holds only sessions still in progress, so captures of any length
 //! take bounded memory. Nothing here opens a file: the caller passes the
-//! writers.
+//! writers. [`raw`] builds tiny captures of an exact shape for tests.
 
+pub mod raw;
 mod sessions;
 
 use std::cmp::Reverse;

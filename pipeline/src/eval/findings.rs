@@ -317,69 +317,61 @@ pub fn flows_of(scores: &DataFrame) -> Result<Vec<Flow>, String> {
         .collect())
 }
 
-fn column<'a>(frame: &'a DataFrame, name: &str) -> Option<&'a Column> {
-    frame.column(name).ok()
+/// A column cast to `to`, or `None` where the table has no such column.
+fn cast(frame: &DataFrame, name: &str, to: DataType) -> Result<Option<Column>, String> {
+    frame
+        .column(name)
+        .ok()
+        .map(|c| c.cast(&to).map_err(|e| format!("{name}: {e}")))
+        .transpose()
 }
 
 fn floats(frame: &DataFrame, name: &str) -> Result<Option<Vec<f64>>, String> {
-    let Some(c) = column(frame, name) else {
-        return Ok(None);
-    };
-    let c = c
-        .cast(&DataType::Float64)
-        .map_err(|e| format!("{name}: {e}"))?;
-    Ok(Some(
-        c.f64()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|v| v.unwrap_or(0.0))
-            .collect(),
-    ))
+    cast(frame, name, DataType::Float64)?
+        .map(|c| {
+            Ok(c.f64()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|v| v.unwrap_or(0.0))
+                .collect())
+        })
+        .transpose()
 }
 
 fn ints(frame: &DataFrame, name: &str) -> Result<Option<Vec<i64>>, String> {
-    let Some(c) = column(frame, name) else {
-        return Ok(None);
-    };
-    let c = c
-        .cast(&DataType::Int64)
-        .map_err(|e| format!("{name}: {e}"))?;
-    Ok(Some(
-        c.i64()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|v| v.unwrap_or(0))
-            .collect(),
-    ))
+    cast(frame, name, DataType::Int64)?
+        .map(|c| {
+            Ok(c.i64()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|v| v.unwrap_or(0))
+                .collect())
+        })
+        .transpose()
 }
 
 fn bools(frame: &DataFrame, name: &str) -> Result<Option<Vec<bool>>, String> {
-    let Some(c) = column(frame, name) else {
-        return Ok(None);
-    };
-    Ok(Some(
-        c.bool()
-            .map_err(|e| format!("{name}: {e}"))?
-            .iter()
-            .map(|v| v.unwrap_or(false))
-            .collect(),
-    ))
+    cast(frame, name, DataType::Boolean)?
+        .map(|c| {
+            Ok(c.bool()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|v| v.unwrap_or(false))
+                .collect())
+        })
+        .transpose()
 }
 
 fn strings(frame: &DataFrame, name: &str) -> Result<Option<Vec<Option<String>>>, String> {
-    let Some(c) = column(frame, name) else {
-        return Ok(None);
-    };
-    let c = c
-        .cast(&DataType::String)
-        .map_err(|e| format!("{name}: {e}"))?;
-    Ok(Some(
-        c.str()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|v| v.map(str::to_string))
-            .collect(),
-    ))
+    cast(frame, name, DataType::String)?
+        .map(|c| {
+            Ok(c.str()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|v| v.map(str::to_string))
+                .collect())
+        })
+        .transpose()
 }
 
 /// `findings.parquet`: one row per finding, in rank order.

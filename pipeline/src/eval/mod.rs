@@ -37,6 +37,16 @@ mod select;
 
 pub use select::{promotion, select};
 
+/// What evaluation judges by, from the configuration: the parameters the
+/// workers and `nadir analyze` record alike.
+pub fn params(analysis: &crate::Analysis) -> EvalParams {
+    EvalParams {
+        contamination: analysis.contamination,
+        selection_metric: analysis.selection_metric.clone(),
+        behaviour: Default::default(),
+    }
+}
+
 /// Loads a model file, checking it holds the algorithm the message names.
 pub fn load_model(algorithm: &str, bytes: &[u8]) -> Result<Model, String> {
     let model = Model::from_bytes(bytes).map_err(|e| e.to_string())?;

@@ -11,7 +11,6 @@ use std::time::Instant;
 use nadir_config::shutdown::Shutdown;
 use nadir_contract::layout::{self, ArtifactRef, Layer};
 use nadir_contract::messages::{EvalJob, RunDone, SCHEMA_VERSION, subject};
-use nadir_contract::params::EvalParams;
 use nadir_contract::stage::StageKind;
 use nadir_detectors::Model;
 use nadir_pipeline::Analysis;
@@ -89,11 +88,7 @@ impl Stage for Eval {
         let feedback = catalogue.feedback(&raw_versions).await?;
         let bytes_read = partitions.iter().map(|b| b.len() as u64).sum();
         let started = Instant::now();
-        let params = EvalParams {
-            contamination: self.analysis.contamination,
-            selection_metric: self.analysis.selection_metric.clone(),
-            behaviour: Default::default(),
-        };
+        let params = nadir_pipeline::eval::params(&self.analysis);
         let (owned_job, owned_params) = (job.clone(), params.clone());
         let champion_version = champion.as_ref().map(|c| c.version.clone());
         let (evaluation, scores_parquet, findings_parquet) = compute(move || {
