@@ -4,18 +4,22 @@ scripts/test-deploy renders manifests/ with kustomize and hands the result
 here. Out of it come, in OUT:
 
   configmaps.yaml        every ConfigMap (given to kube play with --configmap)
-  deployment-NAME.yaml   each Deployment as it is, but for two things podman
-                         does differently from a kubelet: podman 4.3 publishes
+  deployment-NAME.yaml   each Deployment as it is, but for what podman does
+                         differently from a kubelet: podman 4.3 publishes
                          every containerPort on the host's 0.0.0.0 (so a second
                          replica cannot start, and metrics would be open to
                          the network), so `ports` is dropped and the probes'
-                         named ports are replaced by their numbers
+                         named ports are replaced by their numbers; and it
+                         plays an emptyDir as the named volume of the same
+                         name, so each is renamed NAME-VOLUME (one per
+                         Deployment; its replicas still share it)
   job-NAME.yaml          each Job's and CronJob's pod template as a Pod (kube
                          play 4.3 plays Pods, Deployments and PVCs only), with
-                         the same change to ports
+                         the same changes
   plan.json              what the shell needs: each Deployment's replicas,
                          grace period, probes (path, port), security context;
-                         each Job's command line
+                         each Job's command line; every volume podman will
+                         make (to remove afterwards)
   skipped.txt            the objects podman cannot run (Services,
                          NetworkPolicies, ...), one per line, kind and name
 
@@ -35,9 +39,20 @@ def named_ports(container):
     return {p["name"]: p["containerPort"] for p in container.get("ports", []) if "name" in p}
 
 
-def podman_pod_spec(spec):
-    """The pod spec with ports dropped and probe ports made numbers."""
+def podman_pod_spec(spec, owner):
+    """The pod spec with ports dropped, probe ports made numbers, and each
+    emptyDir volume named after its owner (podman 4.3 plays an emptyDir as
+    the named volume of the same name, which every pod naming its volume
+    `tmp` would share)."""
     spec = json.loads(json.dumps(spec))
+    renamed = {}
+    for v in spec.get("volumes", []):
+        if "emptyDir" in v:
+            renamed[v["name"]] = f"{owner}-{v['name']}"
+            v["name"] = renamed[v["name"]]
+    for c in spec.get("containers", []):
+        for m in c.get("volumeMounts", []):
+            m["name"] = renamed.get(m["name"], m["name"])
     for c in spec.get("containers", []):
         ports = named_ports(c)
         c.pop("ports", None)
@@ -89,7 +104,7 @@ def main():
         if kind == "Deployment":
             spec = d["spec"]["template"]["spec"]
             played = json.loads(json.dumps(d))
-            played["spec"]["template"]["spec"] = podman_pod_spec(spec)
+            played["spec"]["template"]["spec"] = podman_pod_spec(spec, name)
             (out / f"deployment-{name}.yaml").write_text(yaml.safe_dump(played, sort_keys=False))
             plan["deployments"][name] = {
                 "replicas": d["spec"].get("replicas", 1),
@@ -107,7 +122,7 @@ def main():
                 "name": name,
                 "labels": template.get("metadata", {}).get("labels", {}),
             },
-            "spec": podman_pod_spec(template["spec"]),
+            "spec": podman_pod_spec(template["spec"], name),
         }
         (out / f"job-{name}.yaml").write_text(yaml.safe_dump(pod, sort_keys=False))
         c = template["spec"]["containers"][0]
@@ -118,6 +133,14 @@ def main():
             "grace": template["spec"].get("terminationGracePeriodSeconds", 30),
             "security": security(template["spec"]),
         }
+    plan["volumes"] = sorted(
+        v["name"]
+        for f in out.glob("*.yaml")
+        if f.name != "configmaps.yaml"
+        for d in [yaml.safe_load(f.read_text())]
+        for v in (d["spec"]["template"]["spec"] if d["kind"] == "Deployment" else d["spec"]).get("volumes", [])
+        if "emptyDir" in v
+    )
     (out / "configmaps.yaml").write_text(yaml.safe_dump_all(configmaps, sort_keys=False))
     (out / "plan.json").write_text(json.dumps(plan, indent=2))
     (out / "skipped.txt").write_text("".join(f"{s}\n" for s in skipped))
