@@ -51,6 +51,15 @@ impl ThresholdRule {
         }
     }
 
+    /// The share of the training rows this rule flags: what it flags of
+    /// traffic like the training window's.
+    pub fn flag_rate(&self) -> f64 {
+        match *self {
+            ThresholdRule::Contamination(rate) => rate,
+            ThresholdRule::Quantile(q) => 1.0 - q,
+        }
+    }
+
     /// The threshold this rule puts on scores sorted in ascending order.
     pub fn threshold(&self, sorted: &[f64]) -> f64 {
         match *self {

@@ -146,7 +146,14 @@ fn every_generated_attack_is_one_ranked_explained_finding() {
     let kinds = texts(&findings, "kind");
     let explanations = texts(&findings, "explanation");
     let top: Vec<&str> = kinds.iter().take(10).map(String::as_str).collect();
-    for kind in ["scan", "flood", "brute_force", "dns_tunnel", "exfiltration"] {
+    for kind in [
+        "scan",
+        "flood",
+        "brute_force",
+        "beacon",
+        "dns_tunnel",
+        "exfiltration",
+    ] {
         assert!(
             top.contains(&kind),
             "{kind} not among the first ten findings: {top:?}\n{explanations:#?}"
@@ -184,6 +191,16 @@ fn every_generated_attack_is_one_ranked_explained_finding() {
         .unwrap()
         .into_no_null_iter()
         .collect();
+    let attack: BTreeSet<u64> = scores
+        .column("flow_id")
+        .unwrap()
+        .u64()
+        .unwrap()
+        .into_no_null_iter()
+        .zip(texts(&scores, "label"))
+        .filter(|(_, label)| !label.is_empty() && label != "benign")
+        .map(|(id, _)| id)
+        .collect();
     let evidence = findings
         .column("evidence_flow_ids")
         .unwrap()
@@ -203,7 +220,22 @@ fn every_generated_attack_is_one_ranked_explained_finding() {
             ids.iter().all(|id| known.contains(id)),
             "row {row}: evidence outside scores.parquet"
         );
+        // The first five are attacks: most of their evidence is labelled so.
+        if row < 5 {
+            let attacks = ids.iter().filter(|id| attack.contains(id)).count();
+            assert!(
+                attacks * 2 > ids.len(),
+                "finding {row} ({}: {}) is mostly benign flows",
+                kinds[row],
+                explanations[row]
+            );
+        }
     }
+    assert!(
+        findings.height() < 25,
+        "{} findings on a 3-minute, 20-host day: {kinds:?}",
+        findings.height()
+    );
 
     // The report carries the summary, and analyze's table prints it first.
     let summary = &report["findings_summary"];

@@ -546,7 +546,7 @@ impl World {
                     tcp.send(out, false, 120, &[0x17, 0x03, 0x03]);
                     tcp.close(out);
                     out.label(TCP, client, (C2, 443), label);
-                    at += 30_000 * MS + rng.random_range(0..2_000 * MS);
+                    at += 5_000 * MS + rng.random_range(0..500 * MS);
                 }
             }
             Attack::SlowExfiltration => {

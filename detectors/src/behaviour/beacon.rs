@@ -4,11 +4,14 @@
 //! Keyed twice: by (source, destination, port), and by (source, server
 //! name), since proxies and CDNs give one server many addresses; a
 //! name's beacon made of the same flows as an address's is not repeated.
+//! A DNS question is keyed by the registered domain it asks about, never
+//! by the resolver's address: the resolver is every client's proxy.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use nadir_contract::findings::FindingKind;
 
+use super::dns::registered_domain;
 use super::{Behaviour, BehaviourParams, Flow, group_by, median, score, seconds_words, span_s};
 
 /// Command and control: high from the start.
@@ -86,6 +89,14 @@ fn measure(flows: &[Flow], rows: &[usize], window_s: f64) -> Option<Measured> {
     })
 }
 
+/// The name a flow is addressed by: its TLS SNI or HTTP host, or the
+/// registered domain of its DNS question.
+fn name_of(f: &Flow) -> Option<String> {
+    f.server_name
+        .clone()
+        .or_else(|| f.dns_query.as_deref().map(registered_domain))
+}
+
 pub(super) fn beacons(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour> {
     let all: Vec<usize> = (0..flows.len()).collect();
     let window_s = span_s(flows, &all);
@@ -95,7 +106,10 @@ pub(super) fn beacons(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour
     let mut reach: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for f in flows {
         reach.entry(f.dst.as_str()).or_default().insert(&f.src);
-        if let Some(name) = &f.server_name {
+    }
+    let names: Vec<Option<String>> = flows.iter().map(name_of).collect();
+    for (f, name) in flows.iter().zip(&names) {
+        if let Some(name) = name {
             reach.entry(name.as_str()).or_default().insert(&f.src);
         }
     }
@@ -151,7 +165,11 @@ pub(super) fn beacons(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour
         true
     };
     for ((src, dst, port), rows) in
-        group_by(flows, |f| Some((f.src.clone(), f.dst.clone(), f.dst_port)))
+        group_by(flows, |f| {
+            f.dns_query
+                .is_none()
+                .then(|| (f.src.clone(), f.dst.clone(), f.dst_port))
+        })
     {
         if judge(src, format!("{dst}:{port}"), &dst, rows.clone(), &mut found) {
             for r in rows {
@@ -159,9 +177,13 @@ pub(super) fn beacons(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour
             }
         }
     }
-    for ((src, name), rows) in
-        group_by(flows, |f| f.server_name.clone().map(|n| (f.src.clone(), n)))
-    {
+    let mut by_name: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    for (r, (f, name)) in flows.iter().zip(&names).enumerate() {
+        if let Some(name) = name {
+            by_name.entry((f.src.clone(), name.clone())).or_default().push(r);
+        }
+    }
+    for ((src, name), rows) in by_name {
         let known = rows.iter().filter(|r| beaconing[**r]).count();
         if known * 5 >= rows.len() * 4 {
             continue;
@@ -236,6 +258,35 @@ mod tests {
         let found = beacons(&numbered(flows), &BehaviourParams::default());
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].peer, "updates.example.net");
+    }
+
+    #[test]
+    fn a_client_asking_its_resolver_often_is_no_beacon() {
+        let mut flows = benign();
+        for i in 0..30 {
+            let mut f = tcp("10.0.0.14", "10.0.0.53", 53, 5.0 + i as f64 * 6.0, 0.01);
+            f.protocol = crate::behaviour::UDP;
+            f.fwd_bytes = 62;
+            f.dns_query = Some(format!("www.example{i}.org"));
+            flows.push(f);
+        }
+        let found = beacons(&numbered(flows), &BehaviourParams::default());
+        assert!(found.is_empty(), "{found:#?}");
+    }
+
+    #[test]
+    fn the_same_name_asked_on_a_clock_is_a_beacon_by_its_domain() {
+        let mut flows = benign();
+        for i in 0..30 {
+            let mut f = tcp("10.0.0.14", "10.0.0.53", 53, 5.0 + i as f64 * 6.0, 0.01);
+            f.protocol = crate::behaviour::UDP;
+            f.fwd_bytes = 62;
+            f.dns_query = Some("check.c2.example.net".into());
+            flows.push(f);
+        }
+        let found = beacons(&numbered(flows), &BehaviourParams::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].peer, "example.net");
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub(crate) fn span_s(flows: &[Flow], rows: &[usize]) -> f64 {
 }
 
 /// The median of some values (0 for none).
-pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+pub fn median(mut values: Vec<f64>) -> f64 {
     if values.is_empty() {
         return 0.0;
     }

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use nadir_contract::findings::{Finding, FindingKind, Severity, finding_id};
-use nadir_detectors::behaviour::{self, BehaviourParams, Flow, bytes_words};
+use nadir_detectors::behaviour::{self, BehaviourParams, Flow, bytes_words, median};
 use polars::prelude::*;
 use uuid::Uuid;
 
@@ -22,7 +22,15 @@ use uuid::Uuid;
 pub struct Flagger {
     pub name: String,
     pub host_level: bool,
+    /// The share of benign flows its threshold flags by design (the
+    /// training rows above it): the baseline a host's flags are held to.
+    pub training_rate: f64,
 }
+
+/// How unlikely a host's count of flagged flows must be, were all its flows
+/// benign and flagged at the detectors' training rate, before they become an
+/// `outlier_flows` finding.
+const OUTLIER_SIGNIFICANCE: f64 = 1e-3;
 
 /// How much agreement of the learned detectors adds to a behaviour's score:
 /// at most this share of the way left to 1.
@@ -106,7 +114,37 @@ pub fn find(
                 by_src.entry(f.src.clone()).or_default().push(r);
             }
         }
+        // How many flows each host has that no behaviour explains.
+        let mut unexplained: BTreeMap<&str, usize> = BTreeMap::new();
+        for (r, f) in flows.iter().enumerate() {
+            if !explained[r] {
+                *unexplained.entry(f.src.as_str()).or_insert(0) += 1;
+            }
+        }
+        let training_rate = flagged
+            .iter()
+            .filter(|(d, _)| d.host_level == host_level)
+            .map(|(d, _)| d.training_rate)
+            .fold(0.0, f64::max);
+        // Where the detectors flag more of every host than they did in
+        // training (drift, or a group detector that finds every host odd),
+        // the typical host of this run is the baseline.
+        let typical_rate = median(
+            unexplained
+                .iter()
+                .map(|(src, n)| by_src.get(*src).map_or(0, Vec::len) as f64 / *n as f64)
+                .collect(),
+        );
+        let rate = training_rate.max(typical_rate);
         for (src, rows) in by_src {
+            let n = unexplained.get(src.as_str()).copied().unwrap_or(rows.len());
+            let expected = rate * n as f64;
+            let surprise = poisson_tail(rows.len(), expected);
+            // As many flags as the thresholds let through on benign
+            // traffic are the thresholds' cost, not a finding.
+            if surprise > OUTLIER_SIGNIFICANCE {
+                continue;
+            }
             for r in &rows {
                 explained[*r] = true;
             }
@@ -145,9 +183,12 @@ pub fn find(
                     0.2 + 0.2
                         * (per_detector.len() as f64 / (flagged.len() - flow_level).max(1) as f64),
                     format!(
-                        "{src_name} stood out from the other hosts: {} of its flows, to {peer}, \
-                         in the periods the group detector flagged ({by})",
-                        rows.len()
+                        "{src_name} stood out from the other hosts: {} of its {n} flows, to \
+                         {peer}, in the periods the group detector flagged ({by}); at {} \
+                         (the typical host here) about {} were expected",
+                        rows.len(),
+                        percent_words(rate),
+                        count_words(expected),
                     ),
                 )
             } else {
@@ -171,13 +212,21 @@ pub fn find(
                     .filter(|f| !f.is_empty())
                     .map(|f| format!("; what stood out most: {f}"))
                     .unwrap_or_default();
+                // From 0 at the significance level to 1 at a chance of
+                // 1e-9, scaled by how many detectors agreed.
+                let rarity = ((OUTLIER_SIGNIFICANCE / surprise.max(1e-300)).log10() / 6.0)
+                    .clamp(0.0, 1.0);
                 (
                     FindingKind::OutlierFlows,
-                    0.2 + 0.4 * share,
+                    0.2 + 0.4 * rarity * share,
                     format!(
-                        "{} unusual flow(s) of {src_name} to {peer} ({}), flagged by {by}{why}",
+                        "{} of the {n} flows of {src_name} unusual, to {peer} ({}), flagged by \
+                         {by}; at {} (the detectors' training rate, or this run's typical host \
+                         if higher) about {} were expected{why}",
                         rows.len(),
-                        bytes_words(rows.iter().map(|r| flows[*r].bytes() as f64).sum())
+                        bytes_words(rows.iter().map(|r| flows[*r].bytes() as f64).sum()),
+                        percent_words(rate),
+                        count_words(expected),
                     ),
                 )
             };
@@ -202,6 +251,37 @@ pub fn find(
             .then(a.finding_id.cmp(&b.finding_id))
     });
     Ok(findings)
+}
+
+/// P(X >= k) for X ~ Poisson(lambda): how surprising k events are where
+/// lambda were expected.
+fn poisson_tail(k: usize, lambda: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if lambda <= 0.0 {
+        return 0.0;
+    }
+    // 1 - P(X < k), summed in log space to stay finite for large k.
+    let mut term = (-lambda).exp();
+    let mut below = term;
+    for i in 1..k {
+        term *= lambda / i as f64;
+        below += term;
+    }
+    (1.0 - below).max(0.0)
+}
+
+fn percent_words(share: f64) -> String {
+    format!("{:.1} %", share * 100.0)
+}
+
+fn count_words(x: f64) -> String {
+    if x < 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.0}")
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -414,4 +494,22 @@ pub fn findings_frame(findings: &[Finding]) -> Result<DataFrame, String> {
         Column::new("explanation".into(), text(|f| f.explanation.clone())),
     ];
     DataFrame::new(findings.len(), columns).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poisson_tails() {
+        assert_eq!(poisson_tail(0, 3.0), 1.0);
+        // P(X >= 1) = 1 - e^-2
+        assert!((poisson_tail(1, 2.0) - (1.0 - (-2.0f64).exp())).abs() < 1e-12);
+        // Six flags where 1.6 were expected are rarer than 1 in 100...
+        assert!(poisson_tail(6, 1.6) < 0.01);
+        // ...but not than 1 in 1000: the thresholds' cost, no finding.
+        assert!(poisson_tail(6, 1.6) > OUTLIER_SIGNIFICANCE);
+        assert!(poisson_tail(14, 1.3) < 1e-9);
+        assert_eq!(poisson_tail(3, 0.0), 0.0);
+    }
 }

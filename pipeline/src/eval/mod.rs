@@ -332,6 +332,7 @@ pub fn evaluate(
         .map(|s| findings::Flagger {
             name: s.name(),
             host_level: s.model.detector().granularity() == Granularity::Host,
+            training_rate: s.model.metadata.threshold_rule.flag_rate(),
         })
         .collect();
     let found = findings::find(&scores_frame, &flaggers, job.run_id, &params.behaviour)?;
