@@ -164,13 +164,11 @@ pub(super) fn beacons(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour
         });
         true
     };
-    for ((src, dst, port), rows) in
-        group_by(flows, |f| {
-            f.dns_query
-                .is_none()
-                .then(|| (f.src.clone(), f.dst.clone(), f.dst_port))
-        })
-    {
+    for ((src, dst, port), rows) in group_by(flows, |f| {
+        f.dns_query
+            .is_none()
+            .then(|| (f.src.clone(), f.dst.clone(), f.dst_port))
+    }) {
         if judge(src, format!("{dst}:{port}"), &dst, rows.clone(), &mut found) {
             for r in rows {
                 beaconing[r] = true;
@@ -180,7 +178,10 @@ pub(super) fn beacons(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour
     let mut by_name: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
     for (r, (f, name)) in flows.iter().zip(&names).enumerate() {
         if let Some(name) = name {
-            by_name.entry((f.src.clone(), name.clone())).or_default().push(r);
+            by_name
+                .entry((f.src.clone(), name.clone()))
+                .or_default()
+                .push(r);
         }
     }
     for ((src, name), rows) in by_name {

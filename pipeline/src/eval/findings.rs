@@ -214,8 +214,8 @@ pub fn find(
                     .unwrap_or_default();
                 // From 0 at the significance level to 1 at a chance of
                 // 1e-9, scaled by how many detectors agreed.
-                let rarity = ((OUTLIER_SIGNIFICANCE / surprise.max(1e-300)).log10() / 6.0)
-                    .clamp(0.0, 1.0);
+                let rarity =
+                    ((OUTLIER_SIGNIFICANCE / surprise.max(1e-300)).log10() / 6.0).clamp(0.0, 1.0);
                 (
                     FindingKind::OutlierFlows,
                     0.2 + 0.4 * rarity * share,
