@@ -7,6 +7,8 @@
 //! - [`messages`]: the JetStream subjects and message types (the wire contract).
 //! - [`stage`]: the four stages and their audit tables.
 //! - [`findings`]: what an analyst triages, the rows of `findings.parquet`.
+//! - [`suppression`]: rules that hide findings judged benign, and what they match.
+//! - [`triage`]: a finding's states.
 //! - [`format`]: what a RAW object holds, as ingest detected it.
 //! - [`audit`]: one audit row as a stage hands it over.
 //! - [`registry`]: what a job changes in the model registry.
@@ -24,3 +26,5 @@ pub mod messages;
 pub mod params;
 pub mod registry;
 pub mod stage;
+pub mod suppression;
+pub mod triage;

@@ -62,6 +62,11 @@ pub struct EvalParams {
     /// The behavioural detectors' thresholds (docs/findings.md).
     #[serde(default)]
     pub behaviour: BehaviourParams,
+    /// The suppression rules in force when it ran. Recorded, not applied:
+    /// rules hide findings where they are shown, and never change
+    /// `findings.parquet`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppression_rules: Vec<crate::suppression::Rule>,
 }
 
 /// The thresholds of the behavioural detectors.

@@ -15,6 +15,9 @@ pub enum DbError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("PostgreSQL configuration: {0}")]
     Config(String),
+    /// A value refused before it was written (a rule's pattern, a state).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// A tokio-postgres error in words: its causes (its Display shows only the
@@ -54,7 +57,7 @@ impl DbError {
                 }
             },
             DbError::Pool(_) => true,
-            DbError::Config(_) => false,
+            DbError::Config(_) | DbError::Invalid(_) => false,
         }
     }
 

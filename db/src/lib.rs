@@ -16,7 +16,9 @@
 //! - [`jobs`]: `stage_jobs` and `rejected_messages`, for the stage runtime.
 //! - [`runs`]: runs and their audit rows, for the CLI and the dashboard.
 //! - [`registry`]: models, the champion per feature set, its history.
-//! - [`feedback`]: analysts' verdicts.
+//! - [`feedback`]: analysts' verdicts on flows.
+//! - [`triage`]: findings' states, whose verdicts label their flows.
+//! - [`suppression`]: suppression rules, versioned.
 //! - [`safe`]: text from outside (NUL, length) made storable.
 //!
 //! This crate knows no NATS and no S3.
@@ -28,6 +30,8 @@ pub mod registry;
 pub mod runs;
 pub mod safe;
 pub mod schema;
+pub mod suppression;
 pub mod tls;
+pub mod triage;
 
 pub use connection::{DbError, Pool, connect, pool};

@@ -22,6 +22,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "leases, retry budget, outbox",
         include_str!("migrations/0004_delivery.sql"),
     ),
+    (
+        5,
+        "finding triage and suppression rules",
+        include_str!("migrations/0005_findings.sql"),
+    ),
 ];
 
 /// Lock id for migrations (any constant shared by all nadir processes).
@@ -74,8 +79,8 @@ pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
 }
 
 /// Lets an existing PostgreSQL role do what the dashboard does and no
-/// more: read every table of the schema (now and after later migrations)
-/// and add analysts' feedback.
+/// more: read every table of the schema (now and after later migrations),
+/// add analysts' feedback and triage, and add and remove suppression rules.
 pub async fn grant_dashboard(pool: &Pool, role: &str) -> Result<(), DbError> {
     let valid = role.len() <= 63
         && role.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
@@ -95,7 +100,10 @@ pub async fn grant_dashboard(pool: &Pool, role: &str) -> Result<(), DbError> {
              GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{role}\";
              ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO \"{role}\";
              GRANT INSERT ON feedback TO \"{role}\";
-             GRANT USAGE ON SEQUENCE feedback_id_seq TO \"{role}\";"
+             GRANT USAGE ON SEQUENCE feedback_id_seq TO \"{role}\";
+             GRANT INSERT ON finding_triage, suppression_rules TO \"{role}\";
+             GRANT USAGE ON SEQUENCE finding_triage_id_seq, suppression_rules_id_seq,
+                 suppression_rule_ids TO \"{role}\";"
         ))
         .await?;
     Ok(())

@@ -86,6 +86,13 @@ impl<'a> Catalogue<'a> {
         Ok(nadir_db::registry::champion(self.db, feature_set).await?)
     }
 
+    /// The suppression rules in force now.
+    pub async fn suppression_rules(
+        &self,
+    ) -> Result<Vec<nadir_contract::suppression::Rule>, StageError> {
+        Ok(nadir_db::suppression::in_force(self.db, chrono::Utc::now()).await?)
+    }
+
     /// Analysts' verdicts on the flows of these partitions, as labels.
     pub async fn feedback(
         &self,

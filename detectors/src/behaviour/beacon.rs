@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use nadir_contract::findings::FindingKind;
+use nadir_contract::suppression::service_peer;
 
 use super::dns::registered_domain;
 use super::{Behaviour, BehaviourParams, Flow, group_by, median, score, seconds_words, span_s};
@@ -169,7 +170,13 @@ pub(super) fn beacons(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour
             .is_none()
             .then(|| (f.src.clone(), f.dst.clone(), f.dst_port))
     }) {
-        if judge(src, format!("{dst}:{port}"), &dst, rows.clone(), &mut found) {
+        if judge(
+            src,
+            service_peer(&dst, port),
+            &dst,
+            rows.clone(),
+            &mut found,
+        ) {
             for r in rows {
                 beaconing[r] = true;
             }

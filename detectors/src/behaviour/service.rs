@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use nadir_contract::findings::FindingKind;
+use nadir_contract::suppression::service_peer;
 
 use super::{
     Behaviour, BehaviourParams, Flow, TCP, bytes_words, excess, group_by, mean_cv, score,
@@ -60,7 +61,7 @@ pub(super) fn floods(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour>
                 seconds_words(params.flood_window_s)
             ),
             src,
-            peer: format!("{dst}:{port}"),
+            peer: service_peer(&dst, port),
             score: score(
                 FLOOD_BASE,
                 excess(best as f64, params.flood_min_half_open as f64 / 2.0),
@@ -103,7 +104,7 @@ pub(super) fn brute_force(flows: &[Flow], params: &BehaviourParams) -> Vec<Behav
                 params.brute_min_sessions
             ),
             src,
-            peer: format!("{dst}:{port}"),
+            peer: service_peer(&dst, port),
             score: score(BRUTE_BASE, strength),
             flows: rows,
         });

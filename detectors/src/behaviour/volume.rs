@@ -2,6 +2,7 @@
 //! leaves a host for one peer.
 
 use nadir_contract::findings::FindingKind;
+use nadir_contract::suppression::service_peer;
 
 use super::{
     Behaviour, BehaviourParams, Flow, bytes_words, excess, group_by, median, score, seconds_words,
@@ -32,7 +33,7 @@ pub(super) fn long_connections(flows: &[Flow], params: &BehaviourParams) -> Vec<
                     seconds_words(params.long_min_s)
                 ),
                 src,
-                peer: format!("{dst}:{port}"),
+                peer: service_peer(&dst, port),
                 score: score(LONG_BASE, excess(longest, params.long_min_s / 2.0)),
                 flows: rows,
             }

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use nadir_contract::findings::{Finding, FindingKind, Severity, finding_id};
+use nadir_contract::suppression::service_peer;
 use nadir_detectors::behaviour::{self, BehaviourParams, Flow, bytes_words, median};
 use polars::prelude::*;
 use uuid::Uuid;
@@ -319,7 +320,7 @@ fn peer_of(f: &Flow) -> String {
     match &f.server_name {
         Some(name) => name.clone(),
         None if f.dst.is_empty() => format!("port {}", f.dst_port),
-        None => format!("{}:{}", f.dst, f.dst_port),
+        None => service_peer(&f.dst, f.dst_port),
     }
 }
 

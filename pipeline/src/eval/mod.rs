@@ -44,6 +44,7 @@ pub fn params(analysis: &crate::Analysis) -> EvalParams {
         contamination: analysis.contamination,
         selection_metric: analysis.selection_metric.clone(),
         behaviour: Default::default(),
+        suppression_rules: Vec::new(),
     }
 }
 

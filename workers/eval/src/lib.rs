@@ -88,7 +88,8 @@ impl Stage for Eval {
         let feedback = catalogue.feedback(&raw_versions).await?;
         let bytes_read = partitions.iter().map(|b| b.len() as u64).sum();
         let started = Instant::now();
-        let params = nadir_pipeline::eval::params(&self.analysis);
+        let mut params = nadir_pipeline::eval::params(&self.analysis);
+        params.suppression_rules = catalogue.suppression_rules().await?;
         let (owned_job, owned_params) = (job.clone(), params.clone());
         let champion_version = champion.as_ref().map(|c| c.version.clone());
         let (evaluation, scores_parquet, findings_parquet) = compute(move || {
