@@ -5,6 +5,8 @@
 //! `scores.parquet`, ranked by score; `nadir analyze` prints the same rows.
 //! docs/findings.md gives the scoring formulas.
 
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -102,6 +104,69 @@ impl Severity {
             Severity::High => "high",
             Severity::Critical => "critical",
         }
+    }
+}
+
+/// What a finding's peer names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    Host(IpAddr),
+    Service(IpAddr, u16),
+    /// A sweep of one port over many hosts.
+    Port(u16),
+    /// A domain, TLS SNI or HTTP host, lower-case.
+    Name(String),
+    /// `N peers`, `N sources`: many, none named.
+    Many,
+}
+
+impl Peer {
+    /// Reads a finding's `peer` (or `src`) as written by eval.
+    pub fn of(text: &str) -> Peer {
+        let text = text.trim();
+        if let Ok(ip) = text.parse() {
+            return Peer::Host(ip);
+        }
+        if let Some(port) = text.strip_prefix("port ").and_then(|p| p.parse().ok()) {
+            return Peer::Port(port);
+        }
+        if let Some((host, port)) = text.rsplit_once(':') {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if let (Ok(ip), Ok(port)) = (host.parse(), port.parse()) {
+                return Peer::Service(ip, port);
+            }
+        }
+        let many = text
+            .split_once(' ')
+            .is_some_and(|(n, _)| n.parse::<u64>().is_ok());
+        if many || text.is_empty() {
+            Peer::Many
+        } else {
+            Peer::Name(text.trim_end_matches('.').to_ascii_lowercase())
+        }
+    }
+
+    pub(crate) fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Peer::Host(ip) | Peer::Service(ip, _) => Some(*ip),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn port(&self) -> Option<u16> {
+        match self {
+            Peer::Service(_, port) | Peer::Port(port) => Some(*port),
+            _ => None,
+        }
+    }
+}
+
+/// `host:port` as a finding's peer writes it (IPv6 in brackets).
+pub fn service_peer(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use nadir_contract::findings::FindingKind;
-use nadir_contract::suppression::service_peer;
+use nadir_contract::findings::service_peer;
 
 use super::dns::registered_domain;
 use super::{Behaviour, BehaviourParams, Flow, group_by, median, score, seconds_words, span_s};
@@ -268,31 +268,31 @@ mod tests {
         assert_eq!(found[0].peer, "updates.example.net");
     }
 
-    #[test]
-    fn a_client_asking_its_resolver_often_is_no_beacon() {
+    /// Benign traffic, and one client asking its resolver every 6 s, the
+    /// i-th time for `name(i)`.
+    fn asking_every_6_s(name: impl Fn(usize) -> String) -> Vec<Flow> {
         let mut flows = benign();
         for i in 0..30 {
             let mut f = tcp("10.0.0.14", "10.0.0.53", 53, 5.0 + i as f64 * 6.0, 0.01);
             f.protocol = crate::behaviour::UDP;
             f.fwd_bytes = 62;
-            f.dns_query = Some(format!("www.example{i}.org"));
+            f.dns_query = Some(name(i));
             flows.push(f);
         }
-        let found = beacons(&numbered(flows), &BehaviourParams::default());
+        numbered(flows)
+    }
+
+    #[test]
+    fn a_client_asking_its_resolver_often_is_no_beacon() {
+        let flows = asking_every_6_s(|i| format!("www.example{i}.org"));
+        let found = beacons(&flows, &BehaviourParams::default());
         assert!(found.is_empty(), "{found:#?}");
     }
 
     #[test]
     fn the_same_name_asked_on_a_clock_is_a_beacon_by_its_domain() {
-        let mut flows = benign();
-        for i in 0..30 {
-            let mut f = tcp("10.0.0.14", "10.0.0.53", 53, 5.0 + i as f64 * 6.0, 0.01);
-            f.protocol = crate::behaviour::UDP;
-            f.fwd_bytes = 62;
-            f.dns_query = Some("check.c2.example.net".into());
-            flows.push(f);
-        }
-        let found = beacons(&numbered(flows), &BehaviourParams::default());
+        let flows = asking_every_6_s(|_| "check.c2.example.net".into());
+        let found = beacons(&flows, &BehaviourParams::default());
         assert_eq!(found.len(), 1, "{found:#?}");
         assert_eq!(found[0].peer, "example.net");
     }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use nadir_contract::findings::FindingKind;
-use nadir_contract::suppression::service_peer;
+use nadir_contract::findings::service_peer;
 
 use super::{
     Behaviour, BehaviourParams, Flow, TCP, bytes_words, excess, group_by, mean_cv, score,

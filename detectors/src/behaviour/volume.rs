@@ -2,7 +2,7 @@
 //! leaves a host for one peer.
 
 use nadir_contract::findings::FindingKind;
-use nadir_contract::suppression::service_peer;
+use nadir_contract::findings::service_peer;
 
 use super::{
     Behaviour, BehaviourParams, Flow, bytes_words, excess, group_by, median, score, seconds_words,

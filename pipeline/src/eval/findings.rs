@@ -12,8 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use nadir_contract::findings::{Finding, FindingKind, Severity, finding_id};
-use nadir_contract::suppression::service_peer;
+use nadir_contract::findings::{Finding, FindingKind, Severity, finding_id, service_peer};
 use nadir_detectors::behaviour::{self, BehaviourParams, Flow, bytes_words, median};
 use polars::prelude::*;
 use uuid::Uuid;
@@ -255,7 +254,9 @@ pub fn find(
 }
 
 /// P(X >= k) for X ~ Poisson(lambda): how surprising k events are where
-/// lambda were expected.
+/// lambda were expected. Each term is taken from its logarithm, so a busy
+/// host (lambda in the thousands, where e^-lambda is 0 in f64) is judged
+/// as exactly as a quiet one.
 fn poisson_tail(k: usize, lambda: f64) -> f64 {
     if k == 0 {
         return 1.0;
@@ -263,14 +264,31 @@ fn poisson_tail(k: usize, lambda: f64) -> f64 {
     if lambda <= 0.0 {
         return 0.0;
     }
-    // 1 - P(X < k), summed in log space to stay finite for large k.
-    let mut term = (-lambda).exp();
-    let mut below = term;
-    for i in 1..k {
-        term *= lambda / i as f64;
-        below += term;
+    let ln_lambda = lambda.ln();
+    let mut ln_factorial = 0.0;
+    let ln_term = |i: usize, ln_factorial: &mut f64| {
+        if i > 0 {
+            *ln_factorial += (i as f64).ln();
+        }
+        i as f64 * ln_lambda - lambda - *ln_factorial
+    };
+    if (k as f64) <= lambda {
+        // A common count: 1 minus the terms below it, none of them tiny.
+        let below: f64 = (0..k).map(|i| ln_term(i, &mut ln_factorial).exp()).sum();
+        return (1.0 - below).clamp(0.0, 1.0);
     }
-    (1.0 - below).max(0.0)
+    // A rare count: the terms from k up, each smaller than the last.
+    for i in 0..k {
+        ln_term(i, &mut ln_factorial);
+    }
+    let mut term = ln_term(k, &mut ln_factorial).exp();
+    let (mut tail, mut i) = (0.0, k);
+    while term > tail * 1e-17 && term > 0.0 {
+        tail += term;
+        i += 1;
+        term *= lambda / i as f64;
+    }
+    tail.min(1.0)
 }
 
 fn percent_words(share: f64) -> String {
@@ -512,5 +530,9 @@ mod tests {
         assert!(poisson_tail(6, 1.6) > OUTLIER_SIGNIFICANCE);
         assert!(poisson_tail(14, 1.3) < 1e-9);
         assert_eq!(poisson_tail(3, 0.0), 0.0);
+        // A busy host: 2 % of 50 000 flows expected, five times that found.
+        assert!(poisson_tail(5_000, 1_000.0) < OUTLIER_SIGNIFICANCE);
+        assert!(poisson_tail(1_100, 1_000.0) < 0.01);
+        assert!(poisson_tail(1_000, 1_000.0) > 0.4);
     }
 }
