@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use commands::{
-    flows, gen_capture, grant_dashboard, models, pipeline, probe, runs, sample, setup, start,
-    upload, variables, verify,
+    findings, flows, gen_capture, grant_dashboard, models, pipeline, probe, runs, sample, setup,
+    start, upload, variables, verify,
 };
 use nadir_config::{Config, telemetry};
 use nadir_contract::messages::{RunMode, StartRun, TrainingWindow};
@@ -270,6 +270,25 @@ enum Command {
         #[arg(long)]
         feature_set: Option<String>,
     },
+    /// A run's findings, ranked, as the dashboard's queue shows them:
+    /// suppressed and closed ones left out unless --all. Default: the
+    /// newest evaluated run.
+    Findings {
+        run_id: Option<Uuid>,
+        /// Also the findings suppression rules hide and closed ones.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 25)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suppression rules: hide findings judged benign, in every run,
+    /// past runs included.
+    Suppress {
+        #[command(subcommand)]
+        command: Suppress,
+    },
     /// Let an existing PostgreSQL role serve the dashboard: read every
     /// table, and add analysts' feedback; nothing else. Run it again after
     /// an upgrade.
@@ -287,6 +306,71 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum Suppress {
+    /// Add a rule (`nadir suppress add domain '*.example.org' --reason
+    /// "package mirror"`).
+    Add {
+        /// cidr (source or peer in a network), pair ("SRC PEER"), port,
+        /// domain (`*.example.org` covers the domain and every name under
+        /// it), server_name (TLS SNI or HTTP host, exactly).
+        matcher: Matcher,
+        pattern: String,
+        /// Why these findings are benign (kept with the rule).
+        #[arg(long)]
+        reason: String,
+        /// Only findings of this kind (scan, beacon, dns_tunnel, ...).
+        #[arg(long)]
+        kind: Option<Kind>,
+        /// Who answers for the rule (default: cli:USER@HOST).
+        #[arg(long)]
+        owner: Option<String>,
+        /// When it stops applying: 2026-12-31, an RFC 3339 time, or 30d.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// The rules in force and how many findings each hides.
+    List {
+        /// Count hidden findings over the newest this many evaluated runs.
+        #[arg(long, default_value_t = 20)]
+        runs: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a rule (its history is kept).
+    Remove { rule_id: i64 },
+}
+
+/// A matcher name as clap reads it.
+#[derive(Clone, Copy)]
+struct Matcher(nadir_contract::suppression::Matcher);
+
+impl std::str::FromStr for Matcher {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse().map(Matcher)
+    }
+}
+
+/// A finding kind as clap reads it.
+#[derive(Clone, Copy)]
+struct Kind(nadir_contract::findings::FindingKind);
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        nadir_contract::findings::FindingKind::parse(s)
+            .map(Kind)
+            .ok_or_else(|| {
+                let names: Vec<&str> = nadir_contract::findings::FindingKind::ALL
+                    .iter()
+                    .map(|k| k.name())
+                    .collect();
+                format!("{s:?} is no finding kind ({})", names.join(", "))
+            })
+    }
 }
 
 #[global_allocator]
@@ -374,6 +458,34 @@ async fn with_services(config: &Config, command: Command) -> anyhow::Result<Exit
         } else {
             ExitCode::FAILURE
         }),
+        Command::Findings {
+            run_id,
+            all,
+            limit,
+            json,
+        } => findings::findings(config, run_id, all, limit, json).await,
+        Command::Suppress { command } => match command {
+            Suppress::Add {
+                matcher,
+                pattern,
+                reason,
+                kind,
+                owner,
+                expires,
+            } => {
+                let add = findings::Add {
+                    matcher: matcher.0,
+                    pattern,
+                    kind: kind.map(|k| k.0),
+                    reason,
+                    owner,
+                    expires,
+                };
+                findings::add(config, add).await
+            }
+            Suppress::List { runs, json } => findings::list(config, runs, json).await,
+            Suppress::Remove { rule_id } => findings::remove(config, rule_id).await,
+        },
         Command::Models { limit, json } => models::models(config, limit, json).await,
         Command::Promote {
             algorithm,

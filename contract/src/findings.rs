@@ -105,6 +105,17 @@ impl Severity {
             Severity::Critical => "critical",
         }
     }
+
+    pub fn parse(name: &str) -> Option<Severity> {
+        [
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+            Severity::Critical,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
 }
 
 /// What a finding's peer names.
@@ -146,14 +157,14 @@ impl Peer {
         }
     }
 
-    pub(crate) fn ip(&self) -> Option<IpAddr> {
+    pub fn ip(&self) -> Option<IpAddr> {
         match self {
             Peer::Host(ip) | Peer::Service(ip, _) => Some(*ip),
             _ => None,
         }
     }
 
-    pub(crate) fn port(&self) -> Option<u16> {
+    pub fn port(&self) -> Option<u16> {
         match self {
             Peer::Service(_, port) | Peer::Port(port) => Some(*port),
             _ => None,

@@ -9,6 +9,7 @@
 //! - [`findings`]: what an analyst triages, the rows of `findings.parquet`.
 //! - [`suppression`]: rules that hide findings judged benign, and what they match.
 //! - [`triage`]: a finding's states.
+//! - [`queue`]: findings as shown: suppression applied, triage states joined.
 //! - [`format`]: what a RAW object holds, as ingest detected it.
 //! - [`audit`]: one audit row as a stage hands it over.
 //! - [`registry`]: what a job changes in the model registry.
@@ -24,6 +25,7 @@ pub mod format;
 pub mod layout;
 pub mod messages;
 pub mod params;
+pub mod queue;
 pub mod registry;
 pub mod stage;
 pub mod suppression;

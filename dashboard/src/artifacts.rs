@@ -11,19 +11,22 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nadir_contract::layout::{ArtifactRef, sha256_hex};
+use nadir_contract::findings::Finding;
+use nadir_contract::layout::ArtifactRef;
 use nadir_pipeline::report::EvalReport;
-use nadir_store::ObjectStore;
+use nadir_store::{ObjectStore, StoreError};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::index::RunIndex;
 
-/// A run's report and its index.
+/// A run's report, its findings (ranked) and its index.
 #[derive(Debug)]
 pub struct LoadedRun {
     pub report: EvalReport,
+    /// `findings.parquet`; none for a run evaluated before findings.
+    pub findings: Vec<Finding>,
     pub index: RunIndex,
     /// Bytes of `scores.parquet`.
     pub scores_bytes: u64,
@@ -130,17 +133,13 @@ impl Artifacts {
     }
 
     async fn fetch(&self, artifact: &ArtifactRef) -> Result<bytes::Bytes, LoadError> {
-        let bytes = self
-            .store
-            .get(&artifact.bucket, &artifact.key)
+        self.store
+            .get_artifact(artifact)
             .await
-            .map_err(|e| LoadError::Fetch(format!("{}: {e}", artifact.uri())))?;
-        if sha256_hex(&bytes) != artifact.sha256 {
-            return Err(LoadError::Tampered {
-                uri: artifact.uri(),
-            });
-        }
-        Ok(bytes)
+            .map_err(|e| match e {
+                StoreError::Tampered { uri } => LoadError::Tampered { uri },
+                e => LoadError::Fetch(format!("{}: {e}", artifact.uri())),
+            })
     }
 
     async fn load(
@@ -152,15 +151,29 @@ impl Artifacts {
         let (report_bytes, scores_bytes) =
             tokio::try_join!(self.fetch(&report_ref), self.fetch(&scores_ref))?;
         let uri = scores_ref.uri();
+        let report: EvalReport = serde_json::from_slice(&report_bytes)
+            .map_err(|e| LoadError::Invalid(format!("{}: {e}", report_ref.uri())))?;
+        let findings_bytes = match &report.findings {
+            Some(r) => Some((r.uri(), self.fetch(r).await?)),
+            None => None,
+        };
         let loaded = tokio::task::spawn_blocking(move || {
-            let report: EvalReport = serde_json::from_slice(&report_bytes)
-                .map_err(|e| LoadError::Invalid(format!("{}: {e}", report_ref.uri())))?;
+            let findings = match findings_bytes {
+                Some((uri, bytes)) => nadir_pipeline::eval::findings::read_findings(&bytes)
+                    .map_err(|e| LoadError::Invalid(format!("{uri}: {e}")))?,
+                None => Vec::new(),
+            };
+            let evidence = findings
+                .iter()
+                .flat_map(|f| f.evidence_flow_ids.iter().copied())
+                .collect();
             let frame = nadir_flows::table::read_parquet(&scores_bytes)
                 .map_err(|e| LoadError::Invalid(format!("{}: {e}", scores_ref.uri())))?;
-            let index =
-                RunIndex::build(&report, &frame).map_err(|e| LoadError::Invalid(e.to_string()))?;
+            let index = RunIndex::build(&report, &frame, &evidence)
+                .map_err(|e| LoadError::Invalid(e.to_string()))?;
             Ok::<_, LoadError>(LoadedRun {
                 report,
+                findings,
                 index,
                 scores_bytes: scores_bytes.len() as u64,
                 load_time: started.elapsed(),
@@ -171,6 +184,7 @@ impl Artifacts {
         tracing::info!(
             scores = %uri,
             flagged = loaded.index.anomalies.len(),
+            findings = loaded.findings.len(),
             rows = loaded.index.rows,
             ms = loaded.load_time.as_millis() as u64,
             "run indexed"
@@ -187,7 +201,7 @@ impl Artifacts {
         }
     }
 
-    /// The numeric features of the flagged flows of one partition, read
+    /// The numeric features of the flagged and evidence flows of one partition, read
     /// from SILVER (`flows` is the partition's artifact).
     pub async fn flow_features(
         &self,
@@ -203,6 +217,7 @@ impl Artifacts {
                     .index
                     .anomalies
                     .iter()
+                    .chain(&run.index.evidence)
                     .filter(|f| f.raw_version == raw_version)
                     .map(|f| f.flow_id)
                     .collect();

@@ -4,11 +4,12 @@
 //! million flows flags a few thousand of them. [`RunIndex::build`] reads the
 //! scores once and keeps what the pages show: the flagged flows (sorted by
 //! the ranking detector's score), score histograms per label, and per-host
-//! activity over time. Queries ([`RunIndex::anomalies`]) then filter, sort
+//! activity over time, and the evidence flows of every finding. Queries ([`RunIndex::anomalies`]) then filter, sort
 //! and page in memory, with no I/O: this module is pure.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use nadir_contract::findings::{Finding, Peer};
 use nadir_detectors::metrics::Histogram;
 use nadir_detectors::model::Contribution;
 use nadir_detectors::profile::FeatureProfile;
@@ -50,6 +51,8 @@ pub struct Flow {
     /// One per [`RunIndex::detectors`], in order.
     pub scores: Vec<f64>,
     pub flagged_by: Vec<bool>,
+    /// Flagged in the run (the scores table's `flagged`).
+    pub flagged: bool,
     pub label: Option<String>,
     /// Per detector that flagged it: the features that weighed most.
     pub explanation: Vec<(String, Vec<Contribution>)>,
@@ -107,6 +110,8 @@ pub struct RunIndex {
     pub primary: usize,
     /// Flagged flows, highest ranking score first.
     pub anomalies: Vec<Flow>,
+    /// Evidence flows of findings that no detector flagged.
+    pub evidence: Vec<Flow>,
     pub labels: Vec<LabelScores>,
     pub hosts: Vec<HostActivity>,
     /// Distinct hosts seen (all of them, not only those with timelines).
@@ -138,8 +143,14 @@ fn column(frame: &DataFrame, name: &str, dtype: &DataType) -> Option<Column> {
 }
 
 impl RunIndex {
-    /// Builds the index from a run's report and scores table.
-    pub fn build(report: &EvalReport, scores: &DataFrame) -> Result<Self, IndexError> {
+    /// Builds the index from a run's report and scores table; the flows
+    /// kept are the flagged ones and those whose `flow_id` is in `evidence`
+    /// (the findings' evidence).
+    pub fn build(
+        report: &EvalReport,
+        scores: &DataFrame,
+        evidence: &HashSet<u64>,
+    ) -> Result<Self, IndexError> {
         let detectors = detectors_of(report)?;
         let rows = scores.height();
         let primary = primary_detector(report, &detectors);
@@ -163,11 +174,6 @@ impl RunIndex {
         let flagged = column(scores, "flagged", &DataType::Boolean)
             .ok_or_else(|| IndexError::Scores("no flagged column".into()))?;
         let flagged = flagged.bool().map_err(scores_err)?;
-        let flagged_rows: Vec<usize> = flagged
-            .iter()
-            .enumerate()
-            .filter_map(|(i, f)| f.unwrap_or(false).then_some(i))
-            .collect();
 
         let text = |name: &str| column(scores, name, &DataType::String);
         let raw_version = text("raw_version")
@@ -176,6 +182,14 @@ impl RunIndex {
         let flow_id = column(scores, "flow_id", &DataType::UInt64)
             .ok_or_else(|| IndexError::Scores("no flow_id column".into()))?;
         let flow_id = flow_id.u64().map_err(scores_err)?;
+        let kept_rows: Vec<usize> = flagged
+            .iter()
+            .zip(flow_id.iter())
+            .enumerate()
+            .filter_map(|(i, (f, id))| {
+                (f.unwrap_or(false) || id.is_some_and(|id| evidence.contains(&id))).then_some(i)
+            })
+            .collect();
         let (src_ip, dst_ip, label, explanation) = (
             text("src_ip"),
             text("dst_ip"),
@@ -205,7 +219,7 @@ impl RunIndex {
         };
         let u32_at = |c: &Option<Column>, i: usize| c.as_ref()?.u32().ok()?.get(i);
         let i64_at = |c: &Option<Column>, i: usize| c.as_ref()?.i64().ok()?.get(i);
-        let mut anomalies: Vec<Flow> = flagged_rows
+        let kept: Vec<Flow> = kept_rows
             .iter()
             .map(|&i| {
                 let explanation = str_at(&explanation, i)
@@ -238,11 +252,14 @@ impl RunIndex {
                         .iter()
                         .map(|c| c.get(i).unwrap_or(false))
                         .collect(),
+                    flagged: flagged.get(i).unwrap_or(false),
                     label: str_at(&label, i),
                     explanation,
                 })
             })
             .collect::<Result<_, IndexError>>()?;
+        let (mut anomalies, evidence): (Vec<Flow>, Vec<Flow>) =
+            kept.into_iter().partition(|f| f.flagged);
         anomalies.sort_by(|a, b| b.scores[primary].total_cmp(&a.scores[primary]));
 
         let labels = label
@@ -285,6 +302,7 @@ impl RunIndex {
             detectors,
             primary,
             anomalies,
+            evidence,
             labels,
             hosts,
             host_count,
@@ -347,11 +365,39 @@ impl RunIndex {
         }
     }
 
-    /// One flagged flow.
+    /// One flagged flow, or evidence of a finding.
     pub fn flow(&self, raw_version: &str, flow_id: u64) -> Option<&Flow> {
         self.anomalies
             .iter()
+            .chain(&self.evidence)
             .find(|f| f.flow_id == flow_id && f.raw_version == raw_version)
+    }
+
+    /// A finding's evidence flows, in time order. A `flow_id` counts from 0
+    /// in each capture, so where a run holds several, the flows of that id
+    /// that involve the finding's hosts are its evidence.
+    pub fn evidence_of(&self, finding: &Finding) -> Vec<&Flow> {
+        let wanted: HashSet<u64> = finding.evidence_flow_ids.iter().copied().collect();
+        let mut by_id: HashMap<u64, Vec<&Flow>> = HashMap::new();
+        for f in self.anomalies.iter().chain(&self.evidence) {
+            if wanted.contains(&f.flow_id) {
+                by_id.entry(f.flow_id).or_default().push(f);
+            }
+        }
+        let peer = Peer::of(&finding.peer);
+        let involved = |f: &Flow| {
+            f.hosts()
+                .any(|h| h == finding.src || h.parse().ok().is_some_and(|ip| peer.ip() == Some(ip)))
+        };
+        let mut flows: Vec<&Flow> = by_id
+            .into_values()
+            .flat_map(|same_id| {
+                let single = same_id.len() == 1;
+                same_id.into_iter().filter(move |f| single || involved(f))
+            })
+            .collect();
+        flows.sort_by_key(|f| (f.first_seen_ns, f.flow_id));
+        flows
     }
 
     /// The training distribution of a feature.
@@ -818,7 +864,7 @@ mod tests {
 
     #[test]
     fn flagged_flows_ranked_by_the_champion() {
-        let index = RunIndex::build(&report(), &scores()).unwrap();
+        let index = RunIndex::build(&report(), &scores(), &HashSet::new()).unwrap();
         assert_eq!(index.rows, 4);
         assert_eq!(index.primary, 1, "the champion one_class_svm ranks");
         let ids: Vec<(&str, u64)> = index
@@ -844,7 +890,7 @@ mod tests {
             .zip([0.4, 0.3])
             .map(|(d, ap)| with_average_precision(d, ap))
             .collect();
-        let index = RunIndex::build(&report, &scores()).unwrap();
+        let index = RunIndex::build(&report, &scores(), &HashSet::new()).unwrap();
         assert_eq!(
             index.primary, 0,
             "the per-flow detector with the best figure"
@@ -865,7 +911,7 @@ mod tests {
             ],
             notes: Vec::new(),
         }];
-        let index = RunIndex::build(&report, &scores()).unwrap();
+        let index = RunIndex::build(&report, &scores(), &HashSet::new()).unwrap();
         assert_eq!(
             index.outlying_hosts["10.0.0.1"],
             ["mad:peers", "dbscan:flows"]
@@ -874,7 +920,7 @@ mod tests {
 
     #[test]
     fn filters_sort_and_pages() {
-        let index = RunIndex::build(&report(), &scores()).unwrap();
+        let index = RunIndex::build(&report(), &scores(), &HashSet::new()).unwrap();
         let q = |filter: Filter| AnomalyQuery {
             filter,
             ..Default::default()
@@ -939,7 +985,7 @@ mod tests {
 
     #[test]
     fn label_histograms_and_host_timelines() {
-        let index = RunIndex::build(&report(), &scores()).unwrap();
+        let index = RunIndex::build(&report(), &scores(), &HashSet::new()).unwrap();
         let labels: Vec<(&str, u64)> = index
             .labels
             .iter()
@@ -962,7 +1008,7 @@ mod tests {
     #[test]
     fn a_missing_score_column_is_named() {
         let scores = scores().drop("score_one_class_svm").unwrap();
-        let err = RunIndex::build(&report(), &scores).unwrap_err();
+        let err = RunIndex::build(&report(), &scores, &HashSet::new()).unwrap_err();
         assert!(err.to_string().contains("score_one_class_svm"), "{err}");
     }
 }

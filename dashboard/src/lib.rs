@@ -5,10 +5,12 @@
 //! per-flow scores in S3. Pages are HTML rendered on the server with SVG
 //! charts; there is no script and nothing is loaded from elsewhere.
 //!
-//! - PostgreSQL reads and the feedback write are `nadir_db::runs`,
-//!   `nadir_db::registry` and `nadir_db::feedback`, shared with the CLI.
+//! - PostgreSQL reads and the writes (flow feedback, triage, suppression
+//!   rules) are `nadir_db`'s, shared with the CLI.
 //! - [`artifacts`]: EVAL and SILVER artifacts, checked and cached.
 //! - [`index`]: a run's scored flows, filtered, sorted and paged (pure).
+//! - [`queue`]: the findings queue it opens on, a finding's page, the
+//!   suppression rules (pure HTML, like [`pages`]).
 //! - [`pages`], [`charts`], [`words`]: the HTML, the SVG, the words.
 //! - [`web`]: routes, access control, security headers, metrics.
 //!
@@ -19,6 +21,7 @@ pub mod artifacts;
 pub mod charts;
 pub mod index;
 pub mod pages;
+pub mod queue;
 pub mod web;
 pub mod words;
 

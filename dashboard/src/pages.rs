@@ -25,6 +25,7 @@ use nadir_pipeline::report::{
 pub enum Section<'a> {
     Runs,
     Models,
+    Suppressions,
     Run(Uuid, &'a str),
 }
 
@@ -45,13 +46,15 @@ pub fn layout(title: &str, section: Section<'_>, refresh: Option<u32>, body: Mar
                 header {
                     a.brand href="/" { "nadir" }
                     nav {
-                        a href="/" class=(if matches!(section, Section::Runs) { "on" } else { "" }) { "Runs" }
+                        a href="/" class=(if matches!(section, Section::Run(_, "findings")) { "on" } else { "" }) { "Findings" }
+                        a href="/runs" class=(if matches!(section, Section::Runs) { "on" } else { "" }) { "Runs" }
                         a href="/models" class=(if matches!(section, Section::Models) { "on" } else { "" }) { "Models" }
+                        a href="/suppressions" class=(if matches!(section, Section::Suppressions) { "on" } else { "" }) { "Suppression" }
                     }
                 }
                 @if let Section::Run(id, tab) = section {
                     nav.tabs {
-                        @for (t, label, path) in [("run", "Overview", ""), ("anomalies", "Anomalies", "/anomalies"),
+                        @for (t, label, path) in [("findings", "Findings", "/findings"), ("run", "Overview", ""), ("anomalies", "Flagged flows", "/anomalies"),
                                                   ("scores", "Scores", "/scores"), ("hosts", "Hosts", "/hosts")] {
                             a href={ "/runs/" (id) (path) } class=(if tab == t { "on" } else { "" }) { (label) }
                         }

@@ -30,7 +30,12 @@ use uuid::Uuid;
 use crate::artifacts::{Artifacts, LoadedRun};
 use crate::index::{AnomalyQuery, Filter, MAX_EXPORT, Sort};
 use crate::pages;
-use nadir_db::{feedback, runs};
+use crate::queue::QueueFilter;
+use nadir_contract::findings::FindingKind;
+use nadir_contract::queue;
+use nadir_contract::suppression::Matcher;
+use nadir_contract::triage::TriageState;
+use nadir_db::{feedback, runs, suppression, triage};
 
 /// The dashboard's metrics.
 #[derive(Clone)]
@@ -102,8 +107,14 @@ type Shared = AxumState<Arc<State>>;
 
 pub fn router(state: Arc<State>) -> Router {
     let pages = Router::new()
-        .route("/", get(runs))
+        .route("/", get(newest_findings))
+        .route("/runs", get(runs))
         .route("/runs/{run}", get(run))
+        .route("/runs/{run}/findings", get(findings))
+        .route("/runs/{run}/findings/{finding}", get(finding))
+        .route("/runs/{run}/findings/{finding}/triage", post(triage))
+        .route("/suppressions", get(suppressions).post(add_suppression))
+        .route("/suppressions/{rule}/remove", post(remove_suppression))
         .route("/runs/{run}/anomalies", get(anomalies))
         .route("/runs/{run}/anomalies.csv", get(export_csv))
         .route("/runs/{run}/anomalies.json", get(export_json))
@@ -797,6 +808,214 @@ async fn hosts(
         &loaded,
         params.get("host").map(String::as_str),
     )))
+}
+
+// ------------------------------------------------------------ findings
+
+/// The findings queue of the newest evaluated run: where the dashboard
+/// opens. With no evaluated run yet, the runs.
+async fn newest_findings(
+    state: Shared,
+    params: Query<HashMap<String, String>>,
+) -> Result<Response, Problem> {
+    let newest = runs::recent_reports(&state.db, 1).await?.into_iter().next();
+    match newest {
+        Some((run_id, _)) => findings(state, Path(run_id.to_string()), params).await,
+        None => runs(state).await,
+    }
+}
+
+async fn findings(
+    AxumState(state): Shared,
+    Path(run): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Problem> {
+    let run = find_run(&state, &run).await?;
+    let loaded = loaded_or_problem(&state, &run).await?;
+    let now = chrono::Utc::now();
+    let rules = suppression::in_force(&state.db, now).await?;
+    let states = triage::states(&state.db, run.run_id).await?;
+    let queue = queue::queue(&loaded.findings, &rules, &states, now);
+    let (filter, problems) = QueueFilter::parse(&params);
+    Ok(html(crate::queue::queue(&run, &queue, &filter, &problems)))
+}
+
+async fn finding(
+    AxumState(state): Shared,
+    Path((run, finding_id)): Path<(String, String)>,
+    axum::Extension(analyst): axum::Extension<Analyst>,
+) -> Result<Response, Problem> {
+    let run = find_run(&state, &run).await?;
+    let loaded = loaded_or_problem(&state, &run).await?;
+    let now = chrono::Utc::now();
+    let rules = suppression::in_force(&state.db, now).await?;
+    let states = triage::states(&state.db, run.run_id).await?;
+    let queue = queue::queue(&loaded.findings, &rules, &states, now);
+    let q = queue
+        .iter()
+        .find(|q| q.finding.finding_id == finding_id)
+        .ok_or_else(|| not_found(format!("Run {} has no finding {finding_id:?}.", run.run_id)))?;
+    let history = triage::history(&state.db, run.run_id, &finding_id).await?;
+    Ok(html(crate::queue::finding(
+        run.run_id,
+        &loaded.index,
+        q,
+        &history,
+        &analyst.0,
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+struct TriageForm {
+    state: String,
+    #[serde(default)]
+    note: String,
+}
+
+async fn triage(
+    AxumState(state): Shared,
+    Path((run, finding_id)): Path<(String, String)>,
+    axum::Extension(Analyst(analyst)): axum::Extension<Analyst>,
+    Form(form): Form<TriageForm>,
+) -> Result<Response, Problem> {
+    let run = find_run(&state, &run).await?;
+    let loaded = loaded_or_problem(&state, &run).await?;
+    let finding = loaded
+        .findings
+        .iter()
+        .find(|f| f.finding_id == finding_id)
+        .ok_or_else(|| not_found(format!("Run {} has no finding {finding_id:?}.", run.run_id)))?;
+    let to: TriageState = form
+        .state
+        .parse()
+        .map_err(|e: String| Problem(StatusCode::BAD_REQUEST, e))?;
+    if form.note.chars().count() > 4000 {
+        return Err(Problem(
+            StatusCode::BAD_REQUEST,
+            "a triage note is at most 4000 characters".into(),
+        ));
+    }
+    let evidence: Vec<(String, u64)> = loaded
+        .index
+        .evidence_of(finding)
+        .into_iter()
+        .map(|f| (f.raw_version.clone(), f.flow_id))
+        .collect();
+    let change = triage::set(
+        &state.db,
+        run.run_id,
+        &finding_id,
+        to,
+        form.note.trim(),
+        &analyst,
+        &evidence,
+    )
+    .await?;
+    tracing::info!(run_id = %run.run_id, finding_id, state = %to, labelled = change.labelled, "finding triaged");
+    Ok(Redirect::to(&format!("/runs/{}/findings/{finding_id}", run.run_id)).into_response())
+}
+
+/// The runs whose findings a rule's "hides" count covers.
+const HIDDEN_OVER_RUNS: i64 = 20;
+
+async fn suppressions(AxumState(state): Shared) -> Result<Response, Problem> {
+    let now = chrono::Utc::now();
+    let rules = suppression::in_force(&state.db, now).await?;
+    let history = suppression::history(&state.db).await?;
+    let mut hidden = std::collections::BTreeMap::new();
+    let mut problems = Vec::new();
+    let recent = runs::recent_reports(&state.db, HIDDEN_OVER_RUNS).await?;
+    for (run_id, report) in &recent {
+        match state.artifacts.run(*run_id, report).await {
+            Ok(loaded) => {
+                let q = queue::queue(&loaded.findings, &rules, &HashMap::new(), now);
+                for (rule, n) in queue::hidden_per_rule(&q) {
+                    *hidden.entry(rule).or_insert(0) += n;
+                }
+            }
+            Err(e) => problems.push(format!(
+                "run {run_id} is not counted: its findings could not be read ({e})"
+            )),
+        }
+    }
+    Ok(html(crate::queue::suppressions(
+        &rules,
+        &hidden,
+        recent.len(),
+        &history,
+        &problems,
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+struct SuppressionForm {
+    matcher: String,
+    pattern: String,
+    #[serde(default)]
+    kind: String,
+    reason: String,
+    #[serde(default)]
+    expires: String,
+    /// The page to go back to (a finding's); only a local path is followed.
+    #[serde(default)]
+    back: String,
+}
+
+async fn add_suppression(
+    AxumState(state): Shared,
+    axum::Extension(Analyst(analyst)): axum::Extension<Analyst>,
+    Form(form): Form<SuppressionForm>,
+) -> Result<Response, Problem> {
+    let bad = |m: String| Problem(StatusCode::BAD_REQUEST, m);
+    let matcher: Matcher = form.matcher.parse().map_err(bad)?;
+    let kind = match form.kind.trim() {
+        "" => None,
+        k => Some(FindingKind::parse(k).ok_or_else(|| bad(format!("no finding kind {k:?}")))?),
+    };
+    let expires_at = match form.expires.trim() {
+        "" => None,
+        d => {
+            let day = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .map_err(|_| bad(format!("expires {d:?} is not a date like 2026-12-31")))?;
+            Some(
+                day.and_hms_opt(23, 59, 59)
+                    .expect("a time of day")
+                    .and_utc(),
+            )
+        }
+    };
+    let rule = suppression::add(
+        &state.db,
+        &suppression::NewRule {
+            matcher,
+            pattern: form.pattern,
+            kind,
+            owner: analyst.clone(),
+            reason: form.reason,
+            expires_at,
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        nadir_db::DbError::Invalid(m) => bad(m),
+        e => e.into(),
+    })?;
+    tracing::info!(rule = rule.id, matches = %rule.describe(), analyst, "suppression rule added");
+    let back = form.back.trim();
+    let local = back.starts_with('/') && !back.starts_with("//") && !back.contains('\\');
+    Ok(Redirect::to(if local { back } else { "/suppressions" }).into_response())
+}
+
+async fn remove_suppression(
+    AxumState(state): Shared,
+    Path(rule): Path<i64>,
+    axum::Extension(Analyst(analyst)): axum::Extension<Analyst>,
+) -> Result<Response, Problem> {
+    suppression::remove(&state.db, rule, &analyst)
+        .await?
+        .ok_or_else(|| not_found(format!("No suppression rule {rule} is in force.")))?;
+    tracing::info!(rule, analyst, "suppression rule removed");
+    Ok(Redirect::to("/suppressions").into_response())
 }
 
 async fn models(AxumState(state): Shared) -> Result<Response, Problem> {

@@ -224,6 +224,22 @@ pub fn outlying_host(host: &str, series: &[String]) -> String {
     }
 }
 
+/// A finding's kind for people.
+pub fn finding_kind(kind: nadir_contract::findings::FindingKind) -> &'static str {
+    use nadir_contract::findings::FindingKind as K;
+    match kind {
+        K::Scan => "scan",
+        K::Flood => "flood",
+        K::BruteForce => "brute force",
+        K::Beacon => "beacon",
+        K::LongConnection => "long connection",
+        K::DnsTunnel => "DNS tunnel",
+        K::Exfiltration => "exfiltration",
+        K::OutlierHost => "outlying host",
+        K::OutlierFlows => "outlying flows",
+    }
+}
+
 /// A detector's name for people.
 pub fn detector(name: &str) -> String {
     let (champion, algorithm) = match name.strip_prefix("champion_") {

@@ -5,7 +5,9 @@
 //   DASHBOARD_URL   http://127.0.0.1:PORT
 //   DASHBOARD_USER, DASHBOARD_PASSWORD   basic-auth credentials
 //   EXPECT          JSON: run_id, rows, flagged, filter_host, filtered,
-//                   hostile (strings that must show as text)
+//                   findings (count), planted (finding kinds that must be
+//                   among the first ten), hostile (strings that must show
+//                   as text)
 //   SCREENSHOTS     directory for one PNG per page
 //   CHROMIUM        the browser (default /usr/bin/chromium)
 //
@@ -52,8 +54,77 @@ async function visit(path, shot) {
 const run = `/runs/${expect.run_id}`;
 const step = (name) => console.log(`browser: ${name}`);
 
+step("the dashboard opens on the findings queue");
+await visit("/", "findings");
+const queueRows = page.locator("table.findings tbody tr");
+assert.equal(await page.locator("#shown").innerText(), String(expect.findings), "every finding of the run is open");
+assert.equal(await queueRows.count(), expect.findings);
+const firstTen = (await queueRows.allInnerTexts()).slice(0, 10);
+for (const kind of expect.planted) {
+  assert.ok(firstTen.some((r) => r.includes(kind)), `a ${kind} finding among the first ten rows:\n${firstTen.join("\n")}`);
+}
+for (const r of await page.locator("table.findings tbody td.why").allInnerTexts()) {
+  assert.ok(r.trim().length > 20, `a finding explained in words: ${r}`);
+}
+
+step("a kind filter narrows the queue");
+await page.selectOption('select[name="kind"]', "scan");
+await Promise.all([page.waitForNavigation(), page.click('form.filters button[type="submit"]')]);
+assert.deepEqual(problems, []);
+const scans = await queueRows.allInnerTexts();
+assert.ok(scans.length > 0 && scans.length < expect.findings, "only scans");
+for (const r of scans) assert.match(r, /scan/);
+
+step("a finding's page: evidence, timeline, hosts");
+await visit("/", null);
+const tunnel = page.locator("table.findings tbody tr", { hasText: "DNS tunnel" }).first();
+await Promise.all([page.waitForNavigation(), tunnel.locator("a").first().click()]);
+assert.deepEqual(problems, []);
+await page.screenshot({ path: join(shots, "finding.png"), fullPage: true });
+let findingText = await page.locator("main").innerText();
+assert.match(findingText, /Evidence flows/);
+assert.match(findingText, /Hosts involved/);
+assert.ok(await page.locator("table.evidence tbody tr").count() > 0, "evidence flows listed");
+assert.equal(await page.locator("svg.timeline").count(), 1, "a timeline");
+await Promise.all([page.waitForNavigation(), page.locator("table.evidence tbody tr a").first().click()]);
+assert.match(await page.locator("main").innerText(), /Scores/, "an evidence flow is one click away");
+
+step("triage: the last finding is a false positive");
+await visit("/", null);
+const last = queueRows.last();
+const lastText = await last.innerText();
+await Promise.all([page.waitForNavigation(), last.locator("a").first().click()]);
+const fpUrl = page.url();
+const note = `benign, says the browser test ${Date.now()}`;
+await page.selectOption('form.triage select[name="state"]', "false_positive");
+await page.fill('form.triage textarea[name="note"]', note);
+await Promise.all([page.waitForNavigation(), page.click('form.triage button[type="submit"]')]);
+assert.equal(page.url(), fpUrl, "back on the finding");
+const history = await page.locator("ul.verdicts").innerText();
+assert.ok(history.includes(note), "the note is in the history");
+assert.match(history, /false positive by/);
+await visit("/", null);
+assert.equal(await page.locator("#shown").innerText(), String(expect.findings - 1), "a closed finding leaves the open queue");
+
+step("suppress like this: gone from the queue, counted by its rule");
+const noisy = queueRows.last();
+await Promise.all([page.waitForNavigation(), noisy.locator("a").first().click()]);
+const suppressedUrl = page.url();
+await page.fill('form.suppress input[name="reason"]', "the browser test's noisy pattern");
+await Promise.all([page.waitForNavigation(), page.click('form.suppress button[type="submit"]')]);
+assert.equal(page.url(), suppressedUrl, "back on the finding");
+assert.match(await page.locator("main").innerText(), /hidden by rule \d+/);
+await visit("/", null);
+const open = Number(await page.locator("#shown").innerText());
+assert.ok(open <= expect.findings - 2, `the suppressed finding is hidden (${open} shown)`);
+await visit("/suppressions", "suppressions");
+const rule = page.locator("table.rules tbody tr");
+assert.equal(await rule.count(), 1, "one rule in force");
+assert.ok(Number(await rule.locator("td.hides").innerText()) >= 1, "the rule hides a finding");
+assert.ok(lastText.length > 0);
+
 step("runs page");
-await visit("/", "runs");
+await visit("/runs", "runs");
 const row = page.locator("tr.run", { has: page.locator(`a[href="${run}"]`) });
 assert.equal(await row.count(), 1, "the run is listed");
 assert.match(await row.innerText(), new RegExp(formatted(expect.rows)), "the runs page shows the flows scored");

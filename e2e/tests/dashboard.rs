@@ -127,6 +127,28 @@ async fn the_dashboard_shows_a_real_run_to_a_browser() {
         flow_id.get(*labelled).unwrap()
     );
 
+    // The findings as eval wrote them, read here on their own.
+    let report_ref: ArtifactRef =
+        serde_json::from_value(run.report.as_ref().unwrap()["report"].clone()).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(
+        &world
+            .store
+            .get(&report_ref.bucket, &report_ref.key)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let findings_ref: ArtifactRef = serde_json::from_value(report["findings"].clone()).unwrap();
+    let findings = nadir_flows::table::read_parquet(
+        &world
+            .store
+            .get(&findings_ref.bucket, &findings_ref.key)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(findings.height() >= 3, "{findings}");
+
     // A role that may read and add feedback, nothing more.
     let role = format!("dashboard_{}", std::process::id());
     let password = uuid::Uuid::new_v4().simple().to_string();
@@ -351,6 +373,7 @@ async fn the_dashboard_shows_a_real_run_to_a_browser() {
         })
         .collect();
     hostile.push((format!("/runs/{run_id}/scores"), LABEL));
+    hostile.push(("/?state=all&hidden=1".to_string(), TUNNEL));
     hostile.push((label_flow_path, LABEL));
     let expect = serde_json::json!({
         "run_id": run_id,
@@ -358,6 +381,8 @@ async fn the_dashboard_shows_a_real_run_to_a_browser() {
         "flagged": flagged,
         "filter_host": ATTACKER,
         "filtered": of_attacker,
+        "findings": findings.height(),
+        "planted": ["scan", "DNS tunnel", "brute force"],
         "hostile": hostile,
     });
     let output = Command::new("node")
@@ -388,7 +413,8 @@ async fn the_dashboard_shows_a_real_run_to_a_browser() {
     // where the next evaluation reads its labels.
     let verdicts = world
         .query(
-            "SELECT verdict, analyst, comment, run_id FROM feedback",
+            "SELECT verdict, analyst, comment, run_id FROM feedback
+              WHERE comment LIKE 'checked by the browser test%'",
             &[],
         )
         .await;
@@ -401,6 +427,34 @@ async fn the_dashboard_shows_a_real_run_to_a_browser() {
             .starts_with("checked by the browser test")
     );
     assert_eq!(verdicts[0].get::<_, Option<uuid::Uuid>>(3), Some(run_id));
+
+    // The browser's triage and rule, by the signed-in analyst: the false
+    // positive labelled its evidence flows benign in the same transaction.
+    let triaged = world
+        .query(
+            "SELECT state, analyst, labelled, finding_id FROM finding_triage",
+            &[],
+        )
+        .await;
+    assert_eq!(triaged.len(), 1);
+    assert_eq!(triaged[0].get::<_, String>(0), "false_positive");
+    assert_eq!(triaged[0].get::<_, String>(1), user);
+    let labelled: i32 = triaged[0].get(2);
+    assert!(labelled > 0, "the false positive labelled its evidence");
+    let finding_id: String = triaged[0].get(3);
+    let benign = world
+        .query(
+            "SELECT count(*) FROM feedback WHERE verdict = 'false_positive' AND analyst = $1
+               AND comment LIKE $2",
+            &[&user, &format!("finding {finding_id}%")],
+        )
+        .await;
+    assert_eq!(benign[0].get::<_, i64>(0), i64::from(labelled));
+    let rules = world
+        .query("SELECT owner, changed_by FROM suppression_rules", &[])
+        .await;
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].get::<_, String>(0), user);
 
     // The analyst is the credential's name, whatever the form says.
     let origin = format!("http://127.0.0.1:{}", dashboard.metrics_port);

@@ -28,10 +28,13 @@ impl StageError {
 }
 
 impl From<nadir_store::StoreError> for StageError {
-    /// A missing object is bad input; anything else S3 says is worth a retry.
+    /// A missing or altered object is bad input; anything else S3 says is
+    /// worth a retry.
     fn from(e: nadir_store::StoreError) -> Self {
         match e {
-            nadir_store::StoreError::NotFound { .. } => StageError::Rejected(e.to_string()),
+            nadir_store::StoreError::NotFound { .. } | nadir_store::StoreError::Tampered { .. } => {
+                StageError::Rejected(e.to_string())
+            }
             nadir_store::StoreError::Failed { .. } => StageError::Transient(e.to_string()),
         }
     }

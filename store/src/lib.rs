@@ -35,6 +35,8 @@ pub enum StoreError {
         key: String,
         message: String,
     },
+    #[error("{uri} does not match the sha256 the audit trail recorded")]
+    Tampered { uri: String },
 }
 
 /// What a HEAD or a listing tells about an object.
@@ -260,6 +262,18 @@ impl ObjectStore {
             .await
             .map_err(|e| failed("GetObject", bucket, key, e))?;
         Ok(body.into_bytes())
+    }
+
+    /// An artifact, in memory, checked against the sha256 its reference
+    /// recorded.
+    pub async fn get_artifact(&self, artifact: &ArtifactRef) -> Result<Bytes, StoreError> {
+        let bytes = self.get(&artifact.bucket, &artifact.key).await?;
+        if nadir_contract::layout::sha256_hex(&bytes) != artifact.sha256 {
+            return Err(StoreError::Tampered {
+                uri: artifact.uri(),
+            });
+        }
+        Ok(bytes)
     }
 
     /// Opens an object for reading as a stream, for objects too large to hold

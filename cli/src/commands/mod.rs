@@ -2,6 +2,7 @@
 //! function `main` dispatches to; and the few helpers several share.
 
 pub mod analyze;
+pub mod findings;
 pub mod flows;
 pub mod gen_capture;
 pub mod grant_dashboard;
@@ -24,6 +25,14 @@ use nadir_config::Config;
 /// The one-connection pool a command reads or writes the database with.
 fn db(config: &Config) -> anyhow::Result<nadir_db::Pool> {
     Ok(nadir_db::pool(&config.database_url, 1)?)
+}
+
+/// Who changes the registry or the suppression rules by hand:
+/// `cli:<user>@<host>`.
+fn actor() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    format!("cli:{user}@{host}")
 }
 
 /// A database error with the server's message (`.map_err(detail)`).

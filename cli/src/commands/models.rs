@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use nadir_config::Config;
 use nadir_db::registry::{self, ChampionChange, RegisteredModel};
 
-use super::detail;
+use super::{actor, detail};
 use crate::output::{figure, print_json, shown};
 
 pub async fn models(config: &Config, limit: i64, json: bool) -> anyhow::Result<ExitCode> {
@@ -46,13 +46,6 @@ pub async fn rollback(
         c.algorithm, c.version, c.feature_set
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Who changes the registry by hand: `cli:<user>@<host>`.
-fn actor() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-    format!("cli:{user}@{host}")
 }
 
 fn print_models(models: &[RegisteredModel], history: &[ChampionChange]) {

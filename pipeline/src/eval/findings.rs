@@ -515,9 +515,114 @@ pub fn findings_frame(findings: &[Finding]) -> Result<DataFrame, String> {
     DataFrame::new(findings.len(), columns).map_err(|e| e.to_string())
 }
 
+/// The rows of `findings.parquet`, in its order: what [`findings_frame`]
+/// wrote. A column missing or a kind or severity not known is named.
+pub fn read_findings(parquet: &[u8]) -> Result<Vec<Finding>, String> {
+    let frame = nadir_flows::table::read_parquet(parquet).map_err(|e| e.to_string())?;
+    let need = |name: &str| format!("findings.parquet has no {name} column");
+    let text = |name: &str| -> Result<Vec<String>, String> {
+        Ok(strings(&frame, name)?
+            .ok_or_else(|| need(name))?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect())
+    };
+    let int = |name: &str| ints(&frame, name)?.ok_or_else(|| need(name));
+    let list = |name: &str, to: DataType| -> Result<Vec<Series>, String> {
+        let c = cast(&frame, name, DataType::List(Box::new(to)))?.ok_or_else(|| need(name))?;
+        let c = c.list().map_err(|e| format!("{name}: {e}"))?;
+        Ok((0..c.len())
+            .map(|i| {
+                c.get_as_series(i)
+                    .unwrap_or_else(|| Series::new_empty("".into(), &DataType::Null))
+            })
+            .collect())
+    };
+    let (ids, kinds, src, peer) = (
+        text("finding_id")?,
+        text("kind")?,
+        text("src")?,
+        text("peer")?,
+    );
+    let (first, last, flows, bytes) = (
+        int("first_seen")?,
+        int("last_seen")?,
+        int("flows")?,
+        int("bytes")?,
+    );
+    let score = floats(&frame, "score")?.ok_or_else(|| need("score"))?;
+    let (severity, explanation) = (text("severity")?, text("explanation")?);
+    let detectors = list("detectors", DataType::String)?;
+    let evidence = list("evidence_flow_ids", DataType::UInt64)?;
+    (0..frame.height())
+        .map(|i| {
+            let kind = FindingKind::parse(&kinds[i])
+                .ok_or_else(|| format!("finding {}: unknown kind {:?}", ids[i], kinds[i]))?;
+            let severity = Severity::parse(&severity[i])
+                .ok_or_else(|| format!("finding {}: unknown severity {:?}", ids[i], severity[i]))?;
+            let detectors = detectors[i]
+                .str()
+                .map(|s| s.iter().flatten().map(str::to_string).collect())
+                .unwrap_or_default();
+            let evidence_flow_ids = evidence[i]
+                .u64()
+                .map(|s| s.iter().flatten().collect())
+                .unwrap_or_default();
+            Ok(Finding {
+                finding_id: ids[i].clone(),
+                kind,
+                src: src[i].clone(),
+                peer: peer[i].clone(),
+                first_seen_ns: first[i],
+                last_seen_ns: last[i],
+                flows: flows[i] as u64,
+                bytes: bytes[i] as u64,
+                score: score[i],
+                severity,
+                detectors,
+                evidence_flow_ids,
+                explanation: explanation[i].clone(),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn findings_parquet_reads_back_as_written() {
+        let finding = |kind, src: &str, score| Finding {
+            finding_id: finding_id(kind, src, "10.0.0.9:22", Uuid::from_u128(1)),
+            kind,
+            src: src.into(),
+            peer: "10.0.0.9:22".into(),
+            first_seen_ns: 1_700_000_000_000_000_000,
+            last_seen_ns: 1_700_000_060_000_000_000,
+            flows: 40,
+            bytes: 12_345,
+            score,
+            severity: Severity::of(score),
+            detectors: vec!["brute_force".into(), "lof".into()],
+            evidence_flow_ids: vec![3, 5, 8],
+            explanation: "40 logins <b>".into(),
+        };
+        let written = vec![
+            finding(FindingKind::BruteForce, "10.0.0.2", 0.9),
+            Finding {
+                detectors: vec![],
+                evidence_flow_ids: vec![],
+                ..finding(FindingKind::Beacon, "10.0.0.3", 0.5)
+            },
+        ];
+        let mut frame = findings_frame(&written).unwrap();
+        let bytes = nadir_flows::table::write_parquet(&mut frame).unwrap();
+        assert_eq!(read_findings(&bytes).unwrap(), written);
+        let mut frame = findings_frame(&written).unwrap().drop("score").unwrap();
+        let bytes = nadir_flows::table::write_parquet(&mut frame).unwrap();
+        assert!(read_findings(&bytes).unwrap_err().contains("score"));
+    }
 
     #[test]
     fn poisson_tails() {
