@@ -1,6 +1,10 @@
 //! Findings' triage and suppression rules against a real PostgreSQL: a
 //! verdict labels the finding's evidence flows for the next evaluation,
-//! and rules are versioned, expire, and can be read as they stood.
+//! and rules are versioned, expire, and can be read as they stood. Then
+//! the loop over a real pipeline run: its findings shown by `nadir
+//! findings`, a rule added afterwards hides one of them in that earlier
+//! run, and a confirmed finding's evidence is labelled attack in the next
+//! evaluation of the same capture.
 
 use chrono::{Duration, Utc};
 use nadir_contract::findings::{Finding, FindingKind, Severity};
@@ -8,7 +12,10 @@ use nadir_contract::suppression::{Matcher, hidden_by};
 use nadir_contract::triage::TriageState;
 use nadir_db::suppression::{self, NewRule};
 use nadir_db::{feedback, triage};
+use nadir_contract::layout::{ArtifactRef, Manifest};
 use nadir_e2e::World;
+use nadir_trafficgen::Attack;
+use serde_json::Value;
 use uuid::Uuid;
 
 fn finding(kind: FindingKind, src: &str, peer: &str) -> Finding {
@@ -185,4 +192,200 @@ async fn verdicts_label_evidence_and_rules_are_versioned() {
     let history = suppression::history(db).await.unwrap();
     assert_eq!(history.len(), 3);
     assert!(history[0].removed && history[0].changed_by == "bob");
+}
+
+fn cli_json(world: &World, args: &[&str]) -> Value {
+    let out = world.cli(args);
+    assert!(
+        out.status.success(),
+        "nadir {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "nadir {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The eval manifest's recorded suppression rules of a run.
+async fn rules_recorded(world: &World, run_id: Uuid) -> Vec<Value> {
+    let outputs: Value = world
+        .query("SELECT outputs FROM evaluations WHERE run_id = $1", &[&run_id])
+        .await[0]
+        .get(0);
+    let manifest = outputs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| serde_json::from_value::<ArtifactRef>(o.clone()).unwrap())
+        .find(|a| a.key.ends_with("manifest.json"))
+        .expect("eval records its manifest");
+    let bytes = world.store.get_artifact(&manifest).await.unwrap();
+    let manifest: Manifest = serde_json::from_slice(&bytes).unwrap();
+    manifest.parameters["suppression_rules"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_real_runs_findings_are_suppressed_after_the_fact_and_verdicts_label_the_next_run() {
+    let world = World::new("triage-loop").await;
+    let _workers = world.spawn_all();
+    // A capture with no ground truth: only an analyst can label it.
+    let config = nadir_trafficgen::Config {
+        hosts: 20,
+        duration_s: 120,
+        sessions_per_host_minute: 12.0,
+        attacks: [Attack::SynScan, Attack::SshBruteForce]
+            .into_iter()
+            .map(|a| (a, 1))
+            .collect(),
+        ..Default::default()
+    };
+    let (mut pcap, mut truth) = (Vec::new(), Vec::new());
+    nadir_trafficgen::generate(&config, &mut pcap, &mut truth).unwrap();
+    let (_, first) = world.drop_raw("site/day.pcap", pcap).await;
+    let run = world.wait_run(first, std::time::Duration::from_secs(240)).await;
+    assert_eq!(run.status, "succeeded", "{:?}", run.error);
+    assert!(rules_recorded(&world, first).await.is_empty());
+
+    // The run's findings, as the queue shows them.
+    let run_arg = first.to_string();
+    let shown = cli_json(&world, &["findings", &run_arg, "--json"]);
+    let findings = shown["findings"].as_array().unwrap().clone();
+    let of_kind = |list: &[Value], kind: &str| -> Vec<Value> {
+        list.iter()
+            .filter(|f| f["finding"]["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+    let scan = of_kind(&findings, "scan")
+        .first()
+        .cloned()
+        .unwrap_or_else(|| panic!("a scan finding: {shown:#}"));
+    let brute = of_kind(&findings, "brute_force")
+        .first()
+        .cloned()
+        .unwrap_or_else(|| panic!("a brute-force finding: {shown:#}"));
+
+    // A rule added now hides the scan in the run evaluated before it.
+    let pair = format!(
+        "{} {}",
+        scan["finding"]["src"].as_str().unwrap(),
+        scan["finding"]["peer"].as_str().unwrap()
+    );
+    let added = world.cli(&[
+        "suppress",
+        "add",
+        "pair",
+        &pair,
+        "--kind",
+        "scan",
+        "--reason",
+        "the weekly vulnerability scan",
+        "--expires",
+        "30d",
+    ]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let refused = world.cli(&["suppress", "add", "cidr", "10.0.0.0/33", "--reason", "x"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("10.0.0.0/33"));
+    let after = cli_json(&world, &["findings", &run_arg, "--json"]);
+    let after = after["findings"].as_array().unwrap().clone();
+    assert_eq!(after.len(), findings.len() - 1, "the scan is hidden");
+    assert!(of_kind(&after, "scan").iter().all(|f| f["finding"]["finding_id"] != scan["finding"]["finding_id"]));
+    let all = cli_json(&world, &["findings", &run_arg, "--all", "--json"]);
+    let hidden: Vec<&Value> = all["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| !f["hidden_by_rule"].is_null())
+        .collect();
+    assert_eq!(hidden.len(), 1);
+    assert_eq!(hidden[0]["finding"]["finding_id"], scan["finding"]["finding_id"]);
+    let listed = cli_json(&world, &["suppress", "list", "--json"]);
+    assert_eq!(listed["rules"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["rules"][0]["hides"], 1, "{listed:#}");
+    let rule_id = listed["rules"][0]["rule"]["id"].as_i64().unwrap();
+
+    // The analyst confirms the brute force: its evidence flows become
+    // attack labels, in the same transaction.
+    let raw_version: String = world
+        .query(
+            "SELECT item FROM transformations WHERE run_id = $1 AND status = 'succeeded'",
+            &[&first],
+        )
+        .await[0]
+        .get(0);
+    let evidence: Vec<(String, u64)> = brute["finding"]["evidence_flow_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| (raw_version.clone(), id.as_u64().unwrap()))
+        .collect();
+    assert!(!evidence.is_empty());
+    let change = triage::set(
+        &world.db,
+        first,
+        brute["finding"]["finding_id"].as_str().unwrap(),
+        TriageState::Confirmed,
+        "password spraying from the lab",
+        "ana",
+        &evidence,
+    )
+    .await
+    .unwrap();
+    assert_eq!(change.labelled as usize, evidence.len());
+    let open = cli_json(&world, &["findings", &run_arg, "--json"]);
+    assert_eq!(
+        open["findings"].as_array().unwrap().len(),
+        findings.len() - 2,
+        "a confirmed finding is no longer open"
+    );
+
+    // The next evaluation of the same capture reads them as labels, and
+    // records the rule in force.
+    let started = world.cli(&["start", "site/day.pcap", "--wait", "--timeout", "240"]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let out = String::from_utf8_lossy(&started.stdout).to_string();
+    let second: Uuid = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let recorded = rules_recorded(&world, second).await;
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0]["id"], rule_id);
+    let outputs: Value = world
+        .query("SELECT outputs FROM evaluations WHERE run_id = $1", &[&second])
+        .await[0]
+        .get(0);
+    let report_ref: ArtifactRef = serde_json::from_value(outputs[0].clone()).unwrap();
+    let report: Value =
+        serde_json::from_slice(&world.store.get_artifact(&report_ref).await.unwrap()).unwrap();
+    assert_eq!(report["labelled"], true, "{report:#}");
+    assert_eq!(report["labelled_rows"], evidence.len());
+    assert_eq!(report["attacks"], evidence.len());
+
+    // Removing the rule brings the scan back, in both runs.
+    let removed = world.cli(&["suppress", "remove", &rule_id.to_string()]);
+    assert!(removed.status.success());
+    let back = cli_json(&world, &["findings", &run_arg, "--all", "--json"]);
+    assert!(
+        back["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["hidden_by_rule"].is_null())
+    );
+    let again = world.cli(&["suppress", "remove", &rule_id.to_string()]);
+    assert!(!again.status.success(), "a removed rule is not removed twice");
 }
