@@ -3,7 +3,9 @@
 //! `setup` prepares the services (buckets, streams, consumers, migrations),
 //! `upload` drops files into `raw` the way any S3 client would, `start`
 //! publishes `pipeline.start`, `wait` follows a run to `pipeline.done` or
-//! `pipeline.dead`, `runs` and `status` read the audit trail, and `sample`
+//! `pipeline.dead`, `runs` and `status` read the audit trail, `findings`
+//! shows a run's findings queue and `suppress` manages the rules that hide
+//! findings, and `sample`
 //! writes the generated demo data set. Every command but `sample` reads the
 //! same `NADIR_*` settings as the workers.
 //!

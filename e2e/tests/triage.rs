@@ -8,11 +8,11 @@
 
 use chrono::{Duration, Utc};
 use nadir_contract::findings::{Finding, FindingKind, Severity};
+use nadir_contract::layout::{ArtifactRef, Manifest};
 use nadir_contract::suppression::{Matcher, hidden_by};
 use nadir_contract::triage::TriageState;
 use nadir_db::suppression::{self, NewRule};
 use nadir_db::{feedback, triage};
-use nadir_contract::layout::{ArtifactRef, Manifest};
 use nadir_e2e::World;
 use nadir_trafficgen::Attack;
 use serde_json::Value;
@@ -213,7 +213,10 @@ fn cli_json(world: &World, args: &[&str]) -> Value {
 /// The eval manifest's recorded suppression rules of a run.
 async fn rules_recorded(world: &World, run_id: Uuid) -> Vec<Value> {
     let outputs: Value = world
-        .query("SELECT outputs FROM evaluations WHERE run_id = $1", &[&run_id])
+        .query(
+            "SELECT outputs FROM evaluations WHERE run_id = $1",
+            &[&run_id],
+        )
         .await[0]
         .get(0);
     let manifest = outputs
@@ -249,7 +252,9 @@ async fn a_real_runs_findings_are_suppressed_after_the_fact_and_verdicts_label_t
     let (mut pcap, mut truth) = (Vec::new(), Vec::new());
     nadir_trafficgen::generate(&config, &mut pcap, &mut truth).unwrap();
     let (_, first) = world.drop_raw("site/day.pcap", pcap).await;
-    let run = world.wait_run(first, std::time::Duration::from_secs(240)).await;
+    let run = world
+        .wait_run(first, std::time::Duration::from_secs(240))
+        .await;
     assert_eq!(run.status, "succeeded", "{:?}", run.error);
     assert!(rules_recorded(&world, first).await.is_empty());
 
@@ -301,7 +306,11 @@ async fn a_real_runs_findings_are_suppressed_after_the_fact_and_verdicts_label_t
     let after = cli_json(&world, &["findings", &run_arg, "--json"]);
     let after = after["findings"].as_array().unwrap().clone();
     assert_eq!(after.len(), findings.len() - 1, "the scan is hidden");
-    assert!(of_kind(&after, "scan").iter().all(|f| f["finding"]["finding_id"] != scan["finding"]["finding_id"]));
+    assert!(
+        of_kind(&after, "scan")
+            .iter()
+            .all(|f| f["finding"]["finding_id"] != scan["finding"]["finding_id"])
+    );
     let all = cli_json(&world, &["findings", &run_arg, "--all", "--json"]);
     let hidden: Vec<&Value> = all["findings"]
         .as_array()
@@ -310,7 +319,10 @@ async fn a_real_runs_findings_are_suppressed_after_the_fact_and_verdicts_label_t
         .filter(|f| !f["hidden_by_rule"].is_null())
         .collect();
     assert_eq!(hidden.len(), 1);
-    assert_eq!(hidden[0]["finding"]["finding_id"], scan["finding"]["finding_id"]);
+    assert_eq!(
+        hidden[0]["finding"]["finding_id"],
+        scan["finding"]["finding_id"]
+    );
     let listed = cli_json(&world, &["suppress", "list", "--json"]);
     assert_eq!(listed["rules"].as_array().unwrap().len(), 1);
     assert_eq!(listed["rules"][0]["hides"], 1, "{listed:#}");
@@ -365,7 +377,10 @@ async fn a_real_runs_findings_are_suppressed_after_the_fact_and_verdicts_label_t
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0]["id"], rule_id);
     let outputs: Value = world
-        .query("SELECT outputs FROM evaluations WHERE run_id = $1", &[&second])
+        .query(
+            "SELECT outputs FROM evaluations WHERE run_id = $1",
+            &[&second],
+        )
         .await[0]
         .get(0);
     let report_ref: ArtifactRef = serde_json::from_value(outputs[0].clone()).unwrap();
@@ -387,5 +402,8 @@ async fn a_real_runs_findings_are_suppressed_after_the_fact_and_verdicts_label_t
             .all(|f| f["hidden_by_rule"].is_null())
     );
     let again = world.cli(&["suppress", "remove", &rule_id.to_string()]);
-    assert!(!again.status.success(), "a removed rule is not removed twice");
+    assert!(
+        !again.status.success(),
+        "a removed rule is not removed twice"
+    );
 }
