@@ -769,6 +769,7 @@ mod tests {
             },
             hosts: Vec::new(),
             labelled: None,
+            planted: None,
         }
     }
 
@@ -816,6 +817,8 @@ mod tests {
             scores: None,
             findings: None,
             seconds: None,
+            planted: None,
+            selection_evidence: None,
         }
     }
 

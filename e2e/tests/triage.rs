@@ -210,8 +210,8 @@ fn cli_json(world: &World, args: &[&str]) -> Value {
     })
 }
 
-/// The eval manifest's recorded suppression rules of a run.
-async fn rules_recorded(world: &World, run_id: Uuid) -> Vec<Value> {
+/// What a run's eval stage wrote (report, scores, findings, manifest).
+async fn eval_outputs(world: &World, run_id: Uuid) -> Vec<ArtifactRef> {
     let outputs: Value = world
         .query(
             "SELECT outputs FROM evaluations WHERE run_id = $1",
@@ -219,11 +219,14 @@ async fn rules_recorded(world: &World, run_id: Uuid) -> Vec<Value> {
         )
         .await[0]
         .get(0);
-    let manifest = outputs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| serde_json::from_value::<ArtifactRef>(o.clone()).unwrap())
+    serde_json::from_value(outputs).unwrap()
+}
+
+/// The eval manifest's recorded suppression rules of a run.
+async fn rules_recorded(world: &World, run_id: Uuid) -> Vec<Value> {
+    let manifest = eval_outputs(world, run_id)
+        .await
+        .into_iter()
         .find(|a| a.key.ends_with("manifest.json"))
         .expect("eval records its manifest");
     let bytes = world.store.get_artifact(&manifest).await.unwrap();
@@ -232,6 +235,12 @@ async fn rules_recorded(world: &World, run_id: Uuid) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+/// A run's eval report, read from EVAL and checked.
+async fn eval_report(world: &World, run_id: Uuid) -> Value {
+    let report_ref = eval_outputs(world, run_id).await.remove(0);
+    serde_json::from_slice(&world.store.get_artifact(&report_ref).await.unwrap()).unwrap()
 }
 
 #[tokio::test]
@@ -257,6 +266,36 @@ async fn a_real_runs_findings_are_suppressed_after_the_fact_and_verdicts_label_t
         .await;
     assert_eq!(run.status, "succeeded", "{:?}", run.error);
     assert!(rules_recorded(&world, first).await.is_empty());
+
+    // No label and no verdict: the champion is chosen on attacks planted
+    // among the run's flows, which reach no artifact.
+    let report = eval_report(&world, first).await;
+    assert_eq!(report["labelled"], false);
+    assert_eq!(
+        report["selection_evidence"], "planted_attacks",
+        "{:#}",
+        report["selection"]
+    );
+    assert_eq!(report["selection"]["action"], "promote");
+    assert!(
+        report["selection"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("planted")
+    );
+    let planted = &report["planted"];
+    assert!(planted["flows"].as_u64().unwrap() > 50, "{planted:#}");
+    assert_eq!(planted["kinds"].as_array().unwrap().len(), 7, "{planted:#}");
+    let silver_rows = report["partitions"][0]["rows"].as_u64().unwrap();
+    assert_eq!(
+        report["rows"], silver_rows,
+        "the planted flows are not scored as the run's"
+    );
+    assert_eq!(planted["background_flows"], silver_rows);
+    for d in report["detectors"].as_array().unwrap() {
+        let recall = d["planted"]["recall"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&recall), "{d:#}");
+    }
 
     // The run's findings, as the queue shows them.
     let run_arg = first.to_string();

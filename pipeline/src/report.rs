@@ -67,6 +67,12 @@ pub struct EvalReport {
     pub findings: Option<ArtifactRef>,
     #[serde(default)]
     pub seconds: Option<f64>,
+    /// How the detectors were judged when the flows had no label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planted: Option<Planted>,
+    /// What the champion decision rests on (`None` in older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection_evidence: Option<Evidence>,
 }
 
 /// A partition as the report names it.
@@ -106,6 +112,10 @@ pub struct DetectorReport {
     /// Against the labels, when the flows have some.
     #[serde(flatten)]
     pub labelled: Option<LabelledMetrics>,
+    /// Against attacks planted among the run's flows, when the run has no
+    /// labels ([`Planted`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planted: Option<LabelledMetrics>,
 }
 
 impl DetectorReport {
@@ -113,15 +123,12 @@ impl DetectorReport {
     /// `roc_auc`, `recall_at_1pct_fpr`, `f1`); `None` without labels or
     /// when the figure is undefined.
     pub fn metric(&self, name: &str) -> Option<f64> {
-        let m = self.labelled.as_ref()?;
-        match name {
-            "average_precision" => m.average_precision,
-            "roc_auc" => m.roc_auc,
-            "recall_at_1pct_fpr" => m.recall_at_1pct_fpr,
-            "f1" => Some(m.f1),
-            _ => None,
-        }
-        .filter(|v| v.is_finite())
+        self.labelled.as_ref()?.metric(name)
+    }
+
+    /// The same figure against the planted attacks.
+    pub fn planted_metric(&self, name: &str) -> Option<f64> {
+        self.planted.as_ref()?.metric(name)
     }
 
     pub fn is_champion(&self) -> bool {
@@ -141,6 +148,53 @@ pub struct LabelledMetrics {
     pub f1: f64,
     /// Each attack type against the benign flows.
     pub by_attack_type: BTreeMap<String, AttackTypeMetrics>,
+}
+
+impl LabelledMetrics {
+    /// The figure a selection metric names; `None` when undefined.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        match name {
+            "average_precision" => self.average_precision,
+            "roc_auc" => self.roc_auc,
+            "recall_at_1pct_fpr" => self.recall_at_1pct_fpr,
+            "f1" => Some(self.f1),
+            _ => None,
+        }
+        .filter(|v| v.is_finite())
+    }
+}
+
+/// What the champion decision rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Evidence {
+    /// The capture's ground truth (with any analyst verdicts).
+    GroundTruth,
+    /// Analysts' verdicts alone.
+    AnalystFeedback,
+    /// Attacks planted among the run's flows ([`Planted`]).
+    PlantedAttacks,
+    /// Nothing to judge the detectors by.
+    Nothing,
+}
+
+/// How the detectors were judged without labels: the attack flows of a
+/// generated capture (`nadir gen-capture`'s attacks, a fixed seed) scored
+/// beside the run's evaluated flows, which count as benign. The planted
+/// flows are never written anywhere. Each detector's figures are its
+/// `planted` metrics; recall is its detection rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Planted {
+    pub method: String,
+    pub seed: u64,
+    /// Attack flows planted, and of which kinds.
+    pub flows: usize,
+    pub kinds: Vec<String>,
+    /// The run's flows they were mixed with.
+    pub background_flows: usize,
+    /// Detectors that could not score them, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_scored: Vec<String>,
 }
 
 /// Precision among the `k` highest scores, `k` the number of attacks.

@@ -29,10 +29,13 @@ use uuid::Uuid;
 
 use nadir_store::sink::{Artifact, Product};
 
-use crate::report::{DetectorReport, EvalReport, HostsReport, PartitionEntry, Role, RunFigures};
+use crate::report::{
+    DetectorReport, EvalReport, Evidence, HostsReport, PartitionEntry, Role, RunFigures,
+};
 
 pub mod findings;
 mod judge;
+pub mod planted;
 mod select;
 
 pub use select::{promotion, select};
@@ -316,6 +319,7 @@ pub fn evaluate(
             histogram: metrics::Histogram::of(s, HISTOGRAM_BINS),
             hosts,
             labelled: labelled.any().then(|| labelled.metrics(s, threshold)),
+            planted: None,
         });
         columns.push(Column::new(format!("score_{}", scorer.name()).into(), s));
         columns.push(Column::new(
@@ -355,26 +359,54 @@ pub fn evaluate(
         .map(|p| judge::drift(p, &drift_counts))
         .unwrap_or_default();
 
+    // Without labels, attacks planted among the flows judge the detectors.
+    let mut planted = None;
+    if !labelled.any()
+        && let Some(first) = job.silver.first()
+    {
+        let models: Vec<(String, &Model)> = scorers.iter().map(|s| (s.name(), s.model)).collect();
+        if let Ok((estimate, figures)) = planted::estimate(&first.features, &models, &scores) {
+            for (d, f) in detectors.iter_mut().zip(figures) {
+                d.planted = f;
+            }
+            planted = Some(estimate);
+        }
+    }
+    let evidence = if labelled.any() {
+        let from_analyst = labelled.rows.iter().all(|r| {
+            labels[*r]
+                .as_deref()
+                .is_some_and(|l| l.ends_with(FROM_ANALYST))
+        });
+        if from_analyst {
+            Evidence::AnalystFeedback
+        } else {
+            Evidence::GroundTruth
+        }
+    } else if planted.is_some() {
+        Evidence::PlantedAttacks
+    } else {
+        Evidence::Nothing
+    };
+    let figure = |d: &DetectorReport| match evidence {
+        Evidence::PlantedAttacks => d.planted_metric(selection_metric),
+        _ => d.metric(selection_metric),
+    };
     let challengers: Vec<(String, String, Option<f64>)> = detectors
         .iter()
         .filter(|d| !d.is_champion())
-        .map(|d| {
-            (
-                d.algorithm.name().to_string(),
-                d.version.clone(),
-                d.metric(selection_metric),
-            )
-        })
+        .map(|d| (d.algorithm.name().to_string(), d.version.clone(), figure(d)))
         .collect();
     // An unscored champion has no figure: the rule keeps it.
     let champion = considered.as_ref().map(|(a, v)| {
-        let figure = detectors
-            .iter()
-            .find(|d| d.is_champion())
-            .and_then(|d| d.metric(selection_metric));
+        let figure = detectors.iter().find(|d| d.is_champion()).and_then(figure);
         (a.as_str(), v.as_str(), figure)
     });
-    let decision = select(selection_metric, &challengers, champion);
+    let basis = match evidence {
+        Evidence::PlantedAttacks => "on this run's flows with attacks planted among them",
+        _ => "on this run's flows",
+    };
+    let decision = select(selection_metric, basis, &challengers, champion);
     let entry = |p: &nadir_contract::messages::SilverPartition| PartitionEntry {
         raw_version: p.raw_version.clone(),
         flows: p.flows.clone(),
@@ -410,6 +442,8 @@ pub fn evaluate(
         scores: None,
         findings: None,
         seconds: None,
+        planted,
+        selection_evidence: Some(evidence),
     };
     Ok(Evaluation {
         scores: scores_frame,

@@ -10,9 +10,11 @@ use crate::report::{Action, Decision, EvalReport};
 /// `metric` (average precision by default; the first in the configured
 /// order on a tie) is promoted if there is no champion or it beats the
 /// champion's figure on the same flows; a challenger never replaces a
-/// better or equal champion. Without labels the champion stays.
+/// better or equal champion. Without figures the champion stays. `basis`
+/// says, in the reason, what the figures were measured on.
 pub fn select(
     metric: &str,
+    basis: &str,
     challengers: &[(String, String, Option<f64>)],
     champion: Option<(&str, &str, Option<f64>)>,
 ) -> Decision {
@@ -34,7 +36,7 @@ pub fn select(
             },
             reason: match &current {
                 Some(_) => "no labelled flows in this run: the champion stays".into(),
-                None => "no labelled flows in this run and no champion yet: promote one with `nadir promote`".into(),
+                None => "no labelled flows in this run, no attacks could be planted among them, and no champion yet: promote one with `nadir promote`".into(),
             },
             champion: current,
             replaces: None,
@@ -45,7 +47,7 @@ pub fn select(
             action: Action::Keep,
             champion: current,
             reason: format!(
-                "the champion {a} ({v}) has {name} {c:.4} on this run's flows; the best challenger, {algorithm}, has {value:.4}"
+                "the champion {a} ({v}) has {name} {c:.4} {basis}; the best challenger, {algorithm}, has {value:.4}"
             ),
             replaces: None,
         },
@@ -53,7 +55,7 @@ pub fn select(
             action: Action::Promote,
             champion: Some((algorithm.clone(), version.clone())),
             reason: format!(
-                "{algorithm} has {name} {value:.4} on this run's flows, above the champion {a} ({v}) at {c:.4}"
+                "{algorithm} has {name} {value:.4} {basis}, above the champion {a} ({v}) at {c:.4}"
             ),
             replaces: current,
         },
@@ -69,7 +71,7 @@ pub fn select(
             action: Action::Promote,
             champion: Some((algorithm.clone(), version.clone())),
             reason: format!(
-                "no champion yet; {algorithm} has the best {name} on this run's flows ({value:.4})"
+                "no champion yet; {algorithm} has the best {name} {basis} ({value:.4})"
             ),
             replaces: None,
         },
@@ -121,7 +123,12 @@ mod selection_tests {
             c("isolation_forest", Some(0.8)),
             c("one_class_svm", Some(0.8)),
         ];
-        let first = select("average_precision", &challengers, None);
+        let first = select(
+            "average_precision",
+            "on this run's flows",
+            &challengers,
+            None,
+        );
         assert_eq!(first.action, Action::Promote);
         assert_eq!(
             first.champion.unwrap().0,
@@ -130,12 +137,14 @@ mod selection_tests {
         );
         let tie = select(
             "average_precision",
+            "on this run's flows",
             &challengers,
             Some(("lof", "v1", Some(0.8))),
         );
         assert_eq!(tie.action, Action::Keep);
         let better = select(
             "average_precision",
+            "on this run's flows",
             &challengers,
             Some(("lof", "v1", Some(0.7))),
         );
@@ -143,7 +152,12 @@ mod selection_tests {
             (better.action, better.replaces),
             (Action::Promote, Some(("lof".into(), "v1".into())))
         );
-        let unscored = select("roc_auc", &challengers, Some(("lof", "v1", None)));
+        let unscored = select(
+            "roc_auc",
+            "on this run's flows",
+            &challengers,
+            Some(("lof", "v1", None)),
+        );
         assert_eq!(unscored.action, Action::Keep);
         assert!(unscored.reason.contains("roc auc"), "{}", unscored.reason);
     }
@@ -152,11 +166,23 @@ mod selection_tests {
     fn without_labels_the_champion_stays() {
         let unlabelled = [c("isolation_forest", None)];
         assert_eq!(
-            select("average_precision", &unlabelled, Some(("lof", "v1", None))).action,
+            select(
+                "average_precision",
+                "on this run's flows",
+                &unlabelled,
+                Some(("lof", "v1", None))
+            )
+            .action,
             Action::Keep
         );
         assert_eq!(
-            select("average_precision", &unlabelled, None).action,
+            select(
+                "average_precision",
+                "on this run's flows",
+                &unlabelled,
+                None
+            )
+            .action,
             Action::NoChampion
         );
     }
