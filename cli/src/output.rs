@@ -1,7 +1,7 @@
 //! Terminal printing shared by the commands: text from the audit trail
 //! made safe to show, and JSON output.
 
-use nadir_contract::findings::FindingsSummary;
+use nadir_contract::findings::{FindingKind, FindingsSummary, Severity};
 use nadir_pipeline::report::RunFigures;
 
 /// Text from the audit trail can come from a capture (keys, labels): no
@@ -68,14 +68,27 @@ pub fn print_findings(findings: &FindingsSummary) {
     );
     for (rank, f) in findings.top.iter().enumerate() {
         println!(
-            "{:>2}. {:<8} {:.2}  {:<15} {} -> {}",
-            rank + 1,
-            f.severity.name(),
-            f.score,
-            f.kind.name(),
-            shown(&f.src),
-            shown(&f.peer)
+            "{}",
+            finding_line(rank + 1, f.severity, f.score, f.kind, &f.src, &f.peer)
         );
-        println!("    {}", shown(&f.explanation));
+        println!("     {}", shown(&f.explanation));
     }
+}
+
+/// A ranked finding in one line (text from a capture made safe to show).
+pub fn finding_line(
+    rank: usize,
+    severity: Severity,
+    score: f64,
+    kind: FindingKind,
+    src: &str,
+    peer: &str,
+) -> String {
+    format!(
+        "{rank:>3}. {:<8} {score:.2}  {:<15} {} -> {}",
+        severity.name(),
+        kind.name(),
+        shown(src),
+        shown(peer)
+    )
 }

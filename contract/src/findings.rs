@@ -279,6 +279,26 @@ impl FindingsSummary {
     }
 }
 
+/// A finding for tests: `kind` from `src` to `peer`, one flow, medium.
+#[cfg(test)]
+pub(crate) fn test_finding(kind: FindingKind, src: &str, peer: &str) -> Finding {
+    Finding {
+        finding_id: format!("{kind}-{src}-{peer}"),
+        kind,
+        src: src.into(),
+        peer: peer.into(),
+        first_seen_ns: 0,
+        last_seen_ns: 0,
+        flows: 1,
+        bytes: 1,
+        score: 0.5,
+        severity: Severity::Medium,
+        detectors: vec![],
+        evidence_flow_ids: vec![],
+        explanation: String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

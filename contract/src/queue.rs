@@ -53,24 +53,13 @@ pub fn hidden_per_rule(queue: &[Queued<'_>]) -> BTreeMap<i64, usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::findings::{FindingKind, Severity};
+    use crate::findings::FindingKind;
     use crate::suppression::Matcher;
 
     fn finding(id: &str, src: &str, peer: &str) -> Finding {
         Finding {
             finding_id: id.into(),
-            kind: FindingKind::Beacon,
-            src: src.into(),
-            peer: peer.into(),
-            first_seen_ns: 0,
-            last_seen_ns: 0,
-            flows: 1,
-            bytes: 1,
-            score: 0.5,
-            severity: Severity::Medium,
-            detectors: vec![],
-            evidence_flow_ids: vec![],
-            explanation: String::new(),
+            ..crate::findings::test_finding(FindingKind::Beacon, src, peer)
         }
     }
 

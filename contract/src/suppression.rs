@@ -269,21 +269,7 @@ mod tests {
     use crate::findings::service_peer;
 
     fn finding(kind: FindingKind, src: &str, peer: &str) -> Finding {
-        Finding {
-            finding_id: "f".into(),
-            kind,
-            src: src.into(),
-            peer: peer.into(),
-            first_seen_ns: 0,
-            last_seen_ns: 0,
-            flows: 1,
-            bytes: 1,
-            score: 0.5,
-            severity: crate::findings::Severity::Medium,
-            detectors: vec![],
-            evidence_flow_ids: vec![],
-            explanation: String::new(),
-        }
+        crate::findings::test_finding(kind, src, peer)
     }
 
     fn rule(matcher: Matcher, pattern: &str) -> Rule {

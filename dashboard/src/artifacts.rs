@@ -26,7 +26,7 @@ use crate::index::RunIndex;
 pub struct LoadedRun {
     pub report: EvalReport,
     /// `findings.parquet`; none for a run evaluated before findings.
-    pub findings: Vec<Finding>,
+    pub findings: Arc<Vec<Finding>>,
     pub index: RunIndex,
     /// Bytes of `scores.parquet`.
     pub scores_bytes: u64,
@@ -72,6 +72,15 @@ impl<K: PartialEq + Clone, V: Clone> Recent<K, V> {
         entries.iter().filter(|(_, s)| s.initialized()).count()
     }
 
+    /// The value of `key` if it is loaded, without making it recent.
+    fn loaded_value(&self, key: &K) -> Option<V> {
+        let entries = self.entries.lock().expect("artifact cache lock");
+        entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, s)| s.get().cloned())
+    }
+
     async fn get_or_load<E, F>(&self, key: K, load: impl FnOnce() -> F) -> Result<V, E>
     where
         F: std::future::Future<Output = Result<V, E>>,
@@ -97,11 +106,17 @@ impl<K: PartialEq + Clone, V: Clone> Recent<K, V> {
     }
 }
 
+/// Runs whose findings alone are kept.
+const FINDINGS_RUNS: usize = 64;
+
 pub struct Artifacts {
     store: ObjectStore,
     runs: Recent<Uuid, Arc<LoadedRun>>,
     /// Per (run, RAW version): the flagged flows' features.
     silver: Recent<(Uuid, String), Arc<FlowFeatures>>,
+    /// Findings alone, for pages that read many runs' (the suppression
+    /// rules' counts) without indexing their scores.
+    findings: Recent<Uuid, Arc<Vec<Finding>>>,
 }
 
 impl Artifacts {
@@ -110,6 +125,7 @@ impl Artifacts {
             store,
             runs: Recent::new(capacity),
             silver: Recent::new(capacity * 4),
+            findings: Recent::new(FINDINGS_RUNS),
         }
     }
 
@@ -130,6 +146,43 @@ impl Artifacts {
         self.runs
             .get_or_load(run_id, || self.load(report_ref, scores_ref))
             .await
+    }
+
+    /// A run's findings, ranked, without its scores: from its index when
+    /// the run is indexed, else read from EVAL (and kept).
+    pub async fn findings(
+        &self,
+        run_id: Uuid,
+        report: &Value,
+    ) -> Result<Arc<Vec<Finding>>, LoadError> {
+        self.findings
+            .get_or_load(run_id, || async {
+                if let Some(loaded) = self.runs.loaded_value(&run_id) {
+                    return Ok(loaded.findings.clone());
+                }
+                let report_ref = serde_json::from_value::<ArtifactRef>(report["report"].clone())
+                    .map_err(|_| LoadError::NoReport)?;
+                let bytes = self.fetch(&report_ref).await?;
+                let report: EvalReport = serde_json::from_slice(&bytes)
+                    .map_err(|e| LoadError::Invalid(format!("{}: {e}", report_ref.uri())))?;
+                self.read_findings(&report).await.map(Arc::new)
+            })
+            .await
+    }
+
+    /// The findings a report names; none for a run evaluated before them.
+    async fn read_findings(&self, report: &EvalReport) -> Result<Vec<Finding>, LoadError> {
+        let Some(artifact) = &report.findings else {
+            return Ok(Vec::new());
+        };
+        let bytes = self.fetch(artifact).await?;
+        let uri = artifact.uri();
+        tokio::task::spawn_blocking(move || {
+            nadir_pipeline::eval::findings::read_findings(&bytes)
+                .map_err(|e| LoadError::Invalid(format!("{uri}: {e}")))
+        })
+        .await
+        .map_err(|e| LoadError::Invalid(format!("reading findings panicked: {e}")))?
     }
 
     async fn fetch(&self, artifact: &ArtifactRef) -> Result<bytes::Bytes, LoadError> {
@@ -153,16 +206,8 @@ impl Artifacts {
         let uri = scores_ref.uri();
         let report: EvalReport = serde_json::from_slice(&report_bytes)
             .map_err(|e| LoadError::Invalid(format!("{}: {e}", report_ref.uri())))?;
-        let findings_bytes = match &report.findings {
-            Some(r) => Some((r.uri(), self.fetch(r).await?)),
-            None => None,
-        };
+        let findings = self.read_findings(&report).await?;
         let loaded = tokio::task::spawn_blocking(move || {
-            let findings = match findings_bytes {
-                Some((uri, bytes)) => nadir_pipeline::eval::findings::read_findings(&bytes)
-                    .map_err(|e| LoadError::Invalid(format!("{uri}: {e}")))?,
-                None => Vec::new(),
-            };
             let evidence = findings
                 .iter()
                 .flat_map(|f| f.evidence_flow_ids.iter().copied())
@@ -173,7 +218,7 @@ impl Artifacts {
                 .map_err(|e| LoadError::Invalid(e.to_string()))?;
             Ok::<_, LoadError>(LoadedRun {
                 report,
-                findings,
+                findings: Arc::new(findings),
                 index,
                 scores_bytes: scores_bytes.len() as u64,
                 load_time: started.elapsed(),

@@ -825,19 +825,50 @@ async fn newest_findings(
     }
 }
 
+/// A run with what its queue is made of: its findings, the rules in
+/// force now and its triage states.
+struct RunQueue {
+    run: runs::RunSummary,
+    loaded: Arc<LoadedRun>,
+    rules: Vec<nadir_contract::suppression::Rule>,
+    states: HashMap<String, TriageState>,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+impl RunQueue {
+    async fn of(state: &State, run: &str) -> Result<RunQueue, Problem> {
+        let run = find_run(state, run).await?;
+        let loaded = loaded_or_problem(state, &run).await?;
+        let now = chrono::Utc::now();
+        let rules = suppression::in_force(&state.db, now).await?;
+        let states = triage::states(&state.db, run.run_id).await?;
+        Ok(RunQueue {
+            run,
+            loaded,
+            rules,
+            states,
+            now,
+        })
+    }
+
+    fn queue(&self) -> Vec<queue::Queued<'_>> {
+        queue::queue(&self.loaded.findings, &self.rules, &self.states, self.now)
+    }
+}
+
 async fn findings(
     AxumState(state): Shared,
     Path(run): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, Problem> {
-    let run = find_run(&state, &run).await?;
-    let loaded = loaded_or_problem(&state, &run).await?;
-    let now = chrono::Utc::now();
-    let rules = suppression::in_force(&state.db, now).await?;
-    let states = triage::states(&state.db, run.run_id).await?;
-    let queue = queue::queue(&loaded.findings, &rules, &states, now);
+    let q = RunQueue::of(&state, &run).await?;
     let (filter, problems) = QueueFilter::parse(&params);
-    Ok(html(crate::queue::queue(&run, &queue, &filter, &problems)))
+    Ok(html(crate::queue::queue(
+        &q.run,
+        &q.queue(),
+        &filter,
+        &problems,
+    )))
 }
 
 async fn finding(
@@ -845,20 +876,17 @@ async fn finding(
     Path((run, finding_id)): Path<(String, String)>,
     axum::Extension(analyst): axum::Extension<Analyst>,
 ) -> Result<Response, Problem> {
-    let run = find_run(&state, &run).await?;
-    let loaded = loaded_or_problem(&state, &run).await?;
-    let now = chrono::Utc::now();
-    let rules = suppression::in_force(&state.db, now).await?;
-    let states = triage::states(&state.db, run.run_id).await?;
-    let queue = queue::queue(&loaded.findings, &rules, &states, now);
+    let rq = RunQueue::of(&state, &run).await?;
+    let run_id = rq.run.run_id;
+    let queue = rq.queue();
     let q = queue
         .iter()
         .find(|q| q.finding.finding_id == finding_id)
-        .ok_or_else(|| not_found(format!("Run {} has no finding {finding_id:?}.", run.run_id)))?;
-    let history = triage::history(&state.db, run.run_id, &finding_id).await?;
+        .ok_or_else(|| not_found(format!("Run {run_id} has no finding {finding_id:?}.")))?;
+    let history = triage::history(&state.db, run_id, &finding_id).await?;
     Ok(html(crate::queue::finding(
-        run.run_id,
-        &loaded.index,
+        run_id,
+        &rq.loaded.index,
         q,
         &history,
         &analyst.0,
@@ -926,9 +954,9 @@ async fn suppressions(AxumState(state): Shared) -> Result<Response, Problem> {
     let mut problems = Vec::new();
     let recent = runs::recent_reports(&state.db, HIDDEN_OVER_RUNS).await?;
     for (run_id, report) in &recent {
-        match state.artifacts.run(*run_id, report).await {
-            Ok(loaded) => {
-                let q = queue::queue(&loaded.findings, &rules, &HashMap::new(), now);
+        match state.artifacts.findings(*run_id, report).await {
+            Ok(findings) => {
+                let q = queue::queue(&findings, &rules, &HashMap::new(), now);
                 for (rule, n) in queue::hidden_per_rule(&q) {
                     *hidden.entry(rule).or_insert(0) += n;
                 }

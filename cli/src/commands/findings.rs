@@ -20,7 +20,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{actor, detail};
-use crate::output::{print_json, shown};
+use crate::output::{finding_line, print_json, shown};
 
 /// The findings of a run whose `pipeline_runs.report` is `report`: read
 /// from EVAL, checked against their recorded sha256. A run evaluated
@@ -111,13 +111,8 @@ pub async fn findings(
             marks.push(format!("hidden by rule {}", rule.id));
         }
         println!(
-            "{:>3}. {:<8} {:.2}  {:<15} {} -> {}{}",
-            rank + 1,
-            f.severity.name(),
-            f.score,
-            f.kind.name(),
-            shown(&f.src),
-            shown(&f.peer),
+            "{}{}",
+            finding_line(rank + 1, f.severity, f.score, f.kind, &f.src, &f.peer),
             if marks.is_empty() {
                 String::new()
             } else {
