@@ -88,8 +88,15 @@ pub async fn analyze(
 
     // Train.
     let window = &analysis.window;
-    let data = training_dataset(&training, &training_parquet, window.holdout)
-        .map_err(anyhow::Error::msg)?;
+    let params = nadir_pipeline::eval::params(analysis);
+    let data = training_dataset(
+        &training,
+        &training_parquet,
+        window.holdout,
+        &evaluated,
+        &params.behaviour,
+    )
+    .map_err(anyhow::Error::msg)?;
     let outcomes = train::train(analysis, &data, &training, window, run_id, &version)
         .map_err(anyhow::Error::msg)?;
     let mut models = Vec::new();
@@ -126,7 +133,6 @@ pub async fn analyze(
             champion: false,
         })
         .collect();
-    let params = nadir_pipeline::eval::params(analysis);
     let started = std::time::Instant::now();
     let mut evaluation = evaluate(&job, &evaluated_parquet, &scorers, &HashMap::new(), &params)
         .map_err(anyhow::Error::msg)?;

@@ -114,7 +114,20 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
     for p in &training {
         parquet.push(store.get(&p.flows.bucket, &p.flows.key).await?);
     }
-    let data = training_dataset(&training, &parquet, eval.holdout).map_err(anyhow::Error::msg)?;
+    let row = rows
+        .iter()
+        .find(|r| r.stage == StageKind::Eval)
+        .ok_or_else(|| anyhow!("the run has no evaluation row"))?;
+    let params: EvalParams = serde_json::from_value(row.parameters.clone())
+        .context("the parameters of the evaluation")?;
+    let data = training_dataset(
+        &training,
+        &parquet,
+        eval.holdout,
+        &eval.silver,
+        &params.behaviour,
+    )
+    .map_err(anyhow::Error::msg)?;
     let mut refit: HashMap<String, Model> = HashMap::new();
     for row in rows.iter().filter(|r| r.stage == StageKind::Train) {
         let outputs: Vec<ArtifactRef> = serde_json::from_value(row.outputs.clone())
@@ -140,10 +153,6 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
     // Eval: the same scorers (the refitted models, and the champion of the
     // day from the registry) on the same flows, with the feedback as it
     // stood when the evaluation started.
-    let row = rows
-        .iter()
-        .find(|r| r.stage == StageKind::Eval)
-        .ok_or_else(|| anyhow!("the run has no evaluation row"))?;
     // The report and the scores first, then the findings (runs evaluated
     // since findings exist) and the manifest.
     let outputs: Vec<ArtifactRef> =
@@ -196,8 +205,6 @@ pub async fn reproduce(config: &Config, run_id: Uuid) -> anyhow::Result<bool> {
     let feedback = nadir_db::feedback::labels(&db, &raw_versions, Some(row.started_at))
         .await
         .map_err(detail)?;
-    let params: EvalParams = serde_json::from_value(row.parameters.clone())
-        .context("the parameters of the evaluation")?;
     let mut evaluation =
         evaluate(&eval, &partitions, &scorers, &feedback, &params).map_err(anyhow::Error::msg)?;
     let (scores, findings) = evaluation.parquet().map_err(anyhow::Error::msg)?;

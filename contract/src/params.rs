@@ -67,6 +67,23 @@ pub struct EvalParams {
     /// `findings.parquet`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suppression_rules: Vec<crate::suppression::Rule>,
+    /// The training window the behavioural thresholds were raised by, if
+    /// any (none where the models were trained on the evaluated traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineSummary>,
+}
+
+/// The training window a run's behavioural thresholds were learned from
+/// (`nadir_detectors::behaviour::Baseline`, kept in the model files).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineSummary {
+    /// The RAW versions of its partitions.
+    pub partitions: Vec<String>,
+    /// From its first packet to its last, seconds.
+    pub window_s: f64,
+    pub flows: u64,
+    pub hosts: usize,
+    pub domains: usize,
 }
 
 /// The thresholds of the behavioural detectors.
@@ -102,6 +119,13 @@ pub struct BehaviourParams {
     pub dns_min_names: usize,
     /// DNS tunnel: mean length of the labels under the domain, characters.
     pub dns_min_label_len: f64,
+    /// DNS tunnel: share of the questions for TXT or NULL records, at which
+    /// short names are a tunnel too.
+    pub dns_min_txt_share: f64,
+    /// A host's threshold is at least this many times its figure in the
+    /// training window (docs/findings.md, "Thresholds from the training
+    /// window").
+    pub baseline_margin: f64,
 }
 
 impl Default for BehaviourParams {
@@ -124,6 +148,8 @@ impl Default for BehaviourParams {
             exfil_min_ratio: 10.0,
             dns_min_names: 20,
             dns_min_label_len: 20.0,
+            dns_min_txt_share: 0.5,
+            baseline_margin: 2.0,
         }
     }
 }

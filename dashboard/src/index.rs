@@ -819,6 +819,7 @@ mod tests {
             seconds: None,
             planted: None,
             selection_evidence: None,
+            baseline: None,
         }
     }
 

@@ -86,6 +86,11 @@ pub struct Metadata {
     /// The training data's numeric features, for explanations and drift.
     #[serde(default)]
     pub profile: Vec<FeatureProfile>,
+    /// What the hosts of the training window did, for the behavioural
+    /// detectors' thresholds; none where the window is the evaluated
+    /// traffic itself (set by the train stage, not by the fit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<crate::behaviour::Baseline>,
 }
 
 /// A fitted model: preprocessing, detector, threshold, metadata.
@@ -128,6 +133,7 @@ impl ModelSpec {
                 training_scores: ScoreSummary::of(&[]),
                 fit,
                 profile,
+                baseline: None,
             },
             preprocessing,
             detector,

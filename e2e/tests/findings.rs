@@ -183,6 +183,25 @@ fn every_generated_attack_is_one_ranked_explained_finding() {
         explanations[scan_row]
     );
 
+    // The benign day is the baseline: the thresholds are held against what
+    // each host did in it, and the explanations say so.
+    assert_eq!(
+        report["baseline"]["partitions"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(report["baseline"]["hosts"].as_u64(), Some(20));
+    assert!(
+        explanations[scan_row].contains("this host is not in the training window"),
+        "the scanner is new: {}",
+        explanations[scan_row]
+    );
+    let exfil_row = kinds.iter().position(|k| k == "exfiltration").unwrap();
+    assert!(
+        explanations[exfil_row].contains("typical for this host (its most in the training window"),
+        "{}",
+        explanations[exfil_row]
+    );
+
     // Evidence points at flows of scores.parquet.
     let known: BTreeSet<u64> = scores
         .column("flow_id")
@@ -254,5 +273,30 @@ fn every_generated_attack_is_one_ranked_explained_finding() {
         "{text}"
     );
     assert!(text.contains(&explanations[0]), "{text}");
+
+    // Trained on the day it judges, a run has no baseline: its scan would
+    // raise its own threshold.
+    let alone = nadir(&[
+        "analyze",
+        day.to_str().unwrap(),
+        "-o",
+        dir.join("alone").to_str().unwrap(),
+        "--json",
+    ]);
+    let alone: Value = serde_json::from_slice(&alone.stdout).unwrap();
+    assert!(
+        alone.get("baseline").is_none(),
+        "{:?}",
+        alone.get("baseline")
+    );
+    let top = &alone["findings_summary"]["top"];
+    assert!(
+        top.as_array().unwrap().iter().any(|f| f["kind"] == "scan"
+            && f["explanation"]
+                .as_str()
+                .unwrap()
+                .contains("typical in this run")),
+        "{top:#}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

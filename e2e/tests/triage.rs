@@ -446,3 +446,103 @@ async fn a_real_runs_findings_are_suppressed_after_the_fact_and_verdicts_label_t
         "a removed rule is not removed twice"
     );
 }
+
+#[tokio::test]
+async fn an_earlier_capture_in_the_training_window_is_the_behavioural_baseline() {
+    let world = World::new("baseline").await;
+    let _workers = world.spawn_all_with(&[("NADIR_DETECTORS", "isolation_forest")]);
+    let day = |seed: u64, attacks: Vec<(Attack, u32)>| {
+        let config = nadir_trafficgen::Config {
+            seed,
+            hosts: 12,
+            duration_s: 90,
+            sessions_per_host_minute: 12.0,
+            attacks,
+            ..Default::default()
+        };
+        let (mut pcap, mut truth) = (Vec::new(), Vec::new());
+        nadir_trafficgen::generate(&config, &mut pcap, &mut truth).unwrap();
+        pcap
+    };
+    let timeout = std::time::Duration::from_secs(240);
+    let (_, monday) = world.drop_raw("site/monday.pcap", day(1, vec![])).await;
+    assert_eq!(world.wait_run(monday, timeout).await.status, "succeeded");
+    let (_, tuesday) = world
+        .drop_raw("site/tuesday.pcap", day(2, vec![(Attack::SynScan, 1)]))
+        .await;
+    assert_eq!(world.wait_run(tuesday, timeout).await.status, "succeeded");
+    // Trained on the capture it judges: no baseline, the defaults judge.
+    let alone = eval_report(&world, tuesday).await;
+    assert!(alone.get("baseline").is_none(), "{:#}", alone["baseline"]);
+
+    // Tuesday again with Monday in the training window: Monday is the
+    // baseline, Tuesday (judged) is not part of it.
+    let started = world.cli(&[
+        "start",
+        "site/tuesday.pcap",
+        "--train-partitions",
+        "2",
+        "--wait",
+        "--timeout",
+        "240",
+    ]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let out = String::from_utf8_lossy(&started.stdout).to_string();
+    let run: Uuid = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let report = eval_report(&world, run).await;
+    let monday_version: String = world
+        .query(
+            "SELECT item FROM transformations WHERE run_id = $1 AND status = 'succeeded'",
+            &[&monday],
+        )
+        .await[0]
+        .get(0);
+    assert_eq!(report["training_partitions"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        report["baseline"]["partitions"],
+        serde_json::json!([monday_version]),
+        "{:#}",
+        report["baseline"]
+    );
+    let hosts = report["baseline"]["hosts"].as_u64().unwrap();
+    assert!(hosts >= 12, "at least Monday's clients: {hosts}");
+    let manifest = eval_outputs(&world, run)
+        .await
+        .into_iter()
+        .find(|a| a.key.ends_with("manifest.json"))
+        .unwrap();
+    let manifest: Manifest =
+        serde_json::from_slice(&world.store.get_artifact(&manifest).await.unwrap()).unwrap();
+    assert_eq!(manifest.parameters["baseline"], report["baseline"]);
+    // The model file keeps the baseline it was trained with.
+    let trained: Value = world
+        .query("SELECT outputs FROM trainings WHERE run_id = $1", &[&run])
+        .await[0]
+        .get(0);
+    let model_ref: ArtifactRef = serde_json::from_value(trained[0].clone()).unwrap();
+    let model: Value =
+        serde_json::from_slice(&world.store.get_artifact(&model_ref).await.unwrap()).unwrap();
+    assert_eq!(
+        model["metadata"]["baseline"]["partitions"],
+        serde_json::json!([monday_version])
+    );
+
+    // The scan is explained against Monday: its source was not there.
+    let shown = cli_json(&world, &["findings", &run.to_string(), "--json"]);
+    let scan = shown["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["finding"]["kind"] == "scan")
+        .unwrap_or_else(|| panic!("a scan finding: {shown:#}"))
+        .clone();
+    let explanation = scan["finding"]["explanation"].as_str().unwrap();
+    assert!(
+        explanation.contains("this host is not in the training window"),
+        "{explanation}"
+    );
+}

@@ -1,5 +1,5 @@
-//! Application-level names from a flow's first payloads: the DNS query and
-//! response code, the TLS server name, the HTTP host and method. They are
+//! Application-level names from a flow's first payloads: the DNS query, its
+//! record type and the response code, the TLS server name, the HTTP host and method. They are
 //! text for analysts, not features, and they come from the capture: whoever
 //! shows them must treat them as untrusted.
 
@@ -46,9 +46,21 @@ fn dns(app: &mut AppNames, message: &[u8]) {
         && let Some(question) = packet.questions.first()
     {
         app.dns_query = Some(clip(&question.qname.to_string()));
+        app.dns_qtype = Some(qtype_name(question.qtype));
     }
     if packet.has_flags(simple_dns::PacketFlag::RESPONSE) && app.dns_rcode.is_none() {
         app.dns_rcode = Some(format!("{:?}", packet.rcode()).to_ascii_uppercase());
+    }
+}
+
+/// A question's record type as zone files write it: `A`, `TXT`, `NULL`,
+/// `ANY`; a type without a name as `TYPE65` (RFC 3597).
+fn qtype_name(qtype: simple_dns::QTYPE) -> String {
+    use simple_dns::{QTYPE, TYPE};
+    match qtype {
+        QTYPE::TYPE(TYPE::Unknown(code)) => format!("TYPE{code}"),
+        QTYPE::TYPE(known) => format!("{known:?}"),
+        other => format!("{other:?}"),
     }
 }
 

@@ -116,6 +116,8 @@ impl EndReason {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppNames {
     pub dns_query: Option<String>,
+    /// The first question's record type (`A`, `TXT`, `NULL`, `TYPE65`).
+    pub dns_qtype: Option<String>,
     pub dns_rcode: Option<String>,
     pub tls_sni: Option<String>,
     pub http_host: Option<String>,

@@ -445,6 +445,35 @@ fn host_context_sees_a_scan() {
 // ---- application names ----------------------------------------------------
 
 #[test]
+fn a_dns_tunnel_asks_for_txt_records() {
+    let config = nadir_trafficgen::Config {
+        hosts: 3,
+        duration_s: 30,
+        sessions_per_host_minute: 10.0,
+        attacks: vec![(nadir_trafficgen::Attack::DnsTunnel, 1)],
+        ..Default::default()
+    };
+    let (mut capture, mut truth) = (Vec::new(), Vec::new());
+    nadir_trafficgen::generate(&config, &mut capture, &mut truth).unwrap();
+    let (flows, _) = meter(&capture);
+    let tunnel: Vec<_> = flows
+        .iter()
+        .filter(|f| {
+            f.app
+                .dns_query
+                .as_deref()
+                .is_some_and(|q| q.ends_with("tunnel-example.net"))
+        })
+        .collect();
+    assert!(tunnel.len() >= 50, "{} tunnel queries", tunnel.len());
+    assert!(
+        tunnel
+            .iter()
+            .all(|f| f.app.dns_qtype.as_deref() == Some("TXT"))
+    );
+}
+
+#[test]
 fn dns_names_and_tls_server_names_are_read_from_generated_traffic() {
     let config = nadir_trafficgen::Config {
         hosts: 5,
@@ -473,6 +502,7 @@ fn dns_names_and_tls_server_names_are_read_from_generated_traffic() {
         dns.iter()
             .all(|f| f.app.dns_rcode.as_deref() == Some("NOERROR"))
     );
+    assert!(dns.iter().all(|f| f.app.dns_qtype.as_deref() == Some("A")));
     let tls: Vec<_> = flows.iter().filter(|f| f.dst_port == 443).collect();
     assert!(!tls.is_empty());
     assert!(

@@ -125,6 +125,7 @@ pub fn table_from_flows(
             "dns_query",
             (|r: &FlowRecord| r.app.dns_query.clone()) as fn(&FlowRecord) -> Option<String>,
         ),
+        ("dns_qtype", |r| r.app.dns_qtype.clone()),
         ("dns_rcode", |r| r.app.dns_rcode.clone()),
         ("tls_sni", |r| r.app.tls_sni.clone()),
         ("http_host", |r| r.app.http_host.clone()),

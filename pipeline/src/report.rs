@@ -73,6 +73,10 @@ pub struct EvalReport {
     /// What the champion decision rests on (`None` in older reports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection_evidence: Option<Evidence>,
+    /// The training window the behavioural thresholds were raised by, if
+    /// any (none where the models were trained on the evaluated traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<nadir_contract::params::BaselineSummary>,
 }
 
 /// A partition as the report names it.

@@ -14,6 +14,7 @@ use nadir_contract::layout::{self, ArtifactRef, ManifestKind};
 use nadir_contract::messages::{SilverPartition, TrainedModel, TrainingWindow};
 use nadir_contract::params::ModelParams;
 use nadir_contract::registry::RegistryChange;
+use nadir_detectors::behaviour::{Baseline, BehaviourParams};
 use nadir_detectors::model::{DetectorParams, ModelSpec, ThresholdRule};
 use nadir_detectors::{Dataset, DetectorError, Model, PrepSpec};
 use nadir_flows::FlowTable;
@@ -55,13 +56,17 @@ pub enum Fitted {
     Skipped(String),
 }
 
-/// Fits one detector (pure, CPU-bound); an error is bad input.
-pub fn fit(spec: &ModelSpec, data: &Dataset) -> Result<Fitted, String> {
+/// Fits one detector (pure, CPU-bound), the window's baseline kept in the
+/// model file; an error is bad input.
+pub fn fit(spec: &ModelSpec, training: &Training) -> Result<Fitted, String> {
     memory::reset_peak();
     let started = Instant::now();
-    match spec.fit(data) {
-        Ok(model) => Ok(Fitted::Model {
-            model: Box::new(model),
+    match spec.fit(&training.data) {
+        Ok(mut model) => Ok(Fitted::Model {
+            model: Box::new({
+                model.metadata.baseline = training.baseline.clone();
+                model
+            }),
             seconds: started.elapsed().as_secs_f64(),
             peak_bytes: memory::peak(),
         }),
@@ -105,16 +110,33 @@ pub fn model_metrics(
     })
 }
 
+/// The training window as the train core reads it.
+#[derive(Debug)]
+pub struct Training {
+    /// The flows of all partitions, for the detectors.
+    pub data: Dataset,
+    /// What the hosts did in the partitions eval does not judge, for the
+    /// behavioural thresholds; none where every partition is judged (a
+    /// run trained on its own capture cannot be its own baseline: its
+    /// scan would raise its own threshold).
+    pub baseline: Option<Baseline>,
+}
+
 /// The flows of all partitions as one dataset; they must share their
 /// features. With a hold-out share, the held-out flows are left out.
+/// The partitions not among `judged` are measured for the baseline with
+/// the thresholds eval judges by (`behaviour`).
 pub fn training_dataset(
     partitions: &[SilverPartition],
     parquet: &[bytes::Bytes],
     holdout: Option<f64>,
-) -> Result<Dataset, String> {
+    judged: &[SilverPartition],
+    behaviour: &BehaviourParams,
+) -> Result<Training, String> {
     let features = &partitions[0].features;
     let mut parts = Vec::new();
     let mut loaded = 0u64;
+    let (mut before, mut measured) = (Vec::new(), Vec::new());
     for (partition, bytes) in partitions.iter().zip(parquet) {
         if &partition.features != features {
             return Err(format!(
@@ -125,6 +147,13 @@ pub fn training_dataset(
         let table = FlowTable::from_parquet(bytes, features)
             .map_err(|e| format!("{}: {e}", partition.flows.uri()))?;
         loaded += table.rows() as u64;
+        if !judged
+            .iter()
+            .any(|j| j.raw_version == partition.raw_version)
+        {
+            before.extend(crate::eval::findings::flows_of(&table.frame)?);
+            measured.push(partition.raw_version.clone());
+        }
         let data = table.dataset().map_err(|e| e.to_string())?;
         parts.push(match holdout {
             Some(share) => {
@@ -144,7 +173,10 @@ pub fn training_dataset(
     if data.rows() == 0 {
         return Err(no_flows(partitions, loaded, holdout));
     }
-    Ok(data)
+    // Flows without hosts (flow files of other features) say nothing of hosts.
+    let baseline = (!before.is_empty() && before.iter().any(|f| !f.src.is_empty()))
+        .then(|| Baseline::measure(&before, behaviour, measured));
+    Ok(Training { data, baseline })
 }
 
 /// Why there is nothing to train on: no flows at all (a capture without IP
@@ -225,7 +257,7 @@ pub enum Outcome {
 /// An error is bad input.
 pub fn train(
     analysis: &Analysis,
-    data: &Dataset,
+    data: &Training,
     training: &[SilverPartition],
     window: &TrainingWindow,
     run_id: Uuid,
@@ -265,7 +297,7 @@ pub fn train(
                     audit_metrics: None,
                     manifest_key: layout::model_manifest_key(&algorithm, version),
                     parameters,
-                    metrics: model_metrics(&model, data.rows(), seconds, peak_bytes),
+                    metrics: model_metrics(&model, data.data.rows(), seconds, peak_bytes),
                 };
                 Outcome::Fitted { model, product }
             }
@@ -341,13 +373,27 @@ mod tests {
     #[test]
     fn a_window_without_flows_says_so_and_a_hold_out_is_named_only_when_there_is_one() {
         let empty = [partition("empty-capture", 0)];
-        let err = training_dataset(&empty, &[parquet(0)], None).unwrap_err();
+        let err = training_dataset(
+            &empty,
+            &[parquet(0)],
+            None,
+            &empty,
+            &BehaviourParams::default(),
+        )
+        .unwrap_err();
         assert!(err.starts_with("no flows to train on"), "{err}");
         assert!(
             !err.contains("hold-out") && err.contains("empty-capture"),
             "{err}"
         );
-        let err = training_dataset(&empty, &[parquet(0)], Some(0.5)).unwrap_err();
+        let err = training_dataset(
+            &empty,
+            &[parquet(0)],
+            Some(0.5),
+            &empty,
+            &BehaviourParams::default(),
+        )
+        .unwrap_err();
         assert!(err.starts_with("no flows to train on"), "{err}");
         // Every flow held out: the hold-out is the reason.
         let one = [partition("one", 1)];
@@ -355,12 +401,21 @@ mod tests {
             .map(|i| i as f64 / 100.0)
             .find(|share| held_out("one", 0, *share))
             .expect("some share holds the one flow out");
-        let err = training_dataset(&one, &[parquet(1)], Some(all_out)).unwrap_err();
+        let err = training_dataset(
+            &one,
+            &[parquet(1)],
+            Some(all_out),
+            &one,
+            &BehaviourParams::default(),
+        )
+        .unwrap_err();
         assert!(
             err.starts_with("no flows left to train on after the hold-out"),
             "{err}"
         );
-        assert!(training_dataset(&one, &[parquet(1)], None).is_ok());
+        assert!(
+            training_dataset(&one, &[parquet(1)], None, &one, &BehaviourParams::default()).is_ok()
+        );
     }
 
     #[test]

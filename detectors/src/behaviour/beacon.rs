@@ -13,7 +13,7 @@ use nadir_contract::findings::FindingKind;
 use nadir_contract::findings::service_peer;
 
 use super::dns::registered_domain;
-use super::{Behaviour, BehaviourParams, Flow, group_by, median, score, seconds_words, span_s};
+use super::{Behaviour, Flow, Judging, group_by, median, score, seconds_words, span_s};
 
 /// Command and control: high from the start.
 const BASE: f64 = 0.6;
@@ -98,7 +98,8 @@ fn name_of(f: &Flow) -> Option<String> {
         .or_else(|| f.dns_query.as_deref().map(registered_domain))
 }
 
-pub(super) fn beacons(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour> {
+pub(super) fn beacons(flows: &[Flow], judging: &Judging) -> Vec<Behaviour> {
+    let params = judging.params;
     let all: Vec<usize> = (0..flows.len()).collect();
     let window_s = span_s(flows, &all);
     // How many of the sources that talk at all reach each destination or
@@ -142,12 +143,22 @@ pub(super) fn beacons(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour
         let share = prevalence(key);
         let strength =
             (m.score - params.beacon_min_score) / (1.0 - params.beacon_min_score).max(1e-9);
+        // Never learned away, only told: a channel older than the
+        // training window is still one.
+        let before = match judging.host(&src) {
+            None => String::new(),
+            Some(None) => "; this host is not in the training window".to_string(),
+            Some(Some(h)) => match h.beacons.get(&peer) {
+                Some(s) => format!("; it beaconed to it in the training window too (score {s:.2})"),
+                None => "; it did not beacon to it in the training window".to_string(),
+            },
+        };
         found.push(Behaviour {
             kind: FindingKind::Beacon,
             explanation: format!(
                 "{} connections of {src} to {peer}, one every {} (interval regularity {:.0} %), \
                  {:.0} bytes each (size regularity {:.0} %), over {:.0} % of the window; \
-                 {:.0} % of the hosts here talk to it; threshold score {:.2}, {} connections",
+                 {:.0} % of the hosts here talk to it; threshold score {:.2}, {} connections{before}",
                 rows.len(),
                 seconds_words(m.interval),
                 m.interval_regularity * 100.0,
@@ -228,7 +239,7 @@ mod tests {
     fn a_regular_caller_is_a_beacon() {
         let mut flows = benign();
         flows.extend(beacon(30.0, 12, 0.5));
-        let found = beacons(&numbered(flows), &BehaviourParams::default());
+        let found = beacons(&numbered(flows.clone()), &Judging::defaults(&flows));
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(
             (found[0].src.as_str(), found[0].peer.as_str()),
@@ -251,7 +262,7 @@ mod tests {
                 .iter()
                 .map(|t| tcp("10.0.0.14", "203.0.113.9", 443, *t, 0.2)),
         );
-        let found = beacons(&numbered(flows), &BehaviourParams::default());
+        let found = beacons(&numbered(flows.clone()), &Judging::defaults(&flows));
         assert!(found.is_empty(), "{found:#?}");
     }
 
@@ -263,7 +274,7 @@ mod tests {
             f.server_name = Some("updates.example.net".into());
             flows.push(f);
         }
-        let found = beacons(&numbered(flows), &BehaviourParams::default());
+        let found = beacons(&numbered(flows.clone()), &Judging::defaults(&flows));
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].peer, "updates.example.net");
     }
@@ -285,14 +296,14 @@ mod tests {
     #[test]
     fn a_client_asking_its_resolver_often_is_no_beacon() {
         let flows = asking_every_6_s(|i| format!("www.example{i}.org"));
-        let found = beacons(&flows, &BehaviourParams::default());
+        let found = beacons(&flows, &Judging::defaults(&flows));
         assert!(found.is_empty(), "{found:#?}");
     }
 
     #[test]
     fn the_same_name_asked_on_a_clock_is_a_beacon_by_its_domain() {
         let flows = asking_every_6_s(|_| "check.c2.example.net".into());
-        let found = beacons(&flows, &BehaviourParams::default());
+        let found = beacons(&flows, &Judging::defaults(&flows));
         assert_eq!(found.len(), 1, "{found:#?}");
         assert_eq!(found[0].peer, "example.net");
     }
@@ -300,6 +311,6 @@ mod tests {
     #[test]
     fn bursts_are_no_beacon() {
         let flows = numbered(beacon(0.5, 60, 0.0));
-        assert!(beacons(&flows, &BehaviourParams::default()).is_empty());
+        assert!(beacons(&flows, &Judging::defaults(&flows)).is_empty());
     }
 }

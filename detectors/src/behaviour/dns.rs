@@ -1,11 +1,13 @@
-//! DNS tunnels: many distinct, long or random names asked under one
-//! domain by one host.
+//! DNS tunnels: many distinct, long or random names, or names asked for
+//! TXT or NULL records (what tunnels carry data in), under one domain by
+//! one host.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use nadir_contract::findings::FindingKind;
 
-use super::{Behaviour, BehaviourParams, Flow, excess, group_by, score, seconds_words, span_s};
+use super::baseline::{Known, Threshold};
+use super::{Behaviour, Flow, Judging, excess, group_by, score, seconds_words, span_s};
 
 /// Data smuggled through DNS: high from the start.
 const BASE: f64 = 0.6;
@@ -43,7 +45,13 @@ fn entropy(text: &str) -> f64 {
         .sum()
 }
 
-pub(super) fn tunnels(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour> {
+/// Record types tunnels ask for: room for data in the answer.
+fn carries_data(qtype: &str) -> bool {
+    qtype.eq_ignore_ascii_case("TXT") || qtype.eq_ignore_ascii_case("NULL")
+}
+
+pub(super) fn tunnels(flows: &[Flow], judging: &Judging) -> Vec<Behaviour> {
+    let params = judging.params;
     let asked = group_by(flows, |f| {
         f.dns_query
             .as_ref()
@@ -56,7 +64,15 @@ pub(super) fn tunnels(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour
             .filter_map(|r| flows[*r].dns_query.as_ref())
             .map(|q| q.trim_end_matches('.').to_ascii_lowercase())
             .collect();
-        if names.len() < params.dns_min_names || domain.is_empty() {
+        let known = match judging.baseline {
+            None => Known::NoBaseline,
+            Some(b) => match b.domains.get(&domain) {
+                None => Known::Unseen,
+                Some(d) => Known::Typical(d.names as f64),
+            },
+        };
+        let threshold = Threshold::of(params.dns_min_names as f64, known, params.baseline_margin);
+        if (names.len() as f64) < threshold.value || domain.is_empty() {
             continue;
         }
         let subdomains: Vec<&str> = names
@@ -78,25 +94,44 @@ pub(super) fn tunnels(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour
             .map(|s| entropy(&s))
             .sum::<f64>()
             / subdomains.len() as f64;
-        if mean_len < params.dns_min_label_len && bits < RANDOM_BITS {
+        let typed: Vec<&str> = rows
+            .iter()
+            .filter_map(|r| flows[*r].dns_qtype.as_deref())
+            .collect();
+        let data_share = if typed.is_empty() {
+            0.0
+        } else {
+            typed.iter().filter(|t| carries_data(t)).count() as f64 / typed.len() as f64
+        };
+        if mean_len < params.dns_min_label_len
+            && bits < RANDOM_BITS
+            && data_share < params.dns_min_txt_share
+        {
             continue;
         }
-        let shape =
-            ((mean_len / (2.0 * params.dns_min_label_len)).min(1.0)).max((bits / 5.0).min(1.0));
+        let shape = ((mean_len / (2.0 * params.dns_min_label_len)).min(1.0))
+            .max((bits / 5.0).min(1.0))
+            .max(data_share);
+        let types = if typed.is_empty() {
+            String::new()
+        } else {
+            format!(", {:.0} % for TXT or NULL records", data_share * 100.0)
+        };
         found.push(Behaviour {
             kind: FindingKind::DnsTunnel,
             explanation: format!(
                 "{} distinct names under {domain} asked by {src} in {}, {mean_len:.0} characters before \
-                 the domain on average, {bits:.1} bits of entropy a character in a name; thresholds {} names, \
-                 {:.0} characters or {RANDOM_BITS} bits",
+                 the domain on average, {bits:.1} bits of entropy a character in a name{types}; \
+                 shape thresholds {:.0} characters, {RANDOM_BITS} bits or {:.0} % TXT or NULL; {}",
                 names.len(),
                 seconds_words(span_s(flows, &rows)),
-                params.dns_min_names,
-                params.dns_min_label_len
+                params.dns_min_label_len,
+                params.dns_min_txt_share * 100.0,
+                threshold.words("this domain", |v| format!("{v:.0} names from one host"))
             ),
             src,
             peer: domain,
-            score: score(BASE, excess(names.len() as f64, params.dns_min_names as f64 / 2.0) * shape),
+            score: score(BASE, excess(names.len() as f64, threshold.value / 2.0) * shape),
             flows: rows,
         });
     }
@@ -161,7 +196,7 @@ mod tests {
         {
             flows.push(query("10.0.0.11", name, i as f64));
         }
-        let found = tunnels(&numbered(flows), &BehaviourParams::default());
+        let found = tunnels(&numbered(flows.clone()), &Judging::defaults(&flows));
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(
             (found[0].src.as_str(), found[0].peer.as_str()),
@@ -190,7 +225,32 @@ mod tests {
                 )
             })
             .collect();
-        let found = tunnels(&numbered(flows), &BehaviourParams::default());
+        let found = tunnels(&numbered(flows.clone()), &Judging::defaults(&flows));
         assert!(found.is_empty(), "{found:#?}");
+    }
+
+    #[test]
+    fn short_names_asked_for_txt_records_are_a_tunnel_too() {
+        let asked = |qtype: &str| -> Vec<Flow> {
+            (0..30)
+                .map(|i| {
+                    let mut f = query("10.0.0.12", &format!("q{i}.c2.example.net"), i as f64);
+                    f.dns_qtype = Some(qtype.into());
+                    f
+                })
+                .collect()
+        };
+        let flows = numbered(asked("TXT"));
+        let found = tunnels(&flows, &Judging::defaults(&flows));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0]
+                .explanation
+                .contains(", 100 % for TXT or NULL records;"),
+            "{}",
+            found[0].explanation
+        );
+        let flows = numbered(asked("A"));
+        assert!(tunnels(&flows, &Judging::defaults(&flows)).is_empty());
     }
 }

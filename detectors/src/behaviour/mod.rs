@@ -7,9 +7,11 @@
 //! [`Behaviour`] with its evidence flows, a score in [0, 1] and an
 //! explanation with the numbers. Pure and deterministic: flows in,
 //! behaviours out, in a stable order. The thresholds are
-//! [`BehaviourParams`] (recorded in each evaluation's manifest); their
+//! [`BehaviourParams`] (recorded in each evaluation's manifest), raised per
+//! host by the training window's [`Baseline`] where there is one; their
 //! defaults and the score formulas are in docs/findings.md.
 
+mod baseline;
 mod beacon;
 mod dns;
 mod scan;
@@ -20,6 +22,9 @@ use std::collections::BTreeMap;
 
 use nadir_contract::findings::FindingKind;
 pub use nadir_contract::params::BehaviourParams;
+
+pub use baseline::{Baseline, DomainBaseline, HostBaseline};
+use baseline::{Known, Threshold};
 
 /// One flow, as the behavioural detectors see it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -43,6 +48,8 @@ pub struct Flow {
     /// The server's name from the flow: TLS SNI, else the HTTP host.
     pub server_name: Option<String>,
     pub dns_query: Option<String>,
+    /// The DNS question's record type (`A`, `TXT`, `NULL`...).
+    pub dns_qtype: Option<String>,
 }
 
 pub const TCP: u8 = 6;
@@ -77,18 +84,96 @@ pub struct Behaviour {
 }
 
 /// Every behavioural detector over the flows, in a stable order (kind,
-/// then source and peer).
-pub fn detect(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour> {
+/// then source and peer); `baseline` is the training window's, where the
+/// evaluated flows are not part of it.
+pub fn detect(
+    flows: &[Flow],
+    params: &BehaviourParams,
+    baseline: Option<&Baseline>,
+) -> Vec<Behaviour> {
+    let judging = Judging::new(params, baseline, flows);
     let mut found = Vec::new();
-    found.extend(scan::scans(flows, params));
-    found.extend(service::floods(flows, params));
-    found.extend(service::brute_force(flows, params));
-    found.extend(beacon::beacons(flows, params));
-    found.extend(volume::long_connections(flows, params));
-    found.extend(volume::exfiltration(flows, params));
-    found.extend(dns::tunnels(flows, params));
+    found.extend(scan::scans(flows, &judging));
+    found.extend(service::floods(flows, &judging));
+    found.extend(service::brute_force(flows, &judging));
+    found.extend(beacon::beacons(flows, &judging));
+    found.extend(volume::long_connections(flows, &judging));
+    found.extend(volume::exfiltration(flows, &judging));
+    found.extend(dns::tunnels(flows, &judging));
     found.sort_by(|a, b| (a.kind, &a.src, &a.peer).cmp(&(b.kind, &b.src, &b.peer)));
     found
+}
+
+/// What the detectors judge by: the thresholds, and the training window's
+/// baseline where there is one.
+pub(crate) struct Judging<'a> {
+    pub params: &'a BehaviourParams,
+    pub baseline: Option<&'a Baseline>,
+    /// The evaluated flows' span over the training window's (1 without a
+    /// baseline): what a volume in the training window is scaled by.
+    scale: f64,
+}
+
+impl<'a> Judging<'a> {
+    pub(crate) fn new(
+        params: &'a BehaviourParams,
+        baseline: Option<&'a Baseline>,
+        flows: &[Flow],
+    ) -> Judging<'a> {
+        let all: Vec<usize> = (0..flows.len()).collect();
+        let window_s = span_s(flows, &all);
+        let scale = match baseline {
+            Some(b) if b.window_s > 0.0 && window_s > 0.0 => window_s / b.window_s,
+            _ => 1.0,
+        };
+        Judging {
+            params,
+            baseline,
+            scale,
+        }
+    }
+
+    /// What the training window knew of a host.
+    pub(crate) fn host(&self, host: &str) -> Option<Option<&'a HostBaseline>> {
+        self.baseline.map(|b| b.hosts.get(host))
+    }
+
+    /// A host's threshold on a count of distinct things or a windowed
+    /// measure: the default, or the margin over its training figure.
+    pub(crate) fn count(
+        &self,
+        host: &str,
+        default: f64,
+        measure: impl Fn(&HostBaseline) -> f64,
+    ) -> Threshold {
+        let known = match self.host(host) {
+            None => Known::NoBaseline,
+            Some(None) => Known::Unseen,
+            Some(Some(h)) => Known::Typical(measure(h)),
+        };
+        Threshold::of(default, known, self.params.baseline_margin)
+    }
+
+    /// A host's threshold on a volume (sessions, bytes): as [`Self::count`],
+    /// its training figure scaled to the evaluated window's length.
+    pub(crate) fn volume(
+        &self,
+        host: &str,
+        default: f64,
+        measure: impl Fn(&HostBaseline) -> f64,
+    ) -> Threshold {
+        let mut threshold = self.count(host, default, |h| measure(h) * self.scale);
+        threshold.scaled = Some(self.scale);
+        threshold
+    }
+
+    /// Judging by the defaults, with no training window.
+    #[cfg(test)]
+    pub(crate) fn defaults(flows: &[Flow]) -> Judging<'static> {
+        static PARAMS: std::sync::LazyLock<BehaviourParams> =
+            std::sync::LazyLock::new(BehaviourParams::default);
+        Judging::new(&PARAMS, None, flows)
+    }
 }
 
 /// How far past its threshold a measure is, in [0, 1): 0 at the threshold,
@@ -203,6 +288,7 @@ pub(crate) mod tests {
             still_open: false,
             server_name: None,
             dns_query: None,
+            dns_qtype: None,
         }
     }
 
@@ -237,8 +323,158 @@ pub(crate) mod tests {
     #[test]
     fn nothing_in_ordinary_traffic() {
         assert_eq!(
-            detect(&numbered(benign()), &BehaviourParams::default()),
+            detect(&numbered(benign()), &BehaviourParams::default(), None),
             vec![]
+        );
+    }
+
+    /// `ports` probes of `src` to one server from `t`, most refused.
+    fn probes(src: &str, ports: u16, t: f64) -> Vec<Flow> {
+        (1..=ports)
+            .map(|p| {
+                let mut f = tcp(src, "10.0.1.1", 1000 + p, t + p as f64 * 0.01, 0.001);
+                f.handshake = Some(false);
+                f.bwd_packets = 1;
+                f
+            })
+            .collect()
+    }
+
+    /// The benign traffic moved on by `s` seconds.
+    fn later(flows: Vec<Flow>, s: f64) -> Vec<Flow> {
+        let ns = (s * 1e9) as i64;
+        flows
+            .into_iter()
+            .map(|mut f| {
+                f.first_ns += ns;
+                f.last_ns += ns;
+                f
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_training_window_raises_a_hosts_thresholds_and_explains_against_it() {
+        let params = BehaviourParams::default();
+        // Training: a monitoring host checks 30 ports of the server.
+        let mut training = benign();
+        training.extend(probes("10.0.0.70", 30, 50.0));
+        let baseline = Baseline::measure(&numbered(training), &params, vec!["day-1".into()]);
+
+        // Evaluated: the monitor checks 40, a client and an unknown host scan 40.
+        let mut flows = later(benign(), 1000.0);
+        flows.extend(probes("10.0.0.70", 40, 1050.0));
+        flows.extend(probes("10.0.0.11", 40, 1060.0));
+        flows.extend(probes("10.0.0.99", 40, 1070.0));
+        let flows = numbered(flows);
+
+        let without: Vec<String> = detect(&flows, &params, None)
+            .into_iter()
+            .map(|b| b.src)
+            .collect();
+        assert_eq!(without, ["10.0.0.11", "10.0.0.70", "10.0.0.99"]);
+
+        let found = detect(&flows, &params, Some(&baseline));
+        let srcs: Vec<&str> = found.iter().map(|b| b.src.as_str()).collect();
+        assert_eq!(srcs, ["10.0.0.11", "10.0.0.99"], "{found:#?}");
+        assert!(
+            found[0].explanation.ends_with(
+                "typical for this host (its most in the training window): 1 port(s) of one host; \
+                 threshold 20 port(s) of one host"
+            ),
+            "{}",
+            found[0].explanation
+        );
+        assert!(
+            found[1].explanation.ends_with(
+                "this host is not in the training window; threshold 20 port(s) of one host"
+            ),
+            "{}",
+            found[1].explanation
+        );
+    }
+
+    #[test]
+    fn volumes_in_the_training_window_are_scaled_to_the_evaluated_one() {
+        let params = BehaviourParams::default();
+        // Training: 10 000 s in which a backup host sends 100 MB to its store.
+        let mut training = benign();
+        let mut backup = tcp("10.0.0.12", "10.0.9.9", 873, 10.0, 9_990.0);
+        backup.fwd_bytes = 100_000_000;
+        backup.bwd_bytes = 1_000;
+        training.push(backup);
+        let baseline = Baseline::measure(&numbered(training), &params, vec![]);
+        assert!(baseline.window_s > 9_999.0);
+
+        // Evaluated: 400 s, in which it sends 3.5 MB to a new peer and
+        // another host sends 6 MB: 100 MB over 10 000 s is 4 MB in 400 s,
+        // twice that is the backup host's threshold; the other keeps 5 MB.
+        let mut flows = later(benign(), 20_000.0);
+        for (src, bytes) in [("10.0.0.12", 7_500_000), ("10.0.0.13", 6_000_000)] {
+            let mut leak = tcp(src, "203.0.113.7", 443, 20_100.0, 300.0);
+            leak.fwd_bytes = bytes;
+            leak.bwd_bytes = 1_000;
+            flows.push(leak);
+        }
+        let flows = numbered(flows);
+        let found = detect(&flows, &params, Some(&baseline));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].src, "10.0.0.13");
+        assert!(
+            found[0].explanation.contains(
+                "typical for this host (its most in the training window, scaled to this window's length)"
+            ),
+            "{}",
+            found[0].explanation
+        );
+        // Without the baseline both are exfiltration.
+        assert_eq!(detect(&flows, &params, None).len(), 2);
+    }
+
+    #[test]
+    fn a_pair_that_held_long_connections_before_is_not_news_and_a_beacon_is_still_one() {
+        let params = BehaviourParams::default();
+        let mut training = benign();
+        training.push(tcp("10.0.0.15", "192.0.2.1", 1194, 0.0, 7_200.0));
+        let c2 = |t0: f64| -> Vec<Flow> {
+            (0..12)
+                .map(|i| {
+                    let mut f = tcp("10.0.0.14", "203.0.113.9", 443, t0 + i as f64 * 30.0, 0.2);
+                    f.fwd_bytes = 520;
+                    f
+                })
+                .collect()
+        };
+        training.extend(c2(10.0));
+        let baseline = Baseline::measure(&numbered(training), &params, vec![]);
+        assert!(
+            baseline.hosts["10.0.0.14"]
+                .beacons
+                .contains_key("203.0.113.9:443")
+        );
+
+        let mut flows = later(benign(), 10_000.0);
+        let mut vpn = tcp("10.0.0.15", "192.0.2.1", 1194, 10_000.0, 3_600.0);
+        vpn.still_open = true;
+        flows.push(vpn);
+        flows.extend(c2(10_010.0));
+        let flows = numbered(flows);
+        assert_eq!(
+            detect(&flows, &params, None)
+                .iter()
+                .map(|b| b.kind)
+                .collect::<Vec<_>>(),
+            [FindingKind::Beacon, FindingKind::LongConnection]
+        );
+        let found = detect(&flows, &params, Some(&baseline));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].kind, FindingKind::Beacon);
+        assert!(
+            found[0]
+                .explanation
+                .contains("; it beaconed to it in the training window too (score 0."),
+            "{}",
+            found[0].explanation
         );
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use nadir_contract::findings::FindingKind;
 
 use super::{
-    Behaviour, BehaviourParams, Flow, UDP, excess, group_by, median, score, seconds_words, span_s,
+    Behaviour, Flow, Judging, UDP, excess, group_by, median, score, seconds_words, span_s,
 };
 
 /// Scans start at medium: loud, common, rarely the worst of a day.
@@ -16,7 +16,8 @@ fn probe_failed(f: &Flow) -> bool {
     f.failed() || (f.protocol == UDP && f.bwd_packets == 0)
 }
 
-pub(super) fn scans(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour> {
+pub(super) fn scans(flows: &[Flow], judging: &Judging) -> Vec<Behaviour> {
+    let params = judging.params;
     let mut found = Vec::new();
     let by_pair = group_by(flows, |f| Some((f.src.clone(), f.dst.clone())));
     let typical = median(
@@ -35,13 +36,23 @@ pub(super) fn scans(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour> 
         let ports: BTreeSet<u16> = rows.iter().map(|r| flows[*r].dst_port).collect();
         let failed =
             rows.iter().filter(|r| probe_failed(&flows[**r])).count() as f64 / rows.len() as f64;
-        if ports.len() < params.scan_min_targets || failed < params.scan_min_failed_share {
+        let threshold = judging.count(src, params.scan_min_targets as f64, |h| {
+            h.ports_on_one_host as f64
+        });
+        if (ports.len() as f64) < threshold.value || failed < params.scan_min_failed_share {
             continue;
         }
         for r in rows {
             in_vertical[*r] = true;
         }
-        let strength = excess(ports.len() as f64, params.scan_min_targets as f64 / 2.0) * failed;
+        let strength = excess(ports.len() as f64, threshold.value / 2.0) * failed;
+        let against = match judging.baseline {
+            None => format!(
+                "typical in this run: {typical:.0} port(s) per host pair; threshold {:.0} ports",
+                threshold.value
+            ),
+            Some(_) => threshold.words("this host", |v| format!("{v:.0} port(s) of one host")),
+        };
         found.push(Behaviour {
             kind: FindingKind::Scan,
             src: src.clone(),
@@ -49,12 +60,10 @@ pub(super) fn scans(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour> 
             flows: rows.clone(),
             score: score(BASE, strength),
             explanation: format!(
-                "{} ports of {dst} probed by {src} in {}, {:.0} % refused or unanswered; \
-                 typical in this run: {typical:.0} port(s) per host pair; threshold {} ports",
+                "{} ports of {dst} probed by {src} in {}, {:.0} % refused or unanswered; {against}",
                 ports.len(),
                 seconds_words(span_s(flows, rows)),
                 failed * 100.0,
-                params.scan_min_targets
             ),
         });
     }
@@ -62,7 +71,10 @@ pub(super) fn scans(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour> 
     for ((src, _, port), rows) in by_port {
         let rows: Vec<usize> = rows.into_iter().filter(|r| !in_vertical[*r]).collect();
         let hosts: BTreeSet<&str> = rows.iter().map(|r| flows[*r].dst.as_str()).collect();
-        if hosts.len() < params.scan_min_targets {
+        let threshold = judging.count(&src, params.scan_min_targets as f64, |h| {
+            h.hosts_on_one_port as f64
+        });
+        if (hosts.len() as f64) < threshold.value {
             continue;
         }
         let failed =
@@ -70,18 +82,17 @@ pub(super) fn scans(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour> 
         if failed < params.scan_min_failed_share {
             continue;
         }
-        let strength = excess(hosts.len() as f64, params.scan_min_targets as f64 / 2.0) * failed;
+        let strength = excess(hosts.len() as f64, threshold.value / 2.0) * failed;
         found.push(Behaviour {
             kind: FindingKind::Scan,
             src: src.clone(),
             peer: format!("port {port}"),
             explanation: format!(
-                "port {port} of {} hosts probed by {src} in {}, {:.0} % refused or unanswered; \
-                 threshold {} hosts",
+                "port {port} of {} hosts probed by {src} in {}, {:.0} % refused or unanswered; {}",
                 hosts.len(),
                 seconds_words(span_s(flows, &rows)),
                 failed * 100.0,
-                params.scan_min_targets
+                threshold.words("this host", |v| format!("{v:.0} hosts on one port"))
             ),
             flows: rows,
             score: score(BASE, strength),
@@ -113,7 +124,7 @@ mod tests {
         let mut flows = benign();
         flows.extend(vertical(100, true));
         let flows = numbered(flows);
-        let found = scans(&flows, &BehaviourParams::default());
+        let found = scans(&flows, &Judging::defaults(&flows));
         assert_eq!(found.len(), 1, "{found:?}");
         let scan = &found[0];
         assert_eq!(
@@ -138,7 +149,7 @@ mod tests {
     #[test]
     fn many_answered_connections_are_not_a_scan() {
         let flows = numbered(vertical(100, false));
-        assert!(scans(&flows, &BehaviourParams::default()).is_empty());
+        assert!(scans(&flows, &Judging::defaults(&flows)).is_empty());
     }
 
     #[test]
@@ -153,7 +164,7 @@ mod tests {
                 })
                 .collect(),
         );
-        let found = scans(&flows, &BehaviourParams::default());
+        let found = scans(&flows, &Judging::defaults(&flows));
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].peer, "port 445");
         assert!(

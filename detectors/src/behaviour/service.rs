@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use nadir_contract::findings::FindingKind;
 use nadir_contract::findings::service_peer;
 
+use super::baseline::{Known, Threshold};
 use super::{
-    Behaviour, BehaviourParams, Flow, TCP, bytes_words, excess, group_by, mean_cv, score,
+    Behaviour, BehaviourParams, Flow, Judging, TCP, bytes_words, excess, group_by, mean_cv, score,
     seconds_words, span_s,
 };
 
@@ -16,26 +17,56 @@ const FLOOD_BASE: f64 = 0.6;
 /// Brute force may succeed: above a scan.
 const BRUTE_BASE: f64 = 0.55;
 
-pub(super) fn floods(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour> {
+/// The most of some start times within any `window_s` seconds.
+pub(super) fn most_within(mut starts: Vec<i64>, window_s: f64) -> usize {
+    starts.sort_unstable();
+    let window_ns = (window_s * 1e9) as i64;
+    let (mut best, mut start) = (0, 0);
+    for end in 0..starts.len() {
+        while starts[end] - starts[start] > window_ns {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
+/// A completed, short TCP session to an authentication port: what brute
+/// force repeats.
+pub(super) fn auth_session(f: &Flow, params: &BehaviourParams) -> bool {
+    f.protocol == TCP
+        && f.handshake == Some(true)
+        && f.duration_s() <= params.brute_max_session_s
+        && params.auth_ports.contains(&f.dst_port)
+}
+
+pub(super) fn floods(flows: &[Flow], judging: &Judging) -> Vec<Behaviour> {
+    let params = judging.params;
     let half_open = group_by(flows, |f| {
         (f.protocol == TCP && f.handshake == Some(false)).then(|| (f.dst.clone(), f.dst_port))
     });
-    let window_ns = (params.flood_window_s * 1e9) as i64;
     let mut found = Vec::new();
     for ((dst, port), mut rows) in half_open {
-        if rows.len() < params.flood_min_half_open {
+        // A target that received no half-open connection in the training
+        // window had none: it is known as a target, with zero.
+        let known = match judging.host(&dst) {
+            None => Known::NoBaseline,
+            Some(h) => Known::Typical(h.map_or(0.0, |h| h.half_open_received as f64)),
+        };
+        let threshold = Threshold::of(
+            params.flood_min_half_open as f64,
+            known,
+            params.baseline_margin,
+        );
+        if (rows.len() as f64) < threshold.value {
             continue;
         }
         rows.sort_by_key(|r| flows[*r].first_ns);
-        // The most half-open connections started within one window.
-        let (mut best, mut start) = (0, 0);
-        for end in 0..rows.len() {
-            while flows[rows[end]].first_ns - flows[rows[start]].first_ns > window_ns {
-                start += 1;
-            }
-            best = best.max(end - start + 1);
-        }
-        if best < params.flood_min_half_open {
+        let best = most_within(
+            rows.iter().map(|r| flows[*r].first_ns).collect(),
+            params.flood_window_s,
+        );
+        if (best as f64) < threshold.value {
             continue;
         }
         let sources: BTreeSet<&str> = rows.iter().map(|r| flows[*r].src.as_str()).collect();
@@ -49,40 +80,36 @@ pub(super) fn floods(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour>
             format!("{} sources", sources.len())
         };
         let span = span_s(flows, &rows).max(1e-3);
+        let window = seconds_words(params.flood_window_s);
         found.push(Behaviour {
             kind: FindingKind::Flood,
             explanation: format!(
-                "{} half-open TCP connections to {dst}:{port} from {src} in {} ({:.0} a second); \
-                 threshold {} within {}",
+                "{} half-open TCP connections to {dst}:{port} from {src} in {} ({:.0} a second); {}",
                 rows.len(),
                 seconds_words(span),
                 rows.len() as f64 / span,
-                params.flood_min_half_open,
-                seconds_words(params.flood_window_s)
+                threshold.words("this target", |v| format!("{v:.0} within {window}"))
             ),
             src,
             peer: service_peer(&dst, port),
-            score: score(
-                FLOOD_BASE,
-                excess(best as f64, params.flood_min_half_open as f64 / 2.0),
-            ),
+            score: score(FLOOD_BASE, excess(best as f64, threshold.value / 2.0)),
             flows: rows,
         });
     }
     found
 }
 
-pub(super) fn brute_force(flows: &[Flow], params: &BehaviourParams) -> Vec<Behaviour> {
+pub(super) fn brute_force(flows: &[Flow], judging: &Judging) -> Vec<Behaviour> {
+    let params = judging.params;
     let sessions = group_by(flows, |f| {
-        (f.protocol == TCP
-            && f.handshake == Some(true)
-            && f.duration_s() <= params.brute_max_session_s
-            && params.auth_ports.contains(&f.dst_port))
-        .then(|| (f.src.clone(), f.dst.clone(), f.dst_port))
+        auth_session(f, params).then(|| (f.src.clone(), f.dst.clone(), f.dst_port))
     });
     let mut found = Vec::new();
     for ((src, dst, port), rows) in sessions {
-        if rows.len() < params.brute_min_sessions {
+        let threshold = judging.volume(&src, params.brute_min_sessions as f64, |h| {
+            h.auth_sessions as f64
+        });
+        if (rows.len() as f64) < threshold.value {
             continue;
         }
         let sizes: Vec<f64> = rows.iter().map(|r| flows[*r].fwd_bytes as f64).collect();
@@ -90,18 +117,19 @@ pub(super) fn brute_force(flows: &[Flow], params: &BehaviourParams) -> Vec<Behav
         if cv > params.brute_max_size_cv {
             continue;
         }
-        let strength =
-            excess(rows.len() as f64, params.brute_min_sessions as f64 / 2.0) * (1.0 - cv);
+        let strength = excess(rows.len() as f64, threshold.value / 2.0) * (1.0 - cv);
         found.push(Behaviour {
             kind: FindingKind::BruteForce,
             explanation: format!(
                 "{} sessions of {src} to the authentication service {dst}:{port} in {}, \
-                 alike in size ({} sent on average, varying {:.0} %); threshold {} sessions",
+                 alike in size ({} sent on average, varying {:.0} %); {}",
                 rows.len(),
                 seconds_words(span_s(flows, &rows)),
                 bytes_words(mean),
                 cv * 100.0,
-                params.brute_min_sessions
+                threshold.words("this host", |v| format!(
+                    "{v:.0} sessions to one authentication service"
+                ))
             ),
             src,
             peer: service_peer(&dst, port),
@@ -133,7 +161,7 @@ mod tests {
             f.bwd_packets = 1;
             flows.push(f);
         }
-        let found = floods(&numbered(flows), &BehaviourParams::default());
+        let found = floods(&numbered(flows.clone()), &Judging::defaults(&flows));
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].src, "150 sources");
         assert_eq!(found[0].peer, "10.0.1.80:80");
@@ -155,7 +183,7 @@ mod tests {
                 f
             })
             .collect();
-        assert!(floods(&numbered(flows), &BehaviourParams::default()).is_empty());
+        assert!(floods(&numbered(flows.clone()), &Judging::defaults(&flows)).is_empty());
     }
 
     #[test]
@@ -163,7 +191,7 @@ mod tests {
         let mut flows = benign();
         flows
             .extend((0..60).map(|i| tcp("10.0.0.66", "10.0.1.22", 22, 10.0 + i as f64 * 0.6, 0.4)));
-        let found = brute_force(&numbered(flows.clone()), &BehaviourParams::default());
+        let found = brute_force(&numbered(flows.clone()), &Judging::defaults(&flows));
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].peer, "10.0.1.22:22");
         assert!(
@@ -176,6 +204,6 @@ mod tests {
         for (i, f) in flows.iter_mut().filter(|f| f.dst_port == 22).enumerate() {
             f.fwd_bytes = 500 + (i as u64 % 7) * 40_000;
         }
-        assert!(brute_force(&numbered(flows), &BehaviourParams::default()).is_empty());
+        assert!(brute_force(&numbered(flows.clone()), &Judging::defaults(&flows)).is_empty());
     }
 }

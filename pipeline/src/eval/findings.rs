@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use nadir_contract::findings::{Finding, FindingKind, Severity, finding_id, service_peer};
-use nadir_detectors::behaviour::{self, BehaviourParams, Flow, bytes_words, median};
+use nadir_detectors::behaviour::{self, Baseline, BehaviourParams, Flow, bytes_words, median};
 use polars::prelude::*;
 use uuid::Uuid;
 
@@ -36,12 +36,14 @@ const OUTLIER_SIGNIFICANCE: f64 = 1e-3;
 /// at most this share of the way left to 1.
 const AGREEMENT_WEIGHT: f64 = 0.25;
 
-/// The findings of a scored run, ranked.
+/// The findings of a scored run, ranked; `baseline` is the training
+/// window's, where there is one apart from the scored flows.
 pub fn find(
     scores: &DataFrame,
     flaggers: &[Flagger],
     run_id: Uuid,
     params: &BehaviourParams,
+    baseline: Option<&Baseline>,
 ) -> Result<Vec<Finding>, String> {
     let flows = flows_of(scores)?;
     let flagged: Vec<(&Flagger, Vec<bool>)> = flaggers
@@ -59,7 +61,7 @@ pub fn find(
     let mut findings = Vec::new();
     let mut explained = vec![false; flows.len()];
     if flows.iter().any(|f| !f.src.is_empty()) {
-        for b in behaviour::detect(&flows, params) {
+        for b in behaviour::detect(&flows, params, baseline) {
             let names: Vec<String> = flagged
                 .iter()
                 .filter(|(_, v)| b.flows.iter().any(|r| v.get(*r).copied().unwrap_or(false)))
@@ -386,6 +388,7 @@ pub fn flows_of(scores: &DataFrame) -> Result<Vec<Flow>, String> {
     let handshake = floats(scores, "handshake_completed")?;
     let end = text("end_reason")?;
     let (sni, host, query) = (text("tls_sni")?, text("http_host")?, text("dns_query")?);
+    let qtype = text("dns_qtype")?;
     Ok((0..n)
         .map(|i| {
             let protocol = protocol[i] as u8;
@@ -411,6 +414,7 @@ pub fn flows_of(scores: &DataFrame) -> Result<Vec<Flow>, String> {
                     .or_else(|| host[i].clone())
                     .filter(|s| !s.is_empty()),
                 dns_query: query[i].clone().filter(|s| !s.is_empty()),
+                dns_qtype: qtype[i].clone().filter(|s| !s.is_empty()),
             }
         })
         .collect())

@@ -48,6 +48,7 @@ pub fn params(analysis: &crate::Analysis) -> EvalParams {
         selection_metric: analysis.selection_metric.clone(),
         behaviour: Default::default(),
         suppression_rules: Vec::new(),
+        baseline: None,
     }
 }
 
@@ -96,7 +97,7 @@ pub struct Evaluation {
 }
 
 /// Flow columns copied into `scores.parquet` when the partitions have them.
-const IDENTITY: [&str; 16] = [
+const IDENTITY: [&str; 17] = [
     "first_seen_ns",
     "last_seen_ns",
     "src_ip",
@@ -109,6 +110,7 @@ const IDENTITY: [&str; 16] = [
     "fwd_bytes",
     "bwd_bytes",
     "dns_query",
+    "dns_qtype",
     "tls_sni",
     "http_host",
     "handshake_completed",
@@ -340,7 +342,19 @@ pub fn evaluate(
             training_rate: s.model.metadata.threshold_rule.flag_rate(),
         })
         .collect();
-    let found = findings::find(&scores_frame, &flaggers, job.run_id, &params.behaviour)?;
+    // The training window's baseline, measured by train where the window
+    // reaches beyond the evaluated partitions.
+    let baseline = scorers
+        .iter()
+        .filter(|s| !s.champion)
+        .find_map(|s| s.model.metadata.baseline.as_ref());
+    let found = findings::find(
+        &scores_frame,
+        &flaggers,
+        job.run_id,
+        &params.behaviour,
+        baseline,
+    )?;
     let in_findings = {
         let evidence: std::collections::HashSet<u64> = found
             .iter()
@@ -444,6 +458,7 @@ pub fn evaluate(
         seconds: None,
         planted,
         selection_evidence: Some(evidence),
+        baseline: baseline.map(|b| b.summary()),
     };
     Ok(Evaluation {
         scores: scores_frame,
@@ -511,7 +526,11 @@ impl EvalOf<'_> {
             existing: Vec::new(),
             audit_metrics: None,
             manifest_key: layout::eval_manifest_key(self.version),
-            parameters: serde_json::to_value(self.params).expect("parameters serialize"),
+            parameters: serde_json::to_value(EvalParams {
+                baseline: report.baseline.clone(),
+                ..self.params.clone()
+            })
+            .expect("parameters serialize"),
             metrics: json!({
                 "rows": evaluation.rows,
                 "seconds": self.seconds,

@@ -69,14 +69,26 @@ impl Stage for Train {
             parquet.push(ctx.catalogue.artifact(&p.flows).await?);
         }
         let bytes_read = parquet.iter().map(|b| b.len() as u64).sum();
-        let (analysis, partitions, fit_window) =
-            (self.analysis.clone(), training.clone(), window.clone());
+        let (analysis, partitions, fit_window, judged) = (
+            self.analysis.clone(),
+            training.clone(),
+            window.clone(),
+            job.silver.clone(),
+        );
         let (run_id, version) = (ctx.run_id, ctx.version.to_string());
         let (rows, outcomes) = compute(move || {
-            let data = Arc::new(training_dataset(&partitions, &parquet, fit_window.holdout)?);
+            // Eval judges the run's own partitions: the rest are the baseline.
+            let behaviour = nadir_pipeline::eval::params(&analysis).behaviour;
+            let data = Arc::new(training_dataset(
+                &partitions,
+                &parquet,
+                fit_window.holdout,
+                &judged,
+                &behaviour,
+            )?);
             let outcomes =
                 train::train(&analysis, &data, &partitions, &fit_window, run_id, &version)?;
-            Ok::<_, String>((data.rows() as u64, outcomes))
+            Ok::<_, String>((data.data.rows() as u64, outcomes))
         })
         .await?
         .map_err(StageError::Rejected)?;
