@@ -301,6 +301,24 @@ fn comparison(report: &EvalReport, index: &RunIndex) -> Markup {
             p { (selection.reason) }
         }
         @if let Some(note) = &report.champion_not_scored { p.muted { "Champion left out: " (note) } }
+        p.muted { (thresholds(report.baseline.as_ref())) }
+    }
+}
+
+/// What the behavioural detectors' thresholds rest on, in a sentence.
+fn thresholds(baseline: Option<&nadir_contract::params::BaselineSummary>) -> String {
+    match baseline {
+        Some(b) => format!(
+            "Behavioural thresholds: each host is held to what it did in {} earlier partition(s) of the \
+             training window ({} hosts, {} flows over {}), never below the defaults.",
+            b.partitions.len(),
+            words::number(b.hosts as f64),
+            words::number(b.flows as f64),
+            duration(b.window_s)
+        ),
+        None => "Behavioural thresholds: the documented defaults (the training window holds no \
+                 partition besides the ones judged here)."
+            .into(),
     }
 }
 
@@ -816,6 +834,23 @@ pub const ICON: &str = include_str!("../static/favicon.svg");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_the_thresholds_rest_on() {
+        assert!(thresholds(None).contains("the documented defaults"));
+        let baseline = nadir_contract::params::BaselineSummary {
+            partitions: vec!["v1".into()],
+            window_s: 204.5,
+            flows: 700,
+            hosts: 20,
+            domains: 4,
+        };
+        assert_eq!(
+            thresholds(Some(&baseline)),
+            "Behavioural thresholds: each host is held to what it did in 1 earlier partition(s) of the \
+             training window (20 hosts, 700 flows over 3m 24s), never below the defaults."
+        );
+    }
 
     #[test]
     fn a_failed_stage_in_plain_words() {
