@@ -1,8 +1,10 @@
 //! Reading pcap and pcapng captures, plain or gzip-compressed, from any
-//! reader, through a fixed-size buffer.
+//! reader through a fixed-size buffer, or in place from bytes already in
+//! memory (a memory-mapped file), without copying them.
 //!
-//! Each packet is handed to a callback as a [`Frame`] borrowing the buffer,
-//! so a capture of any size is read in constant memory. A corrupt block is
+//! Each packet is handed to a callback as a [`Frame`] borrowing the buffer
+//! (or the bytes), so a capture of any size is read in constant memory.
+//! Both ways read the same bytes to the same frames and the same errors. A corrupt block is
 //! an error naming its byte offset, in words rather than the parser's
 //! terms; a capture cut off in its last record ends normally with
 //! [`CaptureReader::truncated_tail`] set, one cut inside its file header is
@@ -17,9 +19,26 @@ use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use pcap_parser::nom::IResult;
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::PcapReaderIterator;
-use pcap_parser::{Linktype, PcapBlockOwned, PcapError};
+use pcap_parser::{LegacyPcapBlock, Linktype, PcapBlockOwned, PcapError, PcapHeader};
+
+/// Where a capture's bytes come from.
+pub enum Source<'r> {
+    /// A stream (a file, an S3 body, a pipe), read through a fixed buffer.
+    Reader(Box<dyn Read + Send + 'r>),
+    /// Bytes already in memory, parsed where they lie. A gzip capture is
+    /// gunzipped through a buffer as a stream is.
+    Bytes(&'r [u8]),
+}
+
+impl<'r> Source<'r> {
+    /// A stream as a source.
+    pub fn reader(reader: impl Read + Send + 'r) -> Self {
+        Source::Reader(Box::new(reader))
+    }
+}
 
 /// A captured frame: when, how it was framed, its bytes.
 #[derive(Debug, Clone, Copy)]
@@ -219,6 +238,39 @@ impl<'r> CaptureReader<'r> {
         Self::with_gzip_ratio(reader, DEFAULT_GZIP_RATIO)
     }
 
+    /// Opens a capture from `source`: bytes in memory are parsed in place
+    /// unless they are gzip; gzip may expand at most `max_ratio` times.
+    pub fn open(source: Source<'r>, max_ratio: u64) -> Result<Self, CaptureError> {
+        match source {
+            Source::Reader(reader) => Self::with_gzip_ratio(reader, max_ratio),
+            Source::Bytes(bytes) if bytes.starts_with(&[0x1f, 0x8b]) => {
+                Self::with_gzip_ratio(bytes, max_ratio)
+            }
+            Source::Bytes(bytes) => {
+                // The same test as the stream's reader makes on its first
+                // buffer, so both refuse the same headers.
+                let first = &bytes[..bytes.len().min(BUFFER)];
+                let inner = InPlace::new(bytes, first)
+                    .ok_or_else(|| header_error(&bytes[..bytes.len().min(HEAD)]))?;
+                Ok(Self::with_parser(Box::new(inner), Faults::default()))
+            }
+        }
+    }
+
+    fn with_parser(inner: Box<dyn PcapReaderIterator + Send + 'r>, faults: Faults) -> Self {
+        CaptureReader {
+            inner,
+            legacy: None,
+            interfaces: Vec::new(),
+            offset: 0,
+            truncated: false,
+            last_ts_ns: 0,
+            big_endian: false,
+            unrepresentable: 0,
+            faults,
+        }
+    }
+
     /// Opens a capture, looking through gzip if the stream is compressed:
     /// the gunzipped bytes may be at most `max_ratio` times the compressed
     /// bytes read (`u64::MAX`: no limit).
@@ -268,17 +320,7 @@ impl<'r> CaptureReader<'r> {
         let inner =
             pcap_parser::create_reader(BUFFER, std::io::Cursor::new(head.clone()).chain(source))
                 .map_err(|_| header_error(&head))?;
-        Ok(CaptureReader {
-            inner,
-            legacy: None,
-            interfaces: Vec::new(),
-            offset: 0,
-            truncated: false,
-            last_ts_ns: 0,
-            big_endian: false,
-            unrepresentable: 0,
-            faults,
-        })
+        Ok(Self::with_parser(inner, faults))
     }
 
     /// Packets skipped because their timestamp lies beyond what an `i64`
@@ -321,6 +363,7 @@ impl<'r> CaptureReader<'r> {
                         PcapBlockOwned::LegacyHeader(header) => {
                             self.legacy =
                                 Some((header.network.0, header.is_nanosecond_precision()));
+                            self.big_endian = header.is_bigendian();
                             None
                         }
                         PcapBlockOwned::Legacy(b) => {
@@ -430,7 +473,8 @@ impl<'r> CaptureReader<'r> {
                         }
                         None => false,
                     };
-                    self.inner.consume(size);
+                    // No shift here: the refill before the next read shifts once.
+                    self.inner.consume_noshift(size);
                     self.offset += size as u64;
                     if delivered {
                         return Ok(Some(()));
@@ -441,15 +485,10 @@ impl<'r> CaptureReader<'r> {
                     let before = self.inner.position();
                     self.refill()?;
                     if self.inner.position() == before && self.inner.reader_exhausted() {
-                        // The stream ended inside a record.
-                        self.truncated = true;
-                        return Ok(None);
+                        return self.ended_inside_block();
                     }
                 }
-                Err(PcapError::UnexpectedEof) => {
-                    self.truncated = true;
-                    return Ok(None);
-                }
+                Err(PcapError::UnexpectedEof) => return self.ended_inside_block(),
                 Err(PcapError::BufferTooSmall) => {
                     let bigger = (self.inner.data().len() * 2).max(BUFFER * 2);
                     if bigger > MAX_BLOCK || !self.inner.grow(bigger) {
@@ -487,6 +526,41 @@ impl<'r> CaptureReader<'r> {
         }
     }
 
+    /// The capture ended inside a block: a truncated tail, unless the
+    /// block claims more than a block may take (then it is corrupt, as it
+    /// is when more of the capture follows it).
+    fn ended_inside_block(&mut self) -> Result<Option<()>, CaptureError> {
+        let data = self.inner.data();
+        let word = |at: usize| {
+            let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+            Some(if self.big_endian {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            })
+        };
+        // A pcap record gives its captured length after 8 bytes of time, a
+        // pcapng block its whole length after its type.
+        let claimed = if self.legacy.is_some() {
+            word(8).map(|caplen| caplen as usize + 16)
+        } else {
+            word(4).map(|length| length as usize)
+        };
+        if claimed.is_some_and(|claimed| claimed >= MAX_BLOCK) {
+            return Err(CaptureError::Corrupt {
+                offset: self.offset,
+                reason: describe(
+                    &PcapError::BufferTooSmall,
+                    data,
+                    self.legacy.is_some(),
+                    self.big_endian,
+                ),
+            });
+        }
+        self.truncated = true;
+        Ok(None)
+    }
+
     /// Reads more of the capture into the parser's buffer.
     fn refill(&mut self) -> Result<(), CaptureError> {
         match self.inner.refill() {
@@ -497,6 +571,149 @@ impl<'r> CaptureReader<'r> {
             }
         }
     }
+}
+
+type LegacyParse = fn(&[u8]) -> IResult<&[u8], LegacyPcapBlock<'_>, PcapError<&[u8]>>;
+
+/// pcap-parser's reader interface over bytes in memory: blocks are parsed
+/// where they lie, by the functions its own readers use, and nothing is
+/// copied. The whole capture is "in the buffer" from the start: a block
+/// that runs past the end is where the capture ends.
+struct InPlace<'a> {
+    bytes: &'a [u8],
+    position: usize,
+    format: InPlaceFormat,
+}
+
+enum InPlaceFormat {
+    /// A legacy pcap: its header (handed out first) and its record parser.
+    Legacy {
+        header: Option<PcapHeader>,
+        parse: LegacyParse,
+    },
+    /// pcapng: the current section's byte order.
+    Ng { big_endian: bool },
+}
+
+impl<'a> InPlace<'a> {
+    /// The parser for `bytes` if `first` (their first buffer) starts a
+    /// capture.
+    fn new(bytes: &'a [u8], first: &[u8]) -> Option<Self> {
+        let format = if pcap_parser::parse_sectionheaderblock(first).is_ok() {
+            InPlaceFormat::Ng { big_endian: false }
+        } else {
+            let (_, header) = pcap_parser::parse_pcap_header(first).ok()?;
+            let parse: LegacyParse = if header.is_modified_format() {
+                pcap_parser::parse_pcap_frame_modified
+            } else if header.is_bigendian() {
+                pcap_parser::parse_pcap_frame_be
+            } else {
+                pcap_parser::parse_pcap_frame
+            };
+            InPlaceFormat::Legacy {
+                header: Some(header),
+                parse,
+            }
+        };
+        Some(InPlace {
+            bytes,
+            position: 0,
+            format,
+        })
+    }
+}
+
+impl PcapReaderIterator for InPlace<'_> {
+    fn next(&mut self) -> Result<(usize, PcapBlockOwned<'_>), PcapError<&[u8]>> {
+        let data = &self.bytes[self.position..];
+        let parsed = match &mut self.format {
+            InPlaceFormat::Legacy { header, parse } => {
+                if let Some(header) = header.take() {
+                    return Ok((header.size(), PcapBlockOwned::from(header)));
+                }
+                if data.is_empty() {
+                    return Err(PcapError::Eof);
+                }
+                parse(data).map(|(rest, block)| (rest, PcapBlockOwned::from(block)))
+            }
+            InPlaceFormat::Ng { big_endian } => {
+                if data.is_empty() {
+                    return Err(PcapError::Eof);
+                }
+                let parse = if *big_endian {
+                    pcap_parser::parse_block_be
+                } else {
+                    pcap_parser::parse_block_le
+                };
+                parse(data).map(|(rest, block)| {
+                    if let Block::SectionHeader(shb) = &block {
+                        *big_endian = shb.big_endian();
+                    }
+                    (rest, PcapBlockOwned::from(block))
+                })
+            }
+        };
+        match parsed {
+            Ok((rest, block)) => {
+                prefetch(rest);
+                Ok((data.len() - rest.len(), block))
+            }
+            Err(pcap_parser::nom::Err::Error(e) | pcap_parser::nom::Err::Failure(e)) => Err(e),
+            Err(pcap_parser::nom::Err::Incomplete(_)) => Err(PcapError::UnexpectedEof),
+        }
+    }
+
+    fn consume(&mut self, offset: usize) {
+        self.consume_noshift(offset);
+    }
+
+    fn consume_noshift(&mut self, offset: usize) {
+        self.position = (self.position + offset).min(self.bytes.len());
+    }
+
+    fn consumed(&self) -> usize {
+        self.position
+    }
+
+    fn refill(&mut self) -> Result<(), PcapError<&[u8]>> {
+        Ok(())
+    }
+
+    fn position(&self) -> usize {
+        self.position
+    }
+
+    fn grow(&mut self, _new_size: usize) -> bool {
+        false
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.bytes[self.position..]
+    }
+
+    fn reader_exhausted(&self) -> bool {
+        true
+    }
+}
+
+/// Asks the processor to start loading the next block's first two cache
+/// lines (its header and the packet's headers) while this one is metered:
+/// blocks lie a packet apart, too far for the hardware's own prefetching.
+#[inline]
+fn prefetch(next: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let at = next.as_ptr().cast::<i8>();
+        // SAFETY: SSE is part of x86_64, and a prefetch never faults or
+        // reads into the program, whatever the address.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(at);
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = next;
 }
 
 /// A fault under the parser as the capture's error, at `offset`.

@@ -10,8 +10,14 @@
 //! of their first fragment.
 
 use std::cmp::{Ordering, Reverse};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::IpAddr;
+
+/// The hasher of the meter's tables: foldhash, seeded at random per table
+/// (so a crafted capture cannot aim at one seed), several times faster than
+/// the standard library's SipHash on a flow key.
+type Hasher = foldhash::fast::RandomState;
 
 use crate::app;
 use crate::capture::Frame;
@@ -88,9 +94,15 @@ impl MeterStats {
 
     /// Counts `n` packets skipped for `reason`.
     pub fn skip_n(&mut self, reason: &str, n: u64) {
-        if n > 0 {
-            let count = self.skipped.entry(reason.to_string()).or_default();
-            *count = count.saturating_add(n);
+        if n == 0 {
+            return;
+        }
+        // Looked up before inserting: a capture of ARP skips every packet.
+        match self.skipped.get_mut(reason) {
+            Some(count) => *count = count.saturating_add(n),
+            None => {
+                self.skipped.insert(reason.to_string(), n);
+            }
         }
     }
 }
@@ -115,6 +127,53 @@ struct ActiveFlow {
     fin_fwd: bool,
     fin_bwd: bool,
     inspected: u32,
+}
+
+impl ActiveFlow {
+    /// Why a flow that has this packet (at `ts`, a fresh SYN or not) next
+    /// ends before it, if it does.
+    fn ends_before(&self, ts: i64, is_syn: bool, config: &MeterConfig) -> Option<EndReason> {
+        if let Some((closed_at, reason)) = self.closing {
+            (is_syn || ts.saturating_sub(closed_at) > CLOSE_GRACE_NS).then_some(reason)
+        } else if ts.saturating_sub(self.record.last_ns) > config.idle_timeout_ns {
+            Some(EndReason::Idle)
+        } else if ts.saturating_sub(self.record.first_ns) > config.active_timeout_ns {
+            Some(EndReason::Active)
+        } else {
+            None
+        }
+    }
+}
+
+/// The order flows leave in: when the open ones started, and the finished
+/// ones waiting for every flow started before them to finish.
+#[derive(Default)]
+struct Order {
+    /// First-packet times of the open flows, oldest first.
+    starts: BTreeMap<(i64, u64), FlowKey>,
+    /// Flows started so far (each one's `seq`).
+    started: u64,
+    finished: BinaryHeap<Reverse<Finished>>,
+    /// Flows ended so far.
+    ended: u64,
+}
+
+impl Order {
+    /// Notes a flow starting at `ts`; returns its `seq`.
+    fn open(&mut self, ts: i64, key: FlowKey) -> u64 {
+        self.started += 1;
+        self.starts.insert((ts, self.started), key);
+        self.started
+    }
+
+    /// Ends a flow for `reason`.
+    fn close(&mut self, mut flow: ActiveFlow, reason: EndReason) {
+        flow.record.end = reason;
+        flow.record.handshake_completed = flow.handshake == 3;
+        self.ended += 1;
+        self.starts.remove(&(flow.record.first_ns, flow.seq));
+        self.finished.push(Reverse(Finished(flow.record)));
+    }
 }
 
 /// A finished flow waiting for its turn, ordered as [`crate::record::sort_flows`].
@@ -154,13 +213,10 @@ impl Ord for Finished {
 /// the finished ones started after the oldest open flow.
 pub struct FlowMeter {
     config: MeterConfig,
-    flows: HashMap<FlowKey, ActiveFlow>,
-    /// First-packet times of the open flows, oldest first.
-    starts: BTreeMap<(i64, u64), FlowKey>,
-    started: u64,
+    flows: HashMap<FlowKey, ActiveFlow, Hasher>,
+    order: Order,
     /// First fragments' flows, by (source, destination, protocol, id).
-    fragments: HashMap<(IpAddr, IpAddr, u8, u32), (FlowKey, i64)>,
-    finished: BinaryHeap<Reverse<Finished>>,
+    fragments: HashMap<(IpAddr, IpAddr, u8, u32), (FlowKey, i64), Hasher>,
     stats: MeterStats,
     now_ns: i64,
     last_scan_ns: i64,
@@ -181,11 +237,9 @@ impl FlowMeter {
     pub fn new(config: MeterConfig) -> Self {
         FlowMeter {
             config,
-            flows: HashMap::new(),
-            starts: BTreeMap::new(),
-            started: 0,
-            fragments: HashMap::new(),
-            finished: BinaryHeap::new(),
+            flows: HashMap::default(),
+            order: Order::default(),
+            fragments: HashMap::default(),
             stats: MeterStats::default(),
             now_ns: i64::MIN,
             last_scan_ns: i64::MIN,
@@ -212,16 +266,21 @@ impl FlowMeter {
     /// Moves into `out`, in order, the finished flows that no open flow
     /// started before.
     pub fn drain_finished(&mut self, out: &mut Vec<FlowRecord>) {
+        if self.order.finished.is_empty() {
+            return;
+        }
         let oldest_open = self
+            .order
             .starts
             .first_key_value()
             .map_or(i64::MAX, |((t, _), _)| *t);
         let ready_before = oldest_open.min(self.now_ns);
-        while let Some(Reverse(next)) = self.finished.peek() {
+        let finished = &mut self.order.finished;
+        while let Some(Reverse(next)) = finished.peek() {
             if next.0.first_ns >= ready_before {
                 break;
             }
-            out.push(self.finished.pop().unwrap().0.0);
+            out.push(finished.pop().unwrap().0.0);
         }
     }
 
@@ -233,31 +292,24 @@ impl FlowMeter {
                 .closing
                 .map(|(_, r)| r)
                 .unwrap_or(EndReason::EndOfCapture);
-            self.export(flow, reason);
+            self.order.close(flow, reason);
         }
-        while let Some(Reverse(next)) = self.finished.pop() {
+        while let Some(Reverse(next)) = self.order.finished.pop() {
             out.push(next.0);
         }
+        self.stats.flows = self.order.ended;
         self.stats
-    }
-
-    fn export(&mut self, mut flow: ActiveFlow, reason: EndReason) {
-        flow.record.end = reason;
-        flow.record.handshake_completed = flow.handshake == 3;
-        self.stats.flows += 1;
-        self.starts.remove(&(flow.record.first_ns, flow.seq));
-        self.finished.push(Reverse(Finished(flow.record)));
     }
 
     /// Ends the flow that started first, to make room for a new one.
     fn evict_oldest(&mut self) {
-        let Some((_, key)) = self.starts.first_key_value() else {
+        let Some((_, key)) = self.order.starts.first_key_value() else {
             return;
         };
         let key = *key;
         if let Some(flow) = self.flows.remove(&key) {
             self.stats.evicted += 1;
-            self.export(flow, EndReason::Evicted);
+            self.order.close(flow, EndReason::Evicted);
         }
     }
 
@@ -266,21 +318,11 @@ impl FlowMeter {
         let expired: Vec<(FlowKey, EndReason)> = self
             .flows
             .iter()
-            .filter_map(|(key, f)| {
-                if let Some((closed_at, reason)) = f.closing {
-                    (now.saturating_sub(closed_at) > CLOSE_GRACE_NS).then_some((*key, reason))
-                } else if now.saturating_sub(f.record.last_ns) > config.idle_timeout_ns {
-                    Some((*key, EndReason::Idle))
-                } else if now.saturating_sub(f.record.first_ns) > config.active_timeout_ns {
-                    Some((*key, EndReason::Active))
-                } else {
-                    None
-                }
-            })
+            .filter_map(|(key, f)| f.ends_before(now, false, &config).map(|r| (*key, r)))
             .collect();
         for (key, reason) in expired {
             let flow = self.flows.remove(&key).expect("listed above");
-            self.export(flow, reason);
+            self.order.close(flow, reason);
         }
         self.fragments
             .retain(|_, (_, ts)| now.saturating_sub(*ts) <= 30 * SECOND);
@@ -350,31 +392,11 @@ impl FlowMeter {
         }
 
         let is_syn = flags & tcp_flag::SYN != 0 && flags & tcp_flag::ACK == 0;
-        let reason_to_end = self.flows.get(&key).and_then(|flow| {
-            if let Some((closed_at, reason)) = flow.closing {
-                (is_syn || ts.saturating_sub(closed_at) > CLOSE_GRACE_NS).then_some(reason)
-            } else if ts.saturating_sub(flow.record.last_ns) > self.config.idle_timeout_ns {
-                Some(EndReason::Idle)
-            } else if ts.saturating_sub(flow.record.first_ns) > self.config.active_timeout_ns {
-                Some(EndReason::Active)
-            } else {
-                None
-            }
-        });
-        if let Some(reason) = reason_to_end {
-            let flow = self.flows.remove(&key).expect("looked up above");
-            self.export(flow, reason);
+        let config = self.config;
+        if self.flows.len() >= config.max_open_flows.max(1) && !self.flows.contains_key(&key) {
+            self.evict_oldest();
         }
-        let inspect_packets = self.config.inspect_packets;
-        if !self.flows.contains_key(&key) {
-            if self.flows.len() >= self.config.max_open_flows.max(1) {
-                self.evict_oldest();
-            }
-            self.started += 1;
-            self.starts.insert((ts, self.started), key);
-        }
-        let seq = self.started;
-        let flow = self.flows.entry(key).or_insert_with(|| ActiveFlow {
+        let new_flow = |seq| ActiveFlow {
             seq,
             record: FlowRecord {
                 src: p.src,
@@ -397,7 +419,19 @@ impl FlowMeter {
             fin_fwd: false,
             fin_bwd: false,
             inspected: 0,
-        });
+        };
+        let order = &mut self.order;
+        let flow = match self.flows.entry(key) {
+            Entry::Occupied(entry) => {
+                let flow = entry.into_mut();
+                if let Some(reason) = flow.ends_before(ts, is_syn, &config) {
+                    let ended = std::mem::replace(flow, new_flow(order.open(ts, key)));
+                    order.close(ended, reason);
+                }
+                flow
+            }
+            Entry::Vacant(entry) => entry.insert(new_flow(order.open(ts, key))),
+        };
         // Ports decide the direction when the packet has them (a flow to
         // oneself); a non-first fragment has none, and its address decides.
         let forward = if matches!(p.transport, Transport::Tcp { .. } | Transport::Udp { .. }) {
@@ -459,7 +493,7 @@ impl FlowMeter {
                 }
             }
         }
-        if flow.inspected < inspect_packets && !p.payload.is_empty() {
+        if flow.inspected < config.inspect_packets && !p.payload.is_empty() {
             flow.inspected += 1;
             app::inspect(&mut flow.record.app, p.protocol, sport, dport, p.payload);
         }

@@ -8,7 +8,9 @@ use std::net::IpAddr;
 
 use etherparse::{PacketBuilder, VlanId};
 use nadir_flowmeter::record::EndReason;
-use nadir_flowmeter::{CaptureError, FlowRecord, MeterConfig, MeterStats, flows_from_capture};
+use nadir_flowmeter::{
+    CaptureError, FlowRecord, MeterConfig, MeterStats, Source, flows_from_capture,
+};
 
 use common::{S, T0, Y2106, pcap, udp_from};
 
@@ -197,8 +199,25 @@ fn connection(link: Link, t0: i64) -> Vec<(i64, Vec<u8>)> {
     ]
 }
 
+/// Meters `bytes` both ways a capture is read (in place, and streamed
+/// through a buffer), holds the two to the same flows or the same error,
+/// and returns it.
+fn flows_from(
+    bytes: &[u8],
+    config: MeterConfig,
+) -> Result<(Vec<FlowRecord>, MeterStats), CaptureError> {
+    let in_place = flows_from_capture(bytes, config, |_| {});
+    let streamed = flows_from_capture(Source::reader(bytes), config, |_| {});
+    match (&in_place, &streamed) {
+        (Ok(a), Ok(b)) => assert!(a == b, "in place and streamed differ"),
+        (Err(a), Err(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}")),
+        _ => panic!("in place {in_place:?}, streamed {streamed:?}"),
+    }
+    in_place
+}
+
 fn meter(bytes: &[u8]) -> (Vec<FlowRecord>, MeterStats) {
-    flows_from_capture(bytes, MeterConfig::default(), |_| {}).unwrap()
+    flows_from(bytes, MeterConfig::default()).unwrap()
 }
 
 fn assert_is_the_connection(flows: &[FlowRecord]) {
@@ -523,11 +542,10 @@ fn dns_names_and_tls_server_names_are_read_from_generated_traffic() {
 #[test]
 fn empty_and_non_capture_input_is_a_clear_error() {
     assert!(matches!(
-        flows_from_capture(&b""[..], MeterConfig::default(), |_| {}),
+        flows_from(&b""[..], MeterConfig::default()),
         Err(CaptureError::Empty)
     ));
-    let err =
-        flows_from_capture(&b"hello, world\n"[..], MeterConfig::default(), |_| {}).unwrap_err();
+    let err = flows_from(&b"hello, world\n"[..], MeterConfig::default()).unwrap_err();
     assert!(err.to_string().contains("68 65 6c 6c"), "{err}");
 }
 
@@ -612,7 +630,7 @@ fn a_corrupt_block_names_its_byte_offset() {
     bytes.extend(32u32.to_le_bytes());
     bytes.extend([0u8; 20]);
     bytes.extend(99u32.to_le_bytes());
-    match flows_from_capture(&bytes[..], MeterConfig::default(), |_| {}) {
+    match flows_from(&bytes[..], MeterConfig::default()) {
         Err(CaptureError::Corrupt { offset, .. }) => assert_eq!(offset, good as u64),
         other => panic!("expected a corrupt-block error, got {other:?}"),
     }
@@ -628,7 +646,7 @@ fn corrupt_blocks_are_described_in_words_not_the_parsers_terms() {
     bytes.extend(32u32.to_le_bytes());
     bytes.extend([0u8; 20]);
     bytes.extend(99u32.to_le_bytes());
-    let err = flows_from_capture(&bytes[..], MeterConfig::default(), |_| {})
+    let err = flows_from(&bytes[..], MeterConfig::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -642,7 +660,7 @@ fn corrupt_blocks_are_described_in_words_not_the_parsers_terms() {
 fn a_capture_cut_inside_its_file_header_says_so() {
     let whole = pcap(false, false, 1, &connection(Link::Ethernet, T0));
     for cut in [3, 10, 23] {
-        let err = flows_from_capture(&whole[..cut], MeterConfig::default(), |_| {}).unwrap_err();
+        let err = flows_from(&whole[..cut], MeterConfig::default()).unwrap_err();
         assert!(
             matches!(err, CaptureError::TruncatedHeader { bytes, needed: 24, .. } if bytes == cut),
             "{err:?}"
@@ -656,7 +674,7 @@ fn a_capture_cut_inside_its_file_header_says_so() {
     }
     let ng = pcapng(&[(1, 6)], &[]);
     for cut in [6, 20] {
-        let err = flows_from_capture(&ng[..cut], MeterConfig::default(), |_| {})
+        let err = flows_from(&ng[..cut], MeterConfig::default())
             .unwrap_err()
             .to_string();
         assert!(
@@ -667,7 +685,7 @@ fn a_capture_cut_inside_its_file_header_says_so() {
         );
     }
     // Through gzip the same.
-    let err = flows_from_capture(&gzip(&whole[..10])[..], MeterConfig::default(), |_| {})
+    let err = flows_from(&gzip(&whole[..10])[..], MeterConfig::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -675,7 +693,7 @@ fn a_capture_cut_inside_its_file_header_says_so() {
         "{err}"
     );
     assert!(matches!(
-        flows_from_capture(&b""[..], MeterConfig::default(), |_| {}),
+        flows_from(&b""[..], MeterConfig::default()),
         Err(CaptureError::Empty)
     ));
 }
@@ -717,10 +735,9 @@ fn crafted_pcapng_timestamps_are_errors_or_skipped_and_never_overflow() {
     let syn = || tcp(Link::Ethernet, true, "S", &[]);
     let us = (T0 / 1000) as u64;
     // An offset of i64::MAX seconds: no packet of the interface has a time.
-    let err = flows_from_capture(
+    let err = flows_from(
         &pcapng_raw(6, Some(i64::MAX), &[(us, syn())])[..],
         MeterConfig::default(),
-        |_| {},
     )
     .unwrap_err()
     .to_string();
@@ -729,10 +746,9 @@ fn crafted_pcapng_timestamps_are_errors_or_skipped_and_never_overflow() {
         "{err}"
     );
     // 2^127 units per second: no clock.
-    let err = flows_from_capture(
+    let err = flows_from(
         &pcapng_raw(255, None, &[(us, syn())])[..],
         MeterConfig::default(),
-        |_| {},
     )
     .unwrap_err()
     .to_string();
@@ -751,10 +767,9 @@ fn crafted_pcapng_timestamps_are_errors_or_skipped_and_never_overflow() {
             9_000_000_000 * S,
         ),
     ] {
-        let (flows, stats) = flows_from_capture(
+        let (flows, stats) = flows_from(
             &pcapng_raw(tsresol, offset, &[(bad, syn()), (good, syn())])[..],
             MeterConfig::default(),
-            |_| {},
         )
         .unwrap();
         assert_eq!(flows.len(), 1, "{tsresol} {offset:?}");
@@ -769,10 +784,9 @@ fn crafted_pcapng_timestamps_are_errors_or_skipped_and_never_overflow() {
     }
     // A power-of-two resolution is a resolution: 2^20 units per second.
     let units = ((T0 as i128 * (1 << 20)) / S as i128) as u64;
-    let (flows, _) = flows_from_capture(
+    let (flows, _) = flows_from(
         &pcapng_raw(0x80 | 20, None, &[(units, syn())])[..],
         MeterConfig::default(),
-        |_| {},
     )
     .unwrap();
     assert!(
@@ -823,18 +837,17 @@ fn gzip_captures_are_bounded_and_their_faults_named() {
         max_gzip_ratio: ratio / 2,
         ..MeterConfig::default()
     };
-    let err = flows_from_capture(&packed[..], small, |_| {}).unwrap_err();
+    let err = flows_from(&packed[..], small).unwrap_err();
     assert!(
         matches!(err, CaptureError::GzipBomb { ratio: r, .. } if r == ratio / 2),
         "{err:?}"
     );
     assert!(err.to_string().contains("NADIR_MAX_GZIP_RATIO"), "{err}");
     // Within the ratio it is read.
-    let (_, stats) = flows_from_capture(&packed[..], MeterConfig::default(), |_| {}).unwrap();
+    let (_, stats) = flows_from(&packed[..], MeterConfig::default()).unwrap();
     assert_eq!(stats.packets, 60_000);
     // Cut short: the gzip stream says it is truncated.
-    let err = flows_from_capture(&packed[..packed.len() / 2], MeterConfig::default(), |_| {})
-        .unwrap_err();
+    let err = flows_from(&packed[..packed.len() / 2], MeterConfig::default()).unwrap_err();
     assert!(
         matches!(&err, CaptureError::Gzip { reason, .. } if reason.contains("truncated")),
         "{err:?}"
@@ -846,7 +859,8 @@ fn gzip_captures_are_bounded_and_their_faults_named() {
             bytes,
             after: bytes.len() / 2,
         };
-        let err = flows_from_capture(source, MeterConfig::default(), |_| {}).unwrap_err();
+        let err =
+            flows_from_capture(Source::reader(source), MeterConfig::default(), |_| {}).unwrap_err();
         assert!(err.is_read(), "{err:?}");
         assert!(
             err.to_string().contains("connection reset by peer"),
@@ -895,7 +909,7 @@ fn mutated_captures_never_panic() {
             }
         }
         // Ok or a clear error; a panic fails the test.
-        let _ = flows_from_capture(&bytes[..], MeterConfig::default(), |_| {});
+        let _ = flows_from(&bytes[..], MeterConfig::default());
     }
 }
 
@@ -1009,8 +1023,7 @@ fn at_the_open_flow_limit_the_oldest_flow_is_evicted_and_counted() {
         max_open_flows: 100,
         ..MeterConfig::default()
     };
-    let (flows, stats) =
-        flows_from_capture(&pcap(false, false, 1, &frames)[..], config, |_| {}).unwrap();
+    let (flows, stats) = flows_from(&pcap(false, false, 1, &frames)[..], config).unwrap();
     assert_eq!(flows.len(), 1000, "every flow is still exported");
     assert_eq!(stats.evicted, 900);
     let evicted: Vec<u16> = flows

@@ -10,7 +10,7 @@ mod common;
 use std::io::Read;
 
 use common::{PcapForm, T0, Y2106, pcap_header, pcap_record, udp};
-use nadir_flowmeter::{MeterConfig, MeterStats, stream_flows};
+use nadir_flowmeter::{MeterConfig, MeterStats, Source, stream_flows};
 
 /// Flows of each hostile capture.
 const FLOWS: u64 = 1_000_000;
@@ -92,7 +92,7 @@ fn metered(capture: impl Read + Send, config: MeterConfig) -> (u64, MeterStats, 
     reset_peak();
     let before = status_kb("VmRSS");
     let mut flows = 0u64;
-    let stats = stream_flows(capture, config, |_| {}, |_| flows += 1).unwrap();
+    let stats = stream_flows(Source::reader(capture), config, |_| {}, |_| flows += 1).unwrap();
     let growth = status_kb("VmHWM").saturating_sub(before);
     (flows, stats, growth as f64 / 1024.0)
 }

@@ -242,8 +242,8 @@ pub enum CaptureToSilverError {
 /// Meters a capture straight into SILVER Parquet written to `out`,
 /// labelling flows from `truth`: the capture is read once, and memory holds
 /// only what the meter holds (see [`nadir_flowmeter::stream_flows`]).
-pub fn capture_to_silver<R: std::io::Read + Send, W: Write>(
-    reader: R,
+pub fn capture_to_silver<'r, W: Write>(
+    source: impl Into<nadir_flowmeter::Source<'r>>,
     config: nadir_flowmeter::MeterConfig,
     truth: Option<&GroundTruth>,
     out: W,
@@ -251,7 +251,7 @@ pub fn capture_to_silver<R: std::io::Read + Send, W: Write>(
 ) -> Result<(nadir_flowmeter::MeterStats, SilverSummary), CaptureToSilverError> {
     let mut writer = SilverWriter::new(out, truth);
     let mut failed = None;
-    let stats = nadir_flowmeter::stream_flows(reader, config, progress, |flow| {
+    let stats = nadir_flowmeter::stream_flows(source, config, progress, |flow| {
         if failed.is_none()
             && let Err(e) = writer.push(flow)
         {

@@ -209,9 +209,14 @@ pub fn transform_capture<R: Read + Send>(
     let truth = ground_truth(labels)?;
     let mut hashing = HashingReader::new(reader);
     let mut parquet = Vec::new();
-    let (stats, silver) =
-        capture_to_silver(&mut hashing, meter, truth.as_ref(), &mut parquet, |_| {})
-            .map_err(|e| e.to_string())?;
+    let (stats, silver) = capture_to_silver(
+        nadir_flowmeter::Source::reader(&mut hashing),
+        meter,
+        truth.as_ref(),
+        &mut parquet,
+        |_| {},
+    )
+    .map_err(|e| e.to_string())?;
     // Whatever follows the last record still counts towards the hash.
     std::io::copy(&mut hashing, &mut std::io::sink())
         .map_err(|e| format!("reading the capture: {e}"))?;

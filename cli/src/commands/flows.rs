@@ -30,16 +30,23 @@ pub fn flows(capture: &Path, output: &Path, idle: u64, active: u64) -> anyhow::R
         ..MeterConfig::default()
     };
     let started = std::time::Instant::now();
-    let counted = CountingReader {
-        inner: std::io::BufReader::new(file),
-        read: 0,
-        bar: bar.clone(),
-    };
     // Flows go to the Parquet file as the meter hands them out: memory
     // follows the open flows, not the capture.
     let out = super::create(output)?;
+    let mapped = mapped(&file);
+    let mut released = 0;
+    let progress = |offset: u64| {
+        bar.set_position(offset);
+        if let Some(map) = &mapped {
+            released = release_behind(map, released, offset as usize);
+        }
+    };
+    let source = match &mapped {
+        Some(bytes) => nadir_flowmeter::Source::Bytes(bytes),
+        None => nadir_flowmeter::Source::reader(std::io::BufReader::new(file)),
+    };
     let (stats, silver) =
-        nadir_flows::capture::capture_to_silver(counted, config, None, out, |_| {})
+        nadir_flows::capture::capture_to_silver(source, config, None, out, progress)
             .with_context(|| format!("{} to {}", capture.display(), output.display()))?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
@@ -61,18 +68,41 @@ pub fn flows(capture: &Path, output: &Path, idle: u64, active: u64) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-/// Counts bytes read from the capture file for the progress bar.
-struct CountingReader<R> {
-    inner: R,
-    read: u64,
-    bar: indicatif::ProgressBar,
+/// A regular file mapped into memory, for the meter to read in place (no
+/// copy through a buffer); `None` for anything else (a pipe, a device) or
+/// when the mapping fails, and the file is streamed.
+fn mapped(file: &std::fs::File) -> Option<memmap2::Mmap> {
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    // SAFETY: the map is read-only and private to this process. A file
+    // truncated under it by another process ends this command with
+    // SIGBUS: a command-line tool reading a file its user named (the
+    // workers never map a file).
+    let map = unsafe { memmap2::Mmap::map(file) }.ok()?;
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Some(map)
 }
 
-impl<R: std::io::Read> std::io::Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read += n as u64;
-        self.bar.set_position(self.read);
-        Ok(n)
+/// Lets go of the mapped pages before `offset` (from `released` on, in
+/// whole pages), which the meter has read: the resident set follows what
+/// the meter holds, not how far into the file it is. Returns the new
+/// start of what is kept.
+fn release_behind(map: &memmap2::Mmap, released: usize, offset: usize) -> usize {
+    const PAGE: usize = 4096;
+    let until = offset / PAGE * PAGE;
+    if until <= released {
+        return released;
     }
+    // SAFETY: the map is a read-only shared mapping of a file: pages let
+    // go of are read again from the file if touched, never zeroed, and
+    // the meter holds no reference behind the offset it reports.
+    let _ = unsafe {
+        map.unchecked_advise_range(
+            memmap2::UncheckedAdvice::DontNeed,
+            released,
+            until - released,
+        )
+    };
+    until
 }
