@@ -11,10 +11,34 @@
 #                                     for localhost from a CA made in DIR/tls; nadir
 #                                     connects in plaintext unless told otherwise
 #   nadir_services_stop DIR           stop what nadir_services_start started
+#   nadir_step TEXT / nadir_steps_report   timed steps, and how long each took
 
 NADIR_S3S_VERSION=0.14.1
 
 nadir_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Timed steps: nadir_step says what starts now and ends the step before;
+# nadir_steps_report ends the last one and prints how long each took.
+NADIR_STEPS=()
+NADIR_STEP=
+nadir_step_end() {
+  [ -n "$NADIR_STEP" ] || return 0
+  NADIR_STEPS+=("$(awk -v a="$NADIR_STEP_START" -v b="$(date +%s.%N)" 'BEGIN { printf "%7.1f s", b - a }')  $NADIR_STEP")
+  NADIR_STEP=
+}
+nadir_step() {
+  nadir_step_end
+  NADIR_STEP=$*
+  NADIR_STEP_START=$(date +%s.%N)
+  nadir_log "$*"
+}
+nadir_steps_report() {
+  nadir_step_end
+  local total
+  total=$(printf '%s\n' "${NADIR_STEPS[@]}" | awk '{ t += $1 } END { printf "%7.1f s", t }')
+  printf '\nHow long each step took:\n' >&2
+  printf '  %s\n' "${NADIR_STEPS[@]}" "$total  in all" >&2
+}
 nadir_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 nadir_sudo() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
