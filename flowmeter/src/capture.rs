@@ -33,6 +33,12 @@ pub enum Source<'r> {
     Bytes(&'r [u8]),
 }
 
+impl<'r> From<&'r [u8]> for Source<'r> {
+    fn from(bytes: &'r [u8]) -> Self {
+        Source::Bytes(bytes)
+    }
+}
+
 impl<'r> Source<'r> {
     /// A stream as a source.
     pub fn reader(reader: impl Read + Send + 'r) -> Self {
@@ -211,6 +217,9 @@ pub struct CaptureReader<'r> {
     faults: Faults,
 }
 
+/// The first bytes of a gzip stream.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
 /// How many times its size a gzip capture may expand by default.
 pub const DEFAULT_GZIP_RATIO: u64 = 1000;
 
@@ -243,14 +252,11 @@ impl<'r> CaptureReader<'r> {
     pub fn open(source: Source<'r>, max_ratio: u64) -> Result<Self, CaptureError> {
         match source {
             Source::Reader(reader) => Self::with_gzip_ratio(reader, max_ratio),
-            Source::Bytes(bytes) if bytes.starts_with(&[0x1f, 0x8b]) => {
+            Source::Bytes(bytes) if bytes.starts_with(&GZIP_MAGIC) => {
                 Self::with_gzip_ratio(bytes, max_ratio)
             }
             Source::Bytes(bytes) => {
-                // The same test as the stream's reader makes on its first
-                // buffer, so both refuse the same headers.
-                let first = &bytes[..bytes.len().min(BUFFER)];
-                let inner = InPlace::new(bytes, first)
+                let inner = InPlace::new(bytes)
                     .ok_or_else(|| header_error(&bytes[..bytes.len().min(HEAD)]))?;
                 Ok(Self::with_parser(Box::new(inner), Faults::default()))
             }
@@ -298,7 +304,7 @@ impl<'r> CaptureReader<'r> {
         let gzip = buffered
             .fill_buf()
             .map_err(|e| read_error(&faults, e))?
-            .starts_with(&[0x1f, 0x8b]);
+            .starts_with(&GZIP_MAGIC);
         let mut source: Box<dyn Read + Send + 'r> = if gzip {
             Box::new(Gunzipped {
                 decoder: flate2::read::MultiGzDecoder::new(buffered),
@@ -492,18 +498,7 @@ impl<'r> CaptureReader<'r> {
                 Err(PcapError::BufferTooSmall) => {
                     let bigger = (self.inner.data().len() * 2).max(BUFFER * 2);
                     if bigger > MAX_BLOCK || !self.inner.grow(bigger) {
-                        return Err(CaptureError::Corrupt {
-                            offset: self.offset,
-                            reason: format!(
-                                "{} claims more than the {} MiB a block may take",
-                                block_name(
-                                    self.inner.data(),
-                                    self.legacy.is_some(),
-                                    self.big_endian
-                                ),
-                                MAX_BLOCK >> 20
-                            ),
-                        });
+                        return Err(self.block_too_large());
                     }
                     self.refill()?;
                 }
@@ -547,18 +542,23 @@ impl<'r> CaptureReader<'r> {
             word(4).map(|length| length as usize)
         };
         if claimed.is_some_and(|claimed| claimed >= MAX_BLOCK) {
-            return Err(CaptureError::Corrupt {
-                offset: self.offset,
-                reason: describe(
-                    &PcapError::BufferTooSmall,
-                    data,
-                    self.legacy.is_some(),
-                    self.big_endian,
-                ),
-            });
+            return Err(self.block_too_large());
         }
         self.truncated = true;
         Ok(None)
+    }
+
+    /// The block at the parser's position claims more than [`MAX_BLOCK`].
+    fn block_too_large(&self) -> CaptureError {
+        CaptureError::Corrupt {
+            offset: self.offset,
+            reason: describe(
+                &PcapError::BufferTooSmall,
+                self.inner.data(),
+                self.legacy.is_some(),
+                self.big_endian,
+            ),
+        }
     }
 
     /// Reads more of the capture into the parser's buffer.
@@ -596,9 +596,11 @@ enum InPlaceFormat {
 }
 
 impl<'a> InPlace<'a> {
-    /// The parser for `bytes` if `first` (their first buffer) starts a
-    /// capture.
-    fn new(bytes: &'a [u8], first: &[u8]) -> Option<Self> {
+    /// The parser for `bytes` if they start a capture.
+    fn new(bytes: &'a [u8]) -> Option<Self> {
+        // The test the stream's reader makes on its first buffer, so both
+        // refuse the same headers.
+        let first = &bytes[..bytes.len().min(BUFFER)];
         let format = if pcap_parser::parse_sectionheaderblock(first).is_ok() {
             InPlaceFormat::Ng { big_endian: false }
         } else {

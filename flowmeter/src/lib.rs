@@ -42,12 +42,6 @@ pub const PROGRESS_EVERY: u64 = 8 << 20;
 /// under (in [`MeterStats::skipped`]).
 pub const UNREPRESENTABLE: &str = "timestamp outside the years 1678 to 2262";
 
-impl<'r> From<&'r [u8]> for Source<'r> {
-    fn from(bytes: &'r [u8]) -> Self {
-        Source::Bytes(bytes)
-    }
-}
-
 /// Reads a capture and hands each flow, with its per-host context, to
 /// `sink`, in the order of their first packet. Memory holds the open flows
 /// and those finished but started after the oldest open one (at most one

@@ -14,15 +14,15 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::IpAddr;
 
-/// The hasher of the meter's tables: foldhash, seeded at random per table
-/// (so a crafted capture cannot aim at one seed), several times faster than
-/// the standard library's SipHash on a flow key.
-type Hasher = foldhash::fast::RandomState;
-
 use crate::app;
 use crate::capture::Frame;
 use crate::packet::{self, Packet, Transport, tcp_flag};
 use crate::record::{AppNames, Direction, EndReason, FlowRecord, HostContext};
+
+/// The hasher of the meter's tables: foldhash, seeded at random per table
+/// (so a crafted capture cannot aim at one seed), several times faster than
+/// the standard library's SipHash on a flow key.
+type Hasher = foldhash::fast::RandomState;
 
 /// Timeouts and windows, in nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,8 +154,6 @@ struct Order {
     /// Flows started so far (each one's `seq`).
     started: u64,
     finished: BinaryHeap<Reverse<Finished>>,
-    /// Flows ended so far.
-    ended: u64,
 }
 
 impl Order {
@@ -170,7 +168,6 @@ impl Order {
     fn close(&mut self, mut flow: ActiveFlow, reason: EndReason) {
         flow.record.end = reason;
         flow.record.handshake_completed = flow.handshake == 3;
-        self.ended += 1;
         self.starts.remove(&(flow.record.first_ns, flow.seq));
         self.finished.push(Reverse(Finished(flow.record)));
     }
@@ -297,7 +294,8 @@ impl FlowMeter {
         while let Some(Reverse(next)) = self.order.finished.pop() {
             out.push(next.0);
         }
-        self.stats.flows = self.order.ended;
+        // Every flow started has ended by now.
+        self.stats.flows = self.order.started;
         self.stats
     }
 

@@ -414,30 +414,25 @@ mod tests {
         let v6 = ([0x20; 16], [0x21; 16]);
         let payload = b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n";
         let mut out = Vec::new();
-        let ip_frames: Vec<Vec<u8>> = {
-            let mut frames = Vec::new();
-            for kind in 0..4 {
-                let builder = match kind {
-                    0 | 1 => PacketBuilder::ip(etherparse::IpHeaders::Ipv4(
-                        etherparse::Ipv4Header::new(0, 64, etherparse::IpNumber::TCP, v4.0, v4.1)
-                            .unwrap(),
-                        Default::default(),
-                    )),
-                    _ => PacketBuilder::ipv6(v6.0, v6.1, 64),
-                };
-                let mut frame = Vec::new();
-                if kind % 2 == 0 {
-                    let tcp = builder.tcp(40000, 80, 7, 1024).syn().ack(3).psh();
-                    tcp.write(&mut frame, payload).unwrap();
-                } else {
-                    let udp = builder.udp(5353, 53);
-                    udp.write(&mut frame, payload).unwrap();
-                }
-                frames.push(frame);
+        let ip_frames = (0..4).map(|kind| {
+            let builder = match kind {
+                0 | 1 => PacketBuilder::ip(etherparse::IpHeaders::Ipv4(
+                    etherparse::Ipv4Header::new(0, 64, etherparse::IpNumber::TCP, v4.0, v4.1)
+                        .unwrap(),
+                    Default::default(),
+                )),
+                _ => PacketBuilder::ipv6(v6.0, v6.1, 64),
+            };
+            let mut frame = Vec::new();
+            if kind % 2 == 0 {
+                let tcp = builder.tcp(40000, 80, 7, 1024).syn().ack(3).psh();
+                tcp.write(&mut frame, payload).unwrap();
+            } else {
+                builder.udp(5353, 53).write(&mut frame, payload).unwrap();
             }
-            frames
-        };
-        for ip in &ip_frames {
+            frame
+        });
+        for ip in ip_frames {
             let ether_type: [u8; 2] = if ip[0] >> 4 == 4 {
                 [8, 0]
             } else {
@@ -446,22 +441,22 @@ mod tests {
             out.push((linktype::RAW, ip.clone()));
             out.push((linktype::IPV4, ip.clone()));
             let mut ethernet = [&mac.0[..], &mac.1[..], &ether_type[..]].concat();
-            ethernet.extend(ip);
+            ethernet.extend(&ip);
             // Ethernet padding after a short packet.
             let mut padded = ethernet.clone();
             padded.extend([0; 12]);
             out.push((linktype::ETHERNET, ethernet));
             out.push((linktype::ETHERNET, padded));
             let mut vlan = [&mac.0[..], &mac.1[..], &[0x81, 0, 0, 7], &ether_type[..]].concat();
-            vlan.extend(ip);
+            vlan.extend(&ip);
             out.push((linktype::ETHERNET, vlan));
             let mut sll = vec![0; 14];
             sll.extend(ether_type);
-            sll.extend(ip);
+            sll.extend(&ip);
             out.push((linktype::LINUX_SLL, sll));
             let mut sll2 = ether_type.to_vec();
             sll2.extend([0; 18]);
-            sll2.extend(ip);
+            sll2.extend(&ip);
             out.push((linktype::LINUX_SLL2, sll2));
         }
         out
