@@ -193,6 +193,7 @@ async fn silver(
         etag: String::new(),
         version: raw_version.clone(),
         sha256: sha256.clone(),
+        sha256_from: Default::default(),
         size: bytes.len() as u64,
         format,
         manifest: raw.clone(),

@@ -207,10 +207,49 @@ pub struct RawObject {
     /// RAW version: the object's last-modified time plus a content hash.
     pub version: String,
     pub sha256: String,
+    /// How ingest learnt `sha256` (absent from messages of before it was
+    /// recorded: read).
+    #[serde(default)]
+    pub sha256_from: Sha256Origin,
     pub size: u64,
     pub format: Detected,
     /// The RAW manifest written by ingest.
     pub manifest: ArtifactRef,
+}
+
+/// How ingest learnt the sha256 of a RAW object. Whichever it was,
+/// transform hashes every byte it meters and holds them to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sha256Origin {
+    /// Ingest read and hashed the whole object.
+    #[default]
+    Read,
+    /// The object's `x-amz-checksum-sha256`, checked by the S3 server when
+    /// it was stored in one PUT.
+    S3Checksum,
+    /// The `x-amz-meta-sha256` its uploader wrote (a multipart upload has
+    /// no whole-object sha256 checksum).
+    UploaderMetadata,
+}
+
+impl Sha256Origin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Sha256Origin::Read => "read",
+            Sha256Origin::S3Checksum => "s3-checksum",
+            Sha256Origin::UploaderMetadata => "uploader-metadata",
+        }
+    }
+
+    /// Who vouched for the sha256, in words for an error message.
+    pub fn vouched(self) -> &'static str {
+        match self {
+            Sha256Origin::Read => "hashed by ingest",
+            Sha256Origin::S3Checksum => "checked by S3 when it was stored",
+            Sha256Origin::UploaderMetadata => "stated by its uploader in x-amz-meta-sha256",
+        }
+    }
 }
 
 impl RawObject {

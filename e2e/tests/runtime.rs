@@ -140,6 +140,7 @@ fn job(run_id: Uuid) -> TransformJob {
             etag: "e1".into(),
             version: "20261201T000000Z-00000000".into(),
             sha256: "0".repeat(64),
+            sha256_from: Default::default(),
             size: 1,
             format: "csv".parse().unwrap(),
             manifest: ArtifactRef::of("silver", "m".into(), "v", b""),

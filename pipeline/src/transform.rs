@@ -20,7 +20,7 @@ use nadir_flows::FlowTable;
 use nadir_flows::capture::{SilverSummary, capture_to_silver, table_from_flows};
 use nadir_flows::csv::{TextLimits, check_text};
 use nadir_flows::labels::{GroundTruth, SIDECAR_SUFFIX};
-use nadir_store::HashingReader;
+use nadir_store::{DigestRead, HashingReader};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -64,8 +64,9 @@ fn check_sha256(object: &RawObject, actual: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "content changed since ingest (sha256 {} was recorded, the object now hashes to {actual})",
-            object.sha256
+            "the bytes read do not match the sha256 ingest recorded ({}, {}): they hash to {actual}",
+            object.sha256,
+            object.sha256_from.vouched()
         ))
     }
 }
@@ -200,17 +201,16 @@ pub fn transform_csv(
 /// A packet capture, read once from `reader` in constant memory, to a flow
 /// table with the ground truth of `labels` joined, with the timeouts of
 /// `meter`. The bytes are checked against the sha256 ingest recorded.
-pub fn transform_capture<R: Read + Send>(
+pub fn transform_capture<R: DigestRead + Send>(
     object: &RawObject,
-    reader: R,
+    mut reader: R,
     labels: Option<&[u8]>,
     meter: MeterConfig,
 ) -> Result<Transformed, String> {
     let truth = ground_truth(labels)?;
-    let mut hashing = HashingReader::new(reader);
     let mut parquet = Vec::new();
     let (stats, silver) = capture_to_silver(
-        nadir_flowmeter::Source::reader(&mut hashing),
+        nadir_flowmeter::Source::reader(&mut reader),
         meter,
         truth.as_ref(),
         &mut parquet,
@@ -218,11 +218,12 @@ pub fn transform_capture<R: Read + Send>(
     )
     .map_err(|e| e.to_string())?;
     // Whatever follows the last record still counts towards the hash.
-    std::io::copy(&mut hashing, &mut std::io::sink())
+    let (sha256, bytes) = reader
+        .finish()
         .map_err(|e| format!("reading the capture: {e}"))?;
-    check_sha256(object, &hashing.sha256())?;
+    check_sha256(object, &sha256)?;
     let metrics = json!({
-        "bytes": hashing.bytes_read(),
+        "bytes": bytes,
         "packets": stats.packets,
         "ip_packets": stats.ip_packets,
         "skipped": stats.skipped,
@@ -310,7 +311,7 @@ pub fn transform_object(
 ) -> Result<Transformed, String> {
     let format = object.format.format;
     if format.is_capture() {
-        transform_capture(object, bytes, labels, meter)
+        transform_capture(object, HashingReader::new(bytes), labels, meter)
     } else if format.is_zeek() {
         transform_zeek(object, bytes, labels, limits)
     } else if format == Format::Parquet {
@@ -530,6 +531,7 @@ mod tests {
             etag: "e".into(),
             version: "v".into(),
             sha256: layout::sha256_hex(bytes),
+            sha256_from: Default::default(),
             size: bytes.len() as u64,
             format,
             manifest: ArtifactRef::of("silver", "m".into(), "v", b""),
@@ -599,7 +601,10 @@ mod tests {
         let err = transform_csv(&object, b"a,b\n1,3\n", Limits::default())
             .err()
             .unwrap();
-        assert!(err.contains("content changed since ingest"), "{err}");
+        assert!(
+            err.contains("do not match the sha256 ingest recorded"),
+            "{err}"
+        );
     }
 
     fn gz(bytes: &[u8]) -> Vec<u8> {
@@ -732,15 +737,25 @@ mod tests {
                 [("NADIR_MAX_GZIP_RATIO".to_string(), ratio.to_string())].into();
             crate::Analysis::from(&env).unwrap()
         };
-        let error = transform_capture(&object, &capture[..], None, meter_config(&analysis("5")))
-            .err()
-            .unwrap();
+        let error = transform_capture(
+            &object,
+            HashingReader::new(&capture[..]),
+            None,
+            meter_config(&analysis("5")),
+        )
+        .err()
+        .unwrap();
         assert!(
             error.contains("NADIR_MAX_GZIP_RATIO") && error.contains("5-fold"),
             "{error}"
         );
-        let read = transform_capture(&object, &capture[..], None, meter_config(&analysis("1000")))
-            .unwrap();
+        let read = transform_capture(
+            &object,
+            HashingReader::new(&capture[..]),
+            None,
+            meter_config(&analysis("1000")),
+        )
+        .unwrap();
         assert!(read.silver.rows > 0);
     }
 

@@ -28,13 +28,13 @@ impl StageError {
 }
 
 impl From<nadir_store::StoreError> for StageError {
-    /// A missing or altered object is bad input; anything else S3 says is
-    /// worth a retry.
+    /// A missing, altered or replaced object is bad input (the bytes the
+    /// run was about are gone); anything else S3 says is worth a retry.
     fn from(e: nadir_store::StoreError) -> Self {
         match e {
-            nadir_store::StoreError::NotFound { .. } | nadir_store::StoreError::Tampered { .. } => {
-                StageError::Rejected(e.to_string())
-            }
+            nadir_store::StoreError::NotFound { .. }
+            | nadir_store::StoreError::Tampered { .. }
+            | nadir_store::StoreError::Changed { .. } => StageError::Rejected(e.to_string()),
             nadir_store::StoreError::Failed { .. } => StageError::Transient(e.to_string()),
         }
     }

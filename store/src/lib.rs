@@ -6,8 +6,14 @@
 //! - [`sink`]: where a stage's artifacts go (S3 for the workers, a
 //!   directory for `nadir analyze`), and the one way a product and its
 //!   manifest are written.
+//! - [`transfer`]: captures of gigabytes in and out: a file hashed once and
+//!   uploaded in parts side by side, an object read as ranged GETs side by
+//!   side.
 
 pub mod sink;
+pub mod transfer;
+
+pub use transfer::{KnownSha256, RangeReader, Ranged, Upload, Uploaded};
 
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
@@ -24,7 +30,7 @@ use chrono::{DateTime, Utc};
 use nadir_config::S3Settings;
 use nadir_contract::layout::{ArtifactRef, Manifest};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("s3://{bucket}/{key} does not exist")]
     NotFound { bucket: String, key: String },
@@ -37,6 +43,12 @@ pub enum StoreError {
     },
     #[error("{uri} does not match the sha256 the audit trail recorded")]
     Tampered { uri: String },
+    #[error("s3://{bucket}/{key} changed while it was read: {why}")]
+    Changed {
+        bucket: String,
+        key: String,
+        why: String,
+    },
 }
 
 /// What a HEAD or a listing tells about an object.
@@ -172,12 +184,30 @@ impl ObjectStore {
         bytes: Bytes,
         content_type: &str,
     ) -> Result<String, StoreError> {
-        let out = self
+        self.put_with_metadata(bucket, key, bytes, content_type, &[])
+            .await
+    }
+
+    /// Stores `bytes` with user metadata (`x-amz-meta-<name>`); returns
+    /// the object's ETag.
+    pub async fn put_with_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+        metadata: &[(&str, &str)],
+    ) -> Result<String, StoreError> {
+        let mut put = self
             .client
             .put_object()
             .bucket(bucket)
             .key(key)
-            .content_type(content_type)
+            .content_type(content_type);
+        for (name, value) in metadata {
+            put = put.metadata(*name, *value);
+        }
+        let out = put
             .body(ByteStream::from(bytes))
             .send()
             .await
@@ -383,6 +413,19 @@ impl<R> HashingReader<R> {
     /// The sha256 (hex) of everything read so far.
     pub fn sha256(&self) -> String {
         hex::encode(sha2::Digest::finalize(self.hasher.clone()))
+    }
+}
+
+/// A reader that hashes what it delivers: [`finish`](Self::finish) reads
+/// what is left and returns the sha256 (hex) and size of everything.
+pub trait DigestRead: std::io::Read {
+    fn finish(self) -> std::io::Result<(String, u64)>;
+}
+
+impl<R: std::io::Read> DigestRead for HashingReader<R> {
+    fn finish(mut self) -> std::io::Result<(String, u64)> {
+        std::io::copy(&mut self, &mut std::io::sink())?;
+        Ok((self.sha256(), self.bytes))
     }
 }
 

@@ -25,10 +25,11 @@ use nadir_pipeline::ingest::{self, Listed};
 use std::sync::Arc;
 
 use nadir_config::shutdown::Shutdown;
+use nadir_flows::format::SNIFF_LEN;
 use nadir_runtime::Services;
 use nadir_runtime::stage::{self, Job, JobContext, Outcome, Source, Stage, StageError, compute};
 use nadir_store::sink::write;
-use nadir_store::{ObjectInfo, blocking_reader};
+use nadir_store::{ObjectInfo, Ranged};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -304,24 +305,47 @@ impl Stage for Ingest {
         let mut bytes_read = 0;
         for info in objects {
             let started = std::time::Instant::now();
-            // Streamed: the object is hashed in one pass, never held whole.
-            let (stream, _) = blocking_reader(ctx.catalogue.store().open(&raw, &info.key).await?);
-            let print = compute(move || ingest::fingerprint(stream))
-                .await?
-                .map_err(|e| {
-                    StageError::Transient(format!("reading s3://{raw}/{}: {e}", info.key))
-                })?;
+            let store = ctx.catalogue.store();
+            let (now, known) = store.head_with_sha256(&raw, &info.key).await?;
+            if now.etag != info.etag {
+                return Err(StageError::Rejected(format!(
+                    "s3://{raw}/{} was replaced after it was announced: its ETag is {}, not {}",
+                    info.key, now.etag, info.etag
+                )));
+            }
+            let print = match known {
+                // S3 knows its sha256: its first bytes tell the format.
+                Some(known) => {
+                    let head = store
+                        .get_head(&raw, &info.key, &info.etag, SNIFF_LEN as u64)
+                        .await?;
+                    ingest::fingerprint_known(&head, now.size, known)
+                }
+                // Hashed in one pass of ranged GETs, never held whole.
+                None => {
+                    let reader = store
+                        .read_ranges(&raw, &info.key, &info.etag, now.size, Ranged::default())
+                        .hashed();
+                    let fault = reader.fault();
+                    let read = compute(move || ingest::fingerprint(reader)).await?;
+                    if let Some(fault) = fault.get() {
+                        return Err(fault.clone().into());
+                    }
+                    read.map_err(|e| {
+                        StageError::Transient(format!("reading s3://{raw}/{}: {e}", info.key))
+                    })?
+                }
+            };
             if print.size != info.size {
-                // The object was replaced while it was read, or the read
-                // ended early: read it again.
+                // The listing and the object disagree: ask again.
                 return Err(StageError::Transient(format!(
                     "read {} bytes of s3://{raw}/{}, which S3 listed with {}",
                     print.size, info.key, info.size
                 )));
             }
             bytes_read += print.size;
-            let detected = print
-                .detected
+            let print = print
+                .recognised()
                 .map_err(|e| StageError::Rejected(format!("s3://{raw}/{}: {e}", info.key)))?;
             let listed = Listed {
                 bucket: &raw,
@@ -333,21 +357,13 @@ impl Stage for Ingest {
             let product = ingest::raw_product(
                 ctx.run_id,
                 &listed,
-                &print.sha256,
-                print.size,
-                detected,
+                &print,
                 &params,
                 started.elapsed().as_secs_f64(),
             );
             let written = write(ctx.sink, product).await?;
-            tracing::info!(run_id = %ctx.run_id, key = %info.key, sha256 = %print.sha256, format = %detected, size = print.size, "fingerprinted");
-            fingerprinted.push(ingest::raw_object(
-                &listed,
-                print.sha256,
-                print.size,
-                detected,
-                &written,
-            ));
+            tracing::info!(run_id = %ctx.run_id, key = %info.key, sha256 = %print.sha256, sha256_from = print.sha256_from.name(), format = %print.detected, size = print.size, "fingerprinted");
+            fingerprinted.push(ingest::raw_object(&listed, print, &written));
             records.push(written.record);
         }
         Ok(Outcome {

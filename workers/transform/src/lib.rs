@@ -15,7 +15,7 @@ use nadir_pipeline::transform::{self, SilverOf};
 use nadir_runtime::Services;
 use nadir_runtime::stage::{self, JobContext, Outcome, Stage, StageError, compute};
 use nadir_store::sink::write;
-use nadir_store::{StoreError, blocking_reader};
+use nadir_store::{Ranged, StoreError, blocking_reader};
 
 /// The stage, with the analysis settings it works by.
 pub struct Transform {
@@ -99,39 +99,43 @@ impl Stage for Transform {
                 .map(|(key, labels)| transform::sidecar_ref(&buckets.raw, key.clone(), labels));
             let owned = object.clone();
             let labels = sidecar.map(|(_, l)| l);
-            let (result, fault) = if transform::streams(object) {
-                let (stream, fault) = blocking_reader(
-                    ctx.catalogue
-                        .store()
-                        .open(&buckets.raw, &object.key)
-                        .await?,
-                );
+            let result = if transform::streams(object) {
+                // Ranged GETs side by side, hashed on a thread of their own
+                // while the meter reads.
+                let reader = ctx
+                    .catalogue
+                    .store()
+                    .read_ranges(
+                        &buckets.raw,
+                        &object.key,
+                        &object.etag,
+                        object.size,
+                        Ranged::default(),
+                    )
+                    .hashed();
+                let fault = reader.fault();
                 let result = compute(move || {
-                    transform::transform_capture(&owned, stream, labels.as_deref(), meter)
+                    transform::transform_capture(&owned, reader, labels.as_deref(), meter)
                 })
                 .await?;
-                (result, fault.get().map(str::to_string))
+                // A read that failed is the transfer's fault, whatever the
+                // parser made of the short stream: retried, or rejected when
+                // the object was replaced. Only content read whole is bad.
+                if let Some(fault) = fault.get() {
+                    return Err(fault.clone().into());
+                }
+                result
             } else {
                 let limits = self.analysis.limits;
                 limits.check_size(object.size).map_err(|e| {
                     StageError::Rejected(format!("s3://{}/{}: {e}", buckets.raw, object.key))
                 })?;
                 let bytes = ctx.catalogue.get(&buckets.raw, &object.key).await?;
-                let result = compute(move || {
+                compute(move || {
                     transform::transform_object(&owned, &bytes, labels.as_deref(), meter, limits)
                 })
-                .await?;
-                (result, None)
+                .await?
             };
-            // A read that failed is the connection's fault, whatever the
-            // parser made of the short stream: retry. Only content that
-            // was read whole is bad input.
-            if let Some(fault) = fault {
-                return Err(StageError::Transient(format!(
-                    "reading s3://{}/{}: {fault}",
-                    buckets.raw, object.key
-                )));
-            }
             let transformed = result.map_err(|e| {
                 StageError::Rejected(format!("s3://{}/{}: {e}", buckets.raw, object.key))
             })?;
