@@ -10,7 +10,7 @@ use std::time::Duration;
 use nadir_contract::layout::sha256_hex;
 use nadir_contract::messages::Sha256Origin;
 use nadir_e2e::World;
-use nadir_store::{DigestRead, KnownSha256, Ranged, StoreError, Upload};
+use nadir_store::{DigestRead, KnownSha256, ObjectInfo, Ranged, StoreError, Upload, Uploaded};
 use serde_json::Value;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -40,6 +40,30 @@ fn small_parts() -> Upload {
         part_size: 5 << 20,
         parts_in_flight: 3,
     }
+}
+
+/// Stores the file at `path` as `key` in `raw`.
+async fn upload(world: &World, key: &str, path: &std::path::Path, how: Upload) -> Uploaded {
+    world
+        .store
+        .put_file(
+            &world.config.buckets.raw,
+            key,
+            path,
+            "application/octet-stream",
+            how,
+        )
+        .await
+        .unwrap()
+}
+
+/// What a HEAD of `key` in `raw` tells, with the sha256 S3 knows of it.
+async fn known(world: &World, key: &str) -> (ObjectInfo, Option<KnownSha256>) {
+    world
+        .store
+        .head_with_sha256(&world.config.buckets.raw, key)
+        .await
+        .unwrap()
 }
 
 /// Reads the object as ranged GETs, hashed beside the reader.
@@ -73,29 +97,15 @@ async fn a_file_goes_up_in_parts_and_comes_back_whole_in_ranges_with_its_sha256(
     let raw = world.config.buckets.raw.clone();
     let bytes = noise((13 << 20) + 123, 7);
     let path = file_of(&world, "parts.bin", &bytes);
-    let up = world
-        .store
-        .put_file(
-            &raw,
-            "parts.bin",
-            &path,
-            "application/octet-stream",
-            small_parts(),
-        )
-        .await
-        .unwrap();
+    let up = upload(&world, "parts.bin", &path, small_parts()).await;
     assert_eq!(up.parts, 3);
     assert_eq!(up.size, bytes.len() as u64);
     assert_eq!(up.sha256, sha256_hex(&bytes));
     assert!(up.etag.ends_with("-3"), "a multipart ETag: {}", up.etag);
-    let (info, known) = world
-        .store
-        .head_with_sha256(&raw, "parts.bin")
-        .await
-        .unwrap();
+    let (info, sha256) = known(&world, "parts.bin").await;
     assert_eq!((info.etag.as_str(), info.size), (up.etag.as_str(), up.size));
     assert_eq!(
-        known,
+        sha256,
         Some(KnownSha256 {
             hex: up.sha256.clone(),
             source: Sha256Origin::UploaderMetadata
@@ -123,25 +133,10 @@ async fn a_file_goes_up_in_parts_and_comes_back_whole_in_ranges_with_its_sha256(
     // A small file: one PUT whose sha256 the server checked.
     let small = noise(1000, 9);
     let path = file_of(&world, "small.bin", &small);
-    let up = world
-        .store
-        .put_file(
-            &raw,
-            "small.bin",
-            &path,
-            "application/octet-stream",
-            Upload::default(),
-        )
-        .await
-        .unwrap();
+    let up = upload(&world, "small.bin", &path, Upload::default()).await;
     assert_eq!(up.parts, 1);
-    let (_, known) = world
-        .store
-        .head_with_sha256(&raw, "small.bin")
-        .await
-        .unwrap();
     assert_eq!(
-        known,
+        known(&world, "small.bin").await.1,
         Some(KnownSha256 {
             hex: sha256_hex(&small),
             source: Sha256Origin::S3Checksum
@@ -158,12 +153,7 @@ async fn a_file_goes_up_in_parts_and_comes_back_whole_in_ranges_with_its_sha256(
         )
         .await
         .unwrap();
-    let (_, known) = world
-        .store
-        .head_with_sha256(&raw, "plain.bin")
-        .await
-        .unwrap();
-    assert_eq!(known, None);
+    assert_eq!(known(&world, "plain.bin").await.1, None);
 }
 
 #[tokio::test]
@@ -248,17 +238,7 @@ async fn ingest_takes_the_sha256_s3_knows_and_transform_holds_every_byte_to_it()
     assert_eq!(metrics["sha256"], sha256_hex(&pcap).as_str());
 
     // In parts: the uploader's metadata.
-    let up = world
-        .store
-        .put_file(
-            &raw,
-            "parts.pcap",
-            &path,
-            "application/octet-stream",
-            small_parts(),
-        )
-        .await
-        .unwrap();
+    let up = upload(&world, "parts.pcap", &path, small_parts()).await;
     assert!(up.parts > 1);
     let run_id = nadir_contract::messages::object_run_id(&raw, "parts.pcap", &up.etag);
     let run = world.wait_run(run_id, RUN_TIMEOUT).await;

@@ -65,17 +65,28 @@ pub struct ObjectStore {
     client: aws_sdk_s3::Client,
 }
 
+/// A failed S3 call on `bucket/key`, from the SDK's error with its causes.
 fn failed<E: std::error::Error + 'static>(
     op: &'static str,
     bucket: &str,
     key: &str,
     err: E,
 ) -> StoreError {
+    failed_because(op, bucket, key, DisplayErrorContext(err))
+}
+
+/// A failed S3 call on `bucket/key`, for `why`.
+fn failed_because(
+    op: &'static str,
+    bucket: &str,
+    key: &str,
+    why: impl std::fmt::Display,
+) -> StoreError {
     StoreError::Failed {
         op,
         bucket: bucket.to_string(),
         key: key.to_string(),
-        message: DisplayErrorContext(err).to_string(),
+        message: why.to_string(),
     }
 }
 
@@ -318,26 +329,7 @@ impl ObjectStore {
     }
 
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError> {
-        match self
-            .client
-            .head_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(ObjectInfo {
-                key: key.to_string(),
-                etag: clean_etag(out.e_tag()),
-                size: out.content_length().unwrap_or_default().max(0) as u64,
-                last_modified: to_utc(out.last_modified()),
-            }),
-            Err(SdkError::ServiceError(e)) if e.err().is_not_found() => Err(StoreError::NotFound {
-                bucket: bucket.into(),
-                key: key.into(),
-            }),
-            Err(e) => Err(failed("HeadObject", bucket, key, e)),
-        }
+        Ok(self.head_with_sha256(bucket, key).await?.0)
     }
 
     /// Every object under `prefix`, in key order.

@@ -27,7 +27,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use nadir_contract::messages::Sha256Origin;
 
-use crate::{ObjectInfo, ObjectStore, StoreError, clean_etag, failed, to_utc};
+use crate::{ObjectInfo, ObjectStore, StoreError, clean_etag, failed, failed_because, to_utc};
 
 /// The user-metadata key (`x-amz-meta-sha256`) under which `nadir upload`
 /// stores the hex sha256 of the whole object.
@@ -111,21 +111,27 @@ fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
     Ok((hex::encode(sha2::Digest::finalize(hasher)), size))
 }
 
+/// The sha256 (hex) and size of a local file, read once, with its bytes
+/// when it is at most `keep_up_to` bytes long (a single PUT sends them).
+fn read_for_upload(
+    path: &Path,
+    keep_up_to: u64,
+) -> std::io::Result<(String, u64, Option<Vec<u8>>)> {
+    if std::fs::metadata(path)?.len() <= keep_up_to {
+        let bytes = std::fs::read(path)?;
+        let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        return Ok((sha256, bytes.len() as u64, Some(bytes)));
+    }
+    let (sha256, size) = hash_file(path)?;
+    Ok((sha256, size, None))
+}
+
 fn read_at(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::open(path)?;
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, offset)?;
     Ok(buf)
-}
-
-fn blocking_failed(op: &'static str, bucket: &str, key: &str, message: String) -> StoreError {
-    StoreError::Failed {
-        op,
-        bucket: bucket.to_string(),
-        key: key.to_string(),
-        message,
-    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -136,8 +142,8 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| blocking_failed(op, bucket, key, e.to_string()))?
-        .map_err(|e| blocking_failed(op, bucket, key, e.to_string()))
+        .map_err(|e| failed_because(op, bucket, key, e))?
+        .map_err(|e| failed_because(op, bucket, key, e))
 }
 
 /// The parts of a `size`-byte file: `(number, offset, length)`.
@@ -163,17 +169,12 @@ impl ObjectStore {
         content_type: &str,
         how: Upload,
     ) -> Result<Uploaded, StoreError> {
-        let owned = path.to_path_buf();
-        let (sha256, size) = blocking("reading the file for", bucket, key, move || {
-            hash_file(&owned)
+        let (owned, limit) = (path.to_path_buf(), how.multipart_above);
+        let (sha256, size, whole) = blocking("reading the file for", bucket, key, move || {
+            read_for_upload(&owned, limit)
         })
         .await?;
-        if size <= how.multipart_above {
-            let owned = path.to_path_buf();
-            let bytes = blocking("reading the file for", bucket, key, move || {
-                read_at(&owned, 0, size as usize)
-            })
-            .await?;
+        if let Some(bytes) = whole {
             let checksum = aws_smithy_types::base64::encode(
                 hex::decode(&sha256).expect("the hex of a sha256 decodes"),
             );
@@ -361,6 +362,7 @@ impl ObjectStore {
         let chunk = how.chunk.max(1);
         let in_flight = how.in_flight.max(1);
         let (tx, rx) = tokio::sync::mpsc::channel(in_flight);
+        let names = (bucket.to_string(), key.to_string());
         let (store, bucket, key, etag) = (
             self.clone(),
             bucket.to_string(),
@@ -382,6 +384,8 @@ impl ObjectStore {
             }
         });
         RangeReader {
+            bucket: names.0,
+            key: names.1,
             chunks: rx,
             current: Bytes::new(),
             delivered: 0,
@@ -467,7 +471,7 @@ async fn fetch_range_once(
         .map_err(|e| failed("GetObject", bucket, key, e))?
         .into_bytes();
     if bytes.len() as u64 > len {
-        return Err(blocking_failed(
+        return Err(failed_because(
             "GetObject",
             bucket,
             key,
@@ -480,6 +484,8 @@ async fn fetch_range_once(
 /// The ordered bytes of [`ObjectStore::read_ranges`] as a blocking reader,
 /// optionally hashed on a thread of its own ([`hashed`](Self::hashed)).
 pub struct RangeReader {
+    bucket: String,
+    key: String,
     chunks: tokio::sync::mpsc::Receiver<Result<Bytes, StoreError>>,
     current: Bytes,
     delivered: u64,
@@ -536,15 +542,15 @@ impl RangeReader {
             }
             let chunk = match self.chunks.blocking_recv() {
                 Some(Ok(chunk)) if !chunk.is_empty() => Ok(chunk),
-                Some(Ok(_)) | None => Err(StoreError::Failed {
-                    op: "GetObject",
-                    bucket: String::new(),
-                    key: String::new(),
-                    message: format!(
+                Some(Ok(_)) | None => Err(failed_because(
+                    "GetObject",
+                    &self.bucket,
+                    &self.key,
+                    format!(
                         "the transfer ended after {} of {} bytes",
                         self.delivered, self.size
                     ),
-                }),
+                )),
                 Some(Err(e)) => Err(e),
             };
             match chunk {
