@@ -61,3 +61,19 @@ pub async fn compute<T: Send + 'static>(
         .await
         .map_err(|e| StageError::Transient(format!("computation panicked: {e}")))
 }
+
+/// Runs `work` over an object read as ranged GETs, off the async threads.
+/// A read that failed is the transfer's fault, whatever `work` made of the
+/// short stream: retried, or rejected when the object was replaced; only
+/// what `work` returns from a whole read is its verdict on the content.
+pub async fn compute_reading<T: Send + 'static>(
+    reader: nadir_store::RangeReader,
+    work: impl FnOnce(nadir_store::RangeReader) -> T + Send + 'static,
+) -> Result<T, StageError> {
+    let fault = reader.fault();
+    let result = compute(move || work(reader)).await?;
+    match fault.get() {
+        Some(fault) => Err(fault.clone().into()),
+        None => Ok(result),
+    }
+}

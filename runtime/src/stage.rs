@@ -25,7 +25,7 @@ use nadir_db::registry::RegistryChange;
 
 use crate::catalogue::Catalogue;
 use crate::delivery::Runtime;
-pub use crate::error::{StageError, compute};
+pub use crate::error::{StageError, compute, compute_reading};
 use crate::services::Services;
 pub use crate::sink::FencedSink;
 

@@ -419,6 +419,15 @@ async fn fetch_range(
     }
 }
 
+/// `bucket/key` is no longer the object the reading started from.
+fn changed(bucket: &str, key: &str, why: impl Into<String>) -> StoreError {
+    StoreError::Changed {
+        bucket: bucket.into(),
+        key: key.into(),
+        why: why.into(),
+    }
+}
+
 async fn fetch_range_once(
     store: &ObjectStore,
     bucket: &str,
@@ -440,29 +449,25 @@ async fn fetch_range_once(
     {
         Ok(out) => out,
         Err(aws_sdk_s3::error::SdkError::ServiceError(e)) if e.err().is_no_such_key() => {
-            return Err(StoreError::Changed {
-                bucket: bucket.into(),
-                key: key.into(),
-                why: "it was deleted".into(),
-            });
+            return Err(changed(bucket, key, "it was deleted"));
         }
         Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
-            return Err(StoreError::Changed {
-                bucket: bucket.into(),
-                key: key.into(),
-                why: format!("its ETag is no longer {etag}"),
-            });
+            return Err(changed(
+                bucket,
+                key,
+                format!("its ETag is no longer {etag}"),
+            ));
         }
         Err(e) => return Err(failed("GetObject", bucket, key, e)),
     };
     // Not every S3-compatible server honours If-Match on GET.
     let now = clean_etag(out.e_tag());
     if now != etag {
-        return Err(StoreError::Changed {
-            bucket: bucket.into(),
-            key: key.into(),
-            why: format!("its ETag is {now}, not {etag}"),
-        });
+        return Err(changed(
+            bucket,
+            key,
+            format!("its ETag is {now}, not {etag}"),
+        ));
     }
     let bytes = out
         .body

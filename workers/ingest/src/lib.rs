@@ -27,7 +27,9 @@ use std::sync::Arc;
 use nadir_config::shutdown::Shutdown;
 use nadir_flows::format::SNIFF_LEN;
 use nadir_runtime::Services;
-use nadir_runtime::stage::{self, Job, JobContext, Outcome, Source, Stage, StageError, compute};
+use nadir_runtime::stage::{
+    self, Job, JobContext, Outcome, Source, Stage, StageError, compute_reading,
+};
 use nadir_store::sink::write;
 use nadir_store::{ObjectInfo, Ranged};
 use serde::{Deserialize, Serialize};
@@ -326,14 +328,11 @@ impl Stage for Ingest {
                     let reader = store
                         .read_ranges(&raw, &info.key, &info.etag, now.size, Ranged::default())
                         .hashed();
-                    let fault = reader.fault();
-                    let read = compute(move || ingest::fingerprint(reader)).await?;
-                    if let Some(fault) = fault.get() {
-                        return Err(fault.clone().into());
-                    }
-                    read.map_err(|e| {
-                        StageError::Transient(format!("reading s3://{raw}/{}: {e}", info.key))
-                    })?
+                    compute_reading(reader, ingest::fingerprint)
+                        .await?
+                        .map_err(|e| {
+                            StageError::Transient(format!("reading s3://{raw}/{}: {e}", info.key))
+                        })?
                 }
             };
             if print.size != info.size {

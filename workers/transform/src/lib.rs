@@ -13,7 +13,9 @@ use nadir_contract::stage::StageKind;
 use nadir_pipeline::Analysis;
 use nadir_pipeline::transform::{self, SilverOf};
 use nadir_runtime::Services;
-use nadir_runtime::stage::{self, JobContext, Outcome, Stage, StageError, compute};
+use nadir_runtime::stage::{
+    self, JobContext, Outcome, Stage, StageError, compute, compute_reading,
+};
 use nadir_store::sink::write;
 use nadir_store::{Ranged, StoreError, blocking_reader};
 
@@ -113,18 +115,10 @@ impl Stage for Transform {
                         Ranged::default(),
                     )
                     .hashed();
-                let fault = reader.fault();
-                let result = compute(move || {
+                compute_reading(reader, move |reader| {
                     transform::transform_capture(&owned, reader, labels.as_deref(), meter)
                 })
-                .await?;
-                // A read that failed is the transfer's fault, whatever the
-                // parser made of the short stream: retried, or rejected when
-                // the object was replaced. Only content read whole is bad.
-                if let Some(fault) = fault.get() {
-                    return Err(fault.clone().into());
-                }
-                result
+                .await?
             } else {
                 let limits = self.analysis.limits;
                 limits.check_size(object.size).map_err(|e| {
