@@ -3,6 +3,8 @@
 # directory that git ignores. Source it; do not run it.
 #
 #   nadir_install                     install what is missing (apt, cargo)
+#   nadir_install_begin / _wait       the same, the S3 server's build left
+#                                     running in between
 #   nadir_install_browser             Chromium, Node.js and playwright-core for
 #                                     the dashboard's browser test
 #   nadir_services_start DIR BASE     start the three services on ports BASE+...,
@@ -57,17 +59,42 @@ nadir_pg_bindir() {
   [ -n "$dir" ] && [ -x "$dir/initdb" ] && echo "$dir"
 }
 
-nadir_install() {
+# Installs what is missing: Debian's packages now, and the S3 server
+# (unless MinIO or s3s-fs is on PATH) with `cargo install` in the
+# background, so that it builds beside the workspace; nadir_install_wait
+# waits for it. nadir_install does both at once.
+nadir_install_begin() {
   local missing=()
   command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
   [ -n "$(nadir_pg_bindir)" ] || missing+=(postgresql)
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-  nadir_apt_install "${missing[@]}"
+  NADIR_S3_INSTALL_PID=
   if ! command -v minio >/dev/null 2>&1 && ! command -v s3s-fs >/dev/null 2>&1; then
-    nadir_log "installing the S3 server s3s-fs $NADIR_S3S_VERSION (cargo install; minio is not on PATH)"
-    cargo install s3s-fs --version "$NADIR_S3S_VERSION" --features binary --locked --quiet
+    nadir_log "installing the S3 server s3s-fs $NADIR_S3S_VERSION (cargo install in the background; minio is not on PATH)"
+    mkdir -p .nadir
+    NADIR_S3_INSTALL_LOG=$PWD/.nadir/s3s-fs-install.log
+    cargo install s3s-fs --version "$NADIR_S3S_VERSION" --features binary --locked --quiet \
+      >"$NADIR_S3_INSTALL_LOG" 2>&1 &
+    NADIR_S3_INSTALL_PID=$!
   fi
+  nadir_apt_install "${missing[@]}"
+}
+
+nadir_install_wait() {
+  [ -n "${NADIR_S3_INSTALL_PID:-}" ] || return 0
+  local pid=$NADIR_S3_INSTALL_PID
+  NADIR_S3_INSTALL_PID=
+  if ! wait "$pid"; then
+    cat "$NADIR_S3_INSTALL_LOG" >&2
+    nadir_die "cargo install s3s-fs $NADIR_S3S_VERSION failed (its output above, and in $NADIR_S3_INSTALL_LOG)"
+  fi
+  command -v s3s-fs >/dev/null 2>&1 || nadir_die "s3s-fs was installed but is not on PATH (add ~/.cargo/bin)"
+}
+
+nadir_install() {
+  nadir_install_begin
+  nadir_install_wait
 }
 
 nadir_install_browser() {

@@ -90,20 +90,23 @@ fn failed_because(
     }
 }
 
-/// The SDK's default HTTPS client (rustls with aws-lc, proxies from the
-/// environment) trusting only the CAs in `pem` (`NADIR_S3_CA_FILE`, read
-/// and checked by the configuration).
-fn https_client_trusting(pem: &[u8]) -> SharedHttpClient {
-    let trust = TrustStore::empty().with_pem_certificate(pem.to_vec());
+/// The HTTP(S) client S3 is reached with: what the SDK's default client
+/// does (rustls, proxies from the environment), with ring as rustls's
+/// crypto, trusting the system's CAs or, when `NADIR_S3_CA_FILE` is set,
+/// only the CAs in it (`ca_pem`, read and checked by the configuration).
+fn https_client(ca_pem: Option<&[u8]>) -> SharedHttpClient {
+    let trust = match ca_pem {
+        Some(pem) => TrustStore::empty().with_pem_certificate(pem.to_vec()),
+        None => TrustStore::default(),
+    };
     let context = TlsContext::builder()
         .with_trust_store(trust)
         .build()
         .expect("a TLS context with a trust store always builds");
-    // What aws-smithy-runtime's default client does, with our trust store.
     aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
         let mut connector = ConnectorBuilder::default()
             .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::AwsLc,
+                tls::rustls_provider::CryptoMode::Ring,
             ))
             .tls_context(context.clone());
         connector.set_connector_settings(settings.cloned());
@@ -133,7 +136,7 @@ impl ObjectStore {
             None,
             "nadir-config",
         );
-        let mut config = aws_sdk_s3::Config::builder()
+        let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(settings.endpoint.clone())
             .region(Region::new(settings.region.clone()))
@@ -142,10 +145,10 @@ impl ObjectStore {
             // Plain checksums only: not every S3-compatible server reads the
             // aws-chunked trailers the SDK sends by default.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-        if let Some(ca) = &settings.ca_file {
-            config = config.http_client(https_client_trusting(&ca.pem));
-        }
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .http_client(https_client(
+                settings.ca_file.as_ref().map(|ca| ca.pem.as_slice()),
+            ));
         let config = config.build();
         ObjectStore {
             client: aws_sdk_s3::Client::from_conf(config),
