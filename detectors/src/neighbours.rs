@@ -160,36 +160,34 @@ const TRAIN_CHUNK: usize = 2048;
 /// grouped (64 groups are always allowed).
 const MIN_GROUP_ROWS: usize = 16;
 
-/// The training rows in the order of their values in `columns`, and the
-/// range of each run of equal values.
-fn group_rows(train: ArrayView2<'_, f64>, columns: &[usize]) -> (Vec<usize>, Vec<(usize, usize)>) {
-    let keys: Vec<Vec<u64>> = train
+/// The rows of `x` in the order of their values in `columns`, and the
+/// range of each run of equal values, cut after `longest` rows.
+fn group_rows(
+    x: ArrayView2<'_, f64>,
+    columns: &[usize],
+    longest: usize,
+) -> (Vec<usize>, Vec<(usize, usize)>) {
+    let keys: Vec<Vec<u64>> = x
         .outer_iter()
         .map(|row| {
-            // -0.0 and 0.0 are one value.
-            key(row, columns)
-                .into_iter()
-                .map(|b| if b == (-0.0f64).to_bits() { 0 } else { b })
+            columns
+                .iter()
+                // -0.0 and 0.0 are one value.
+                .map(|&j| if row[j] == 0.0 { 0 } else { row[j].to_bits() })
                 .collect()
         })
         .collect();
-    let mut rows: Vec<usize> = (0..train.nrows()).collect();
+    let mut rows: Vec<usize> = (0..x.nrows()).collect();
     rows.sort_by(|&a, &b| keys[a].cmp(&keys[b]).then(a.cmp(&b)));
     let mut ranges = Vec::new();
     let mut start = 0;
     for i in 1..=rows.len() {
-        if i == rows.len() || keys[rows[i]] != keys[rows[start]] {
+        if i == rows.len() || keys[rows[i]] != keys[rows[start]] || i - start == longest {
             ranges.push((start, i));
             start = i;
         }
     }
     (rows, ranges)
-}
-
-/// Bits of a row's values in `columns`: rows with equal values have equal
-/// keys.
-fn key(row: ndarray::ArrayView1<'_, f64>, columns: &[usize]) -> Vec<u64> {
-    columns.iter().map(|&j| row[j].to_bits()).collect()
 }
 
 impl Groups {
@@ -203,12 +201,12 @@ impl Groups {
             second.is_none_or(|second| column.iter().all(|&v| v == first || v == second))
         });
         let (mut two_valued, mut other) = (two_valued, other);
-        let (mut rows, mut ranges) = group_rows(train, &two_valued);
+        let (mut rows, mut ranges) = group_rows(train, &two_valued, usize::MAX);
         if ranges.len() > (train.nrows() / MIN_GROUP_ROWS).max(64) {
             // Groups this small would cost a product each: one group.
             other = (0..train.ncols()).collect();
             two_valued.clear();
-            (rows, ranges) = group_rows(train, &two_valued);
+            (rows, ranges) = group_rows(train, &two_valued, usize::MAX);
         }
         let patterns = Array2::from_shape_fn((ranges.len(), two_valued.len()), |(g, j)| {
             train[[rows[ranges[g].0], two_valued[j]]]
@@ -233,21 +231,8 @@ impl Groups {
         exclude_self: bool,
     ) -> Vec<Vec<(usize, f64)>> {
         // Queries with the same two-valued part share the order of groups.
-        let keys: Vec<Vec<u64>> = queries
-            .outer_iter()
-            .map(|row| key(row, &self.two_valued))
-            .collect();
-        let mut order: Vec<usize> = (0..queries.nrows()).collect();
-        order.sort_by(|&a, &b| keys[a].cmp(&keys[b]).then(a.cmp(&b)));
-        let mut tasks = Vec::new();
-        let mut start = 0;
-        for i in 1..=order.len() {
-            if i == order.len() || keys[order[i]] != keys[order[start]] || i - start == QUERY_BLOCK
-            {
-                tasks.push(&order[start..i]);
-                start = i;
-            }
-        }
+        let (order, blocks) = group_rows(queries, &self.two_valued, QUERY_BLOCK);
+        let tasks: Vec<&[usize]> = blocks.iter().map(|&(a, b)| &order[a..b]).collect();
         let found: Vec<Vec<Vec<(usize, f64)>>> = tasks
             .into_par_iter()
             .map_init(
