@@ -131,6 +131,19 @@ pub fn nearest(
     }
 }
 
+/// Neighbours found in the order `queries` gives, put back in the queries'
+/// own order.
+fn in_query_order(
+    queries: impl ExactSizeIterator<Item = usize>,
+    found: impl IntoIterator<Item = Vec<(usize, f64)>>,
+) -> Vec<Vec<(usize, f64)>> {
+    let mut out = vec![Vec::new(); queries.len()];
+    for (query, neighbours) in queries.zip(found) {
+        out[query] = neighbours;
+    }
+    out
+}
+
 /// The training rows grouped by their values in the columns that take two
 /// values (see the module's docs).
 struct Groups {
@@ -240,11 +253,7 @@ impl Groups {
                 |products, block| self.search(queries, block, k, exclude_self, products),
             )
             .collect();
-        let mut out = vec![Vec::new(); queries.nrows()];
-        for (&query, neighbours) in order.iter().zip(found.into_iter().flatten()) {
-            out[query] = neighbours;
-        }
-        out
+        in_query_order(order.iter().copied(), found.into_iter().flatten())
     }
 
     /// The neighbours of a block of queries that share their two-valued
@@ -466,11 +475,7 @@ impl KdTree {
                 })
             })
             .collect();
-        let mut out = vec![Vec::new(); queries.nrows()];
-        for (&(_, q), neighbours) in order.iter().zip(found) {
-            out[q] = neighbours;
-        }
-        out
+        in_query_order(order.iter().map(|&(_, q)| q), found)
     }
 
     /// Squared distance from a query to a node's bounding box.
